@@ -1,0 +1,176 @@
+//! Types shared by the eBPF programs (`leak-ebpf`) and the user-space tracer (`leak-user`).
+//!
+//! Every struct here is `#[repr(C)]` and padded explicitly: the kernel copies them byte for byte
+//! between BPF maps and user space, so both sides must agree on the layout.
+#![no_std]
+
+/// Deepest user stack kept per allocation site (frames beyond are cut, and the cut is visible).
+pub const MAX_FRAMES: usize = 64;
+
+/// Executable mappings one unwind table may describe. Two tables exist (double buffering) so that
+/// user space can rebuild one while the probes read the other.
+pub const MAX_MAPPINGS: u32 = 512;
+
+/// Which allocator entry point produced an allocation.
+pub mod kind {
+    pub const MALLOC: u32 = 0;
+    pub const CALLOC: u32 = 1;
+    pub const REALLOC: u32 = 2;
+    pub const REALLOCARRAY: u32 = 3;
+    pub const POSIX_MEMALIGN: u32 = 4;
+    pub const ALIGNED_ALLOC: u32 = 5;
+    pub const MEMALIGN: u32 = 6;
+    pub const VALLOC: u32 = 7;
+    pub const PVALLOC: u32 = 8;
+    pub const MMAP: u32 = 9;
+    /// Number of kinds; also the size of per-kind arrays.
+    pub const COUNT: u32 = 10;
+
+    /// The C name of the entry point, as the report prints it.
+    pub const fn name(kind: u32) -> &'static str {
+        match kind {
+            MALLOC => "malloc",
+            CALLOC => "calloc",
+            REALLOC => "realloc",
+            REALLOCARRAY => "reallocarray",
+            POSIX_MEMALIGN => "posix_memalign",
+            ALIGNED_ALLOC => "aligned_alloc",
+            MEMALIGN => "memalign",
+            VALLOC => "valloc",
+            PVALLOC => "pvalloc",
+            MMAP => "mmap",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Indexes of the per-CPU counters (`COUNTERS` map).
+pub mod counter {
+    /// Allocations recorded in the outstanding-allocation map.
+    pub const ALLOCS: u32 = 0;
+    /// Frees (free, munmap, realloc's release) that matched a recorded allocation.
+    pub const FREES: u32 = 1;
+    /// Allocations lost because the outstanding-allocation map was full.
+    pub const DROP_ALLOC_MAP_FULL: u32 = 2;
+    /// Allocations recorded without a stack because the stack map was full.
+    pub const DROP_STACK_MAP_FULL: u32 = 3;
+    /// Allocations lost because the per-thread in-flight map was full.
+    pub const DROP_IN_FLIGHT_FULL: u32 = 4;
+    /// Per-stack totals that could not be kept because that map was full.
+    pub const DROP_TOTALS_MAP_FULL: u32 = 5;
+    /// Stacks cut at `MAX_FRAMES`.
+    pub const STACKS_TRUNCATED: u32 = 6;
+    /// Allocator calls made from inside another allocator call (ignored: the outer call counts).
+    pub const NESTED_CALLS: u32 = 7;
+    /// Anonymous mmaps recorded as allocations.
+    pub const MMAPS: u32 = 8;
+    pub const COUNT: u32 = 9;
+}
+
+/// One outstanding allocation, keyed by its address in `ALLOCS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocation {
+    pub size: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the allocation returned.
+    pub timestamp_ns: u64,
+    /// Key into `STACKS`; 0 when the stack could not be stored.
+    pub stack_id: u64,
+    pub tid: u32,
+    pub kind: u32,
+}
+
+/// Running totals of one stack, kept by the kernel side (`STACK_TOTALS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackTotals {
+    pub outstanding_bytes: u64,
+    pub outstanding_allocs: u64,
+    /// Every allocation ever made from this stack, freed or not.
+    pub total_allocs: u64,
+    pub total_bytes: u64,
+}
+
+/// A user stack: `pcs[0]` is the allocator's entry, then return addresses outward.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackTrace {
+    pub len: u32,
+    /// 1 when the walk stopped at `MAX_FRAMES` rather than at the outermost frame.
+    pub truncated: u32,
+    pub pcs: [u64; MAX_FRAMES],
+}
+
+/// An allocator call between its entry and its return, per thread (`IN_FLIGHT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InFlight {
+    pub size: u64,
+    /// realloc's old pointer, posix_memalign's `memptr`.
+    pub ptr_arg: u64,
+    pub stack_id: u64,
+    pub kind: u32,
+    /// Allocator calls nested inside this one that have not returned yet.
+    pub depth: u32,
+}
+
+/// How the canonical frame address (CFA) of a frame is found.
+pub mod cfa {
+    /// CFA = RSP + offset.
+    pub const RSP: u8 = 0;
+    /// CFA = RBP + offset.
+    pub const RBP: u8 = 1;
+    /// The outermost frame (`DW_CFA_undefined rip`): the walk ends here.
+    pub const END: u8 = 2;
+    /// No rule the probe can follow (a gap between FDEs, or a DWARF expression): fall back to
+    /// frame pointers.
+    pub const UNKNOWN: u8 = 3;
+}
+
+/// One row of a compact unwind table: the rule that holds from `pc` up to the next row's `pc`.
+/// The return address is always at CFA - 8 on x86-64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRow {
+    /// Address in the object's own (ELF virtual) address space.
+    pub pc: u64,
+    pub cfa_offset: i32,
+    /// Where the caller's RBP was saved, relative to the CFA (valid when `rbp_saved` is 1).
+    pub rbp_offset: i16,
+    pub cfa_reg: u8,
+    pub rbp_saved: u8,
+}
+
+/// An executable mapping of the target and the slice of `UNWIND_ROWS` that describes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecMapping {
+    pub start: u64,
+    pub end: u64,
+    /// Runtime address minus the object's virtual address.
+    pub bias: u64,
+    pub rows_start: u32,
+    pub rows_len: u32,
+}
+
+/// Indexes of `UNWIND_STATE`.
+pub mod unwind_state {
+    /// Which of the two mapping tables the probes read (0 or 1).
+    pub const ACTIVE: u32 = 0;
+    /// Number of mappings in table 0; table 1's count follows.
+    pub const LEN0: u32 = 1;
+    pub const LEN1: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are `#[repr(C)]`, made of plain integers, and padded explicitly.
+    unsafe impl aya::Pod for Allocation {}
+    unsafe impl aya::Pod for StackTotals {}
+    unsafe impl aya::Pod for StackTrace {}
+    unsafe impl aya::Pod for InFlight {}
+    unsafe impl aya::Pod for UnwindRow {}
+    unsafe impl aya::Pod for ExecMapping {}
+}

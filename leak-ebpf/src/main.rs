@@ -1,0 +1,123 @@
+//! leaktrace's eBPF programs: uprobes on the target's allocator.
+//!
+//! Entry probes note the call per thread (size, arguments, stack); the shared return probe turns a
+//! successful call into an entry of `ALLOCS` and per-stack totals; `free`/`munmap` remove entries.
+//! Nothing is sent to user space per call: it reads the maps at each report.
+#![no_std]
+#![no_main]
+// Atomic adds on map values: core's atomic types have no read-modify-write on BPF.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod maps;
+mod track;
+mod unwind;
+
+use aya_ebpf::{
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use leak_common::kind;
+
+/// `MAP_ANONYMOUS` from `<sys/mman.h>` (x86-64).
+const MAP_ANONYMOUS: u64 = 0x20;
+
+fn arg(ctx: &ProbeContext, n: usize) -> u64 {
+    ctx.arg::<u64>(n).unwrap_or(0)
+}
+
+#[uprobe]
+pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::MALLOC, arg(&ctx, 0), 0);
+    0
+}
+
+#[uprobe]
+pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    let size = arg(&ctx, 0).wrapping_mul(arg(&ctx, 1));
+    track::enter(&ctx, kind::CALLOC, size, 0);
+    0
+}
+
+#[uprobe]
+pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::REALLOC, arg(&ctx, 1), arg(&ctx, 0));
+    0
+}
+
+#[uprobe]
+pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
+    let size = arg(&ctx, 1).wrapping_mul(arg(&ctx, 2));
+    track::enter(&ctx, kind::REALLOCARRAY, size, arg(&ctx, 0));
+    0
+}
+
+#[uprobe]
+pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::POSIX_MEMALIGN, arg(&ctx, 2), arg(&ctx, 0));
+    0
+}
+
+#[uprobe]
+pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::ALIGNED_ALLOC, arg(&ctx, 1), 0);
+    0
+}
+
+#[uprobe]
+pub fn memalign_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::MEMALIGN, arg(&ctx, 1), 0);
+    0
+}
+
+#[uprobe]
+pub fn valloc_enter(ctx: ProbeContext) -> u32 {
+    track::enter(&ctx, kind::VALLOC, arg(&ctx, 0), 0);
+    0
+}
+
+#[uprobe]
+pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
+    // pvalloc rounds the size up to whole pages; that is what the program holds.
+    let size = (arg(&ctx, 0) + 4095) & !4095;
+    track::enter(&ctx, kind::PVALLOC, size, 0);
+    0
+}
+
+#[uprobe]
+pub fn mmap_enter(ctx: ProbeContext) -> u32 {
+    // File mappings are not heap memory; only anonymous ones are tracked. A non-anonymous call
+    // still counts as nesting so that the return probe stays balanced.
+    let anonymous = arg(&ctx, 3) & MAP_ANONYMOUS != 0;
+    track::enter_mmap(&ctx, arg(&ctx, 1), anonymous);
+    0
+}
+
+/// The return probe shared by every allocating entry point: the in-flight record says which.
+#[uretprobe]
+pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    track::exit(ctx.ret::<u64>());
+    0
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    track::release_from_user(arg(&ctx, 0), false);
+    0
+}
+
+#[uprobe]
+pub fn munmap_enter(ctx: ProbeContext) -> u32 {
+    track::release_from_user(arg(&ctx, 0), true);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,53 @@
+//! The maps shared with user space. Sizes here are defaults; user space sets the real ones
+//! (`--max-allocs`, `--max-stacks`, ...) before loading.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use leak_common::{
+    Allocation, ExecMapping, InFlight, MAX_MAPPINGS, StackTotals, StackTrace, UnwindRow, counter,
+    unwind_state,
+};
+
+/// Outstanding allocations by address.
+#[map]
+pub static ALLOCS: HashMap<u64, Allocation> = HashMap::with_max_entries(1 << 20, 0);
+
+/// Stacks by the hash of their frames.
+#[map]
+pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16, 0);
+
+/// Outstanding and cumulative totals per stack.
+#[map]
+pub static STACK_TOTALS: HashMap<u64, StackTotals> = HashMap::with_max_entries(1 << 16, 0);
+
+/// Allocator calls between entry and return, by thread id. LRU: a thread that dies inside the
+/// allocator must not hold its slot forever.
+#[map]
+pub static IN_FLIGHT: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(1 << 14, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Room to build one stack: it is larger than the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// Compact unwind rows of every executable object of the target, one sorted slice per object.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1 << 20, 0);
+
+/// Two tables of `MAX_MAPPINGS` executable mappings each, sorted by start address.
+#[map]
+pub static UNWIND_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(2 * MAX_MAPPINGS, 0);
+
+#[map]
+pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUNT, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it.
+        unsafe { *value += 1 };
+    }
+}

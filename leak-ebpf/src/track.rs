@@ -1,0 +1,203 @@
+//! Allocation bookkeeping: in-flight calls per thread, outstanding blocks, per-stack totals.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    programs::ProbeContext,
+};
+use leak_common::{Allocation, InFlight, StackTotals, counter, kind};
+
+use crate::{
+    maps::{ALLOCS, IN_FLIGHT, STACK_TOTALS, count},
+    unwind,
+};
+
+fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Marks one more allocator call nested inside the thread's outer call. Returns true when there
+/// was an outer call (then the nested one is not a user allocation: glibc's realloc calls malloc
+/// and free, malloc calls mmap for arenas and large blocks).
+fn nest(tid: u32) -> bool {
+    match IN_FLIGHT.get_ptr_mut(tid) {
+        Some(outer) => {
+            unsafe { (*outer).depth += 1 };
+            count(counter::NESTED_CALLS);
+            true
+        }
+        None => false,
+    }
+}
+
+pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
+    let tid = current_tid();
+    if nest(tid) {
+        return;
+    }
+    let call = InFlight {
+        size,
+        ptr_arg,
+        stack_id: unwind::capture(ctx),
+        kind,
+        depth: 0,
+    };
+    if IN_FLIGHT.insert(tid, call, 0).is_err() {
+        count(counter::DROP_IN_FLIGHT_FULL);
+    }
+}
+
+pub fn enter_mmap(ctx: &ProbeContext, len: u64, anonymous: bool) {
+    let tid = current_tid();
+    if nest(tid) || !anonymous {
+        return;
+    }
+    let call = InFlight {
+        size: len,
+        ptr_arg: 0,
+        stack_id: unwind::capture(ctx),
+        kind: kind::MMAP,
+        depth: 0,
+    };
+    if IN_FLIGHT.insert(tid, call, 0).is_err() {
+        count(counter::DROP_IN_FLIGHT_FULL);
+    }
+}
+
+pub fn exit(ret: u64) {
+    let tid = current_tid();
+    let Some(call) = IN_FLIGHT.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer, and only this thread touches its own entry.
+    let call = unsafe {
+        if (*call).depth > 0 {
+            (*call).depth -= 1;
+            return;
+        }
+        *call
+    };
+    let _ = IN_FLIGHT.remove(tid);
+
+    match call.kind {
+        kind::REALLOC | kind::REALLOCARRAY => {
+            // NULL with a non-zero size: the call failed and the old block is still owned.
+            // NULL with size 0: glibc freed the old block.
+            if ret == 0 && call.size != 0 {
+                return;
+            }
+            if call.ptr_arg != 0 {
+                release(call.ptr_arg, false);
+            }
+            if ret != 0 {
+                record(ret, &call, tid);
+            }
+        }
+        kind::POSIX_MEMALIGN => {
+            // Returns an error number; the block is written through `memptr`.
+            if ret as u32 != 0 {
+                return;
+            }
+            if let Ok(addr) = unsafe { bpf_probe_read_user(call.ptr_arg as *const u64) } {
+                if addr != 0 {
+                    record(addr, &call, tid);
+                }
+            }
+        }
+        kind::MMAP => {
+            // MAP_FAILED is (void *)-1.
+            if ret != u64::MAX {
+                count(counter::MMAPS);
+                record(ret, &call, tid);
+            }
+        }
+        _ => {
+            if ret != 0 {
+                record(ret, &call, tid);
+            }
+        }
+    }
+}
+
+/// free/munmap from the program. Calls made inside another allocator call are the allocator's
+/// own business (realloc releasing the old block is handled at realloc's return).
+pub fn release_from_user(addr: u64, unmap: bool) {
+    if addr == 0 || IN_FLIGHT.get_ptr(current_tid()).is_some() {
+        return;
+    }
+    release(addr, unmap);
+}
+
+fn record(addr: u64, call: &InFlight, tid: u32) {
+    let block = Allocation {
+        size: call.size,
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        stack_id: call.stack_id,
+        tid,
+        kind: call.kind,
+    };
+    // An address we still hold was freed behind our back (by a path we do not probe): settle
+    // the old block's totals before the new one replaces it, so totals never drift.
+    if let Some(old) = ALLOCS.get_ptr(addr) {
+        let old = unsafe { *old };
+        add_totals(old.stack_id, old.size, false);
+    }
+    if ALLOCS.insert(addr, block, 0).is_err() {
+        count(counter::DROP_ALLOC_MAP_FULL);
+        return;
+    }
+    add_totals(call.stack_id, call.size, true);
+    count(counter::ALLOCS);
+}
+
+fn release(addr: u64, unmap: bool) {
+    let Some(block) = ALLOCS.get_ptr(addr) else {
+        return; // allocated before we attached, or not ours
+    };
+    let block = unsafe { *block };
+    // munmap only releases mmap'd blocks; a free of an mmap'd address is the program's bug.
+    if unmap != (block.kind == kind::MMAP) {
+        return;
+    }
+    // Two threads freeing the same block race here; only the one whose delete succeeds counts.
+    if ALLOCS.remove(addr).is_err() {
+        return;
+    }
+    add_totals(block.stack_id, block.size, false);
+    count(counter::FREES);
+}
+
+fn add_totals(stack_id: u64, size: u64, alloc: bool) {
+    let mut totals = STACK_TOTALS.get_ptr_mut(stack_id);
+    if totals.is_none() {
+        if !alloc {
+            return;
+        }
+        // Another CPU may create the entry first: NOEXIST keeps its counts.
+        let _ = STACK_TOTALS.insert(stack_id, StackTotals::default(), BPF_NOEXIST as u64);
+        totals = STACK_TOTALS.get_ptr_mut(stack_id);
+    }
+    let Some(totals) = totals else {
+        count(counter::DROP_TOTALS_MAP_FULL);
+        return;
+    };
+    // SAFETY: map values are 8-byte aligned; these compile to the kernel's atomic add (XADD),
+    // since two CPUs may free blocks of the same stack at once.
+    unsafe {
+        if alloc {
+            atomic_add(&raw mut (*totals).outstanding_bytes, size);
+            atomic_add(&raw mut (*totals).outstanding_allocs, 1);
+            atomic_add(&raw mut (*totals).total_allocs, 1);
+            atomic_add(&raw mut (*totals).total_bytes, size);
+        } else {
+            atomic_add(&raw mut (*totals).outstanding_bytes, size.wrapping_neg());
+            atomic_add(&raw mut (*totals).outstanding_allocs, u64::MAX);
+        }
+    }
+}
+
+/// core's atomic types offer no read-modify-write on the BPF target; the intrinsic does.
+unsafe fn atomic_add(dst: *mut u64, value: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, value) };
+}

@@ -1,0 +1,212 @@
+//! User stack walking from the binaries' own `.eh_frame` rules.
+//!
+//! Frame pointers alone lose frames: glibc (strdup calling malloc) and `-O2` programs keep no
+//! frame pointer, so the real caller vanishes or garbage frames split one leak into many stacks.
+//! User space compiles each executable object's CFI into compact rows (CFA = RSP|RBP + offset,
+//! where RBP was saved); here each frame takes two binary searches (mapping, then row) and two
+//! user reads. Code without CFI (JIT, Go) falls back to frame pointers.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    programs::ProbeContext,
+};
+use leak_common::{MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
+
+use crate::maps::{SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count};
+
+/// `-EEXIST`: the stack is already stored.
+const EEXIST: i32 = -17;
+
+#[derive(Clone, Copy)]
+struct Rule {
+    cfa_reg: u8,
+    rbp_saved: u8,
+    rbp_offset: i16,
+    cfa_offset: i32,
+}
+
+const UNKNOWN: Rule = Rule {
+    cfa_reg: cfa::UNKNOWN,
+    rbp_saved: 0,
+    rbp_offset: 0,
+    cfa_offset: 0,
+};
+
+/// The walk between two frames, on the probe's stack; `bpf_loop` hands it to [`step`].
+#[repr(C)]
+struct Walk {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    hash: u64,
+    len: u64,
+    table: u32,
+    table_len: u32,
+}
+
+/// Walks the current user stack, stores it in `STACKS` and returns its id (0 if not stored).
+pub fn capture(ctx: &ProbeContext) -> u64 {
+    let regs = unsafe { &*ctx.regs };
+    let (table, table_len) = active_table();
+    let mut walk = Walk {
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: regs.rbp,
+        hash: 0xcbf2_9ce4_8422_2325,
+        len: 0,
+        table,
+        table_len,
+    };
+    // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
+    unsafe {
+        bpf_loop(
+            MAX_FRAMES as u32,
+            step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    let Some(trace) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, valid for the program's run.
+    let trace = unsafe { &mut *trace };
+    trace.len = walk.len as u32;
+    trace.truncated = (walk.len as usize >= MAX_FRAMES) as u32;
+    if trace.truncated != 0 {
+        count(counter::STACKS_TRUNCATED);
+    }
+
+    let id = walk.hash | 1; // 0 means "no stack"
+    match STACKS.insert(id, &*trace, BPF_NOEXIST as u64) {
+        Ok(()) => id,
+        Err(EEXIST) => id,
+        Err(_) => {
+            count(counter::DROP_STACK_MAP_FULL);
+            0
+        }
+    }
+}
+
+/// Records the current frame and moves to its caller. Returns 1 to end the walk.
+unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
+    let walk = unsafe { &mut *walk.cast::<Walk>() };
+    let Some(trace) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let trace = unsafe { &mut *trace };
+    let index = depth as usize;
+    if index >= MAX_FRAMES {
+        return 1;
+    }
+    let ip = walk.ip;
+    trace.pcs[index] = ip;
+    walk.hash = (walk.hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
+    walk.len = depth + 1;
+
+    // A return address points past its call; the call's own rule is the one that applies.
+    let lookup = if depth == 0 { ip } else { ip - 1 };
+    let rule = find_rule(walk.table, walk.table_len, lookup);
+    let (sp, bp) = (walk.sp, walk.bp);
+    let (frame, saved_bp) = match rule.cfa_reg {
+        cfa::RSP => (sp.wrapping_add(rule.cfa_offset as u64), rule.rbp_saved != 0),
+        cfa::RBP => (bp.wrapping_add(rule.cfa_offset as u64), rule.rbp_saved != 0),
+        cfa::END => return 1,
+        // No CFI: every probe sits on a function's first instruction, so the innermost
+        // frame's return address is at RSP; outer frames follow the frame-pointer chain.
+        _ if depth == 0 => (sp.wrapping_add(8), false),
+        _ if bp == 0 => return 1,
+        _ => (bp.wrapping_add(16), true),
+    };
+    let Ok(ret) = (unsafe { bpf_probe_read_user((frame.wrapping_sub(8)) as *const u64) }) else {
+        return 1;
+    };
+    if saved_bp {
+        let at = match rule.cfa_reg {
+            cfa::RSP | cfa::RBP => frame.wrapping_add(rule.rbp_offset as u64),
+            _ => frame.wrapping_sub(16),
+        };
+        walk.bp = unsafe { bpf_probe_read_user(at as *const u64) }.unwrap_or(0);
+    }
+    // Frames live at rising addresses; anything else is garbage, not a caller.
+    if ret == 0 || frame <= sp {
+        return 1;
+    }
+    walk.sp = frame;
+    walk.ip = ret;
+    0
+}
+
+/// The mapping table the probes read now: its first index and its length.
+fn active_table() -> (u32, u32) {
+    let active = UNWIND_STATE.get(unwind_state::ACTIVE).copied().unwrap_or(0) & 1;
+    let len = UNWIND_STATE
+        .get(unwind_state::LEN0 + active)
+        .copied()
+        .unwrap_or(0);
+    // A mask, not min(): a clamp would hand the verifier a constant, and binary searches over
+    // constants are explored path by path instead of pruned.
+    (active * MAX_MAPPINGS, len & (MAX_MAPPINGS - 1))
+}
+
+#[inline(never)]
+fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
+    // The last mapping that starts at or below pc.
+    let (mut lo, mut hi) = (0u32, table_len);
+    for _ in 0..11 {
+        if lo >= hi {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        let Some(mapping) = UNWIND_MAPPINGS.get(table + mid) else {
+            return UNKNOWN;
+        };
+        if mapping.start <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == 0 {
+        return UNKNOWN;
+    }
+    let Some(mapping) = UNWIND_MAPPINGS.get(table + lo - 1) else {
+        return UNKNOWN;
+    };
+    if pc >= mapping.end || mapping.rows_len == 0 {
+        return UNKNOWN;
+    }
+    let object_pc = pc.wrapping_sub(mapping.bias);
+    let rows_start = mapping.rows_start;
+
+    // The last row that starts at or below the object's pc.
+    let (mut lo, mut hi) = (0u32, mapping.rows_len);
+    for _ in 0..24 {
+        if lo >= hi {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        let Some(row) = UNWIND_ROWS.get(rows_start + mid) else {
+            return UNKNOWN;
+        };
+        if row.pc <= object_pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == 0 {
+        return UNKNOWN;
+    }
+    match UNWIND_ROWS.get(rows_start + lo - 1) {
+        Some(row) => Rule {
+            cfa_reg: row.cfa_reg,
+            rbp_saved: row.rbp_saved,
+            rbp_offset: row.rbp_offset,
+            cfa_offset: row.cfa_offset,
+        },
+        None => UNKNOWN,
+    }
+}
