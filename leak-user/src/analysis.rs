@@ -1,0 +1,178 @@
+//! Telling growing leaks from bounded caches: each stack's outstanding bytes are sampled at every
+//! interval, and the shape of that history gives the verdict.
+use std::collections::HashMap;
+
+use leak_common::StackTotals;
+
+use crate::report::model::Verdict;
+
+/// Fewer samples than this cannot tell growth from a cache filling up.
+const MIN_SAMPLES: usize = 3;
+/// Older samples are thinned out past this, keeping the whole run's shape in bounded memory.
+const MAX_SAMPLES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    t_s: f64,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    stacks: HashMap<u64, Vec<Sample>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    pub verdict: Verdict,
+    pub growth_bytes_per_s: f64,
+}
+
+impl History {
+    /// Records every stack's outstanding bytes (of any age) at `t_s` seconds into the run.
+    pub fn record(&mut self, t_s: f64, totals: &HashMap<u64, StackTotals>) {
+        for (&stack, t) in totals {
+            let samples = self.stacks.entry(stack).or_default();
+            samples.push(Sample {
+                t_s,
+                bytes: t.outstanding_bytes,
+            });
+            if samples.len() > MAX_SAMPLES {
+                // Keep the first and every other one after it.
+                let mut keep = 0;
+                samples.retain(|_| {
+                    keep += 1;
+                    keep % 2 == 1
+                });
+            }
+        }
+    }
+
+    pub fn assess(&self, stack: u64) -> Assessment {
+        self.stacks
+            .get(&stack)
+            .map(|samples| assess(samples))
+            .unwrap_or(Assessment {
+                verdict: Verdict::Young,
+                growth_bytes_per_s: 0.0,
+            })
+    }
+}
+
+fn assess(samples: &[Sample]) -> Assessment {
+    let growth_bytes_per_s = slope(samples);
+    if samples.len() < MIN_SAMPLES {
+        return Assessment {
+            verdict: Verdict::Young,
+            growth_bytes_per_s,
+        };
+    }
+    // Growing: higher now than halfway through, at its peak now, and rising in at least half
+    // of the recent steps (a leak may come in bursts; a cache that filled up stays flat, and
+    // one that churns goes up and down).
+    let n = samples.len() - 1;
+    let last = samples[n].bytes;
+    let middle = samples[n / 2].bytes;
+    let peak_before = samples[..n].iter().map(|s| s.bytes).max().unwrap_or(0);
+    let recent = &samples[n / 2..];
+    let steps = recent.len() - 1;
+    let rises = recent
+        .windows(2)
+        .filter(|w| w[1].bytes > w[0].bytes)
+        .count();
+    let growing = last > middle && last >= peak_before && rises * 2 >= steps;
+    Assessment {
+        verdict: if growing {
+            Verdict::Growing
+        } else {
+            Verdict::Steady
+        },
+        growth_bytes_per_s,
+    }
+}
+
+/// Least-squares slope of bytes over time, in bytes per second.
+fn slope(samples: &[Sample]) -> f64 {
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|s| s.t_s).sum::<f64>() / n;
+    let mean_b = samples.iter().map(|s| s.bytes as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for s in samples {
+        num += (s.t_s - mean_t) * (s.bytes as f64 - mean_b);
+        den += (s.t_s - mean_t).powi(2);
+    }
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(points: &[u64]) -> Vec<Sample> {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| Sample {
+                t_s: i as f64 * 0.5,
+                bytes,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_linear_leak_is_growing_at_its_rate() {
+        let a = assess(&history(&[0, 1000, 2000, 3000, 4000, 5000]));
+        assert_eq!(a.verdict, Verdict::Growing);
+        assert!((a.growth_bytes_per_s - 2000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_filled_cache_is_steady() {
+        let a = assess(&history(&[8192, 8192, 8192, 8192, 8192]));
+        assert_eq!(a.verdict, Verdict::Steady);
+        assert_eq!(a.growth_bytes_per_s, 0.0);
+        // Filling quickly, then flat, is still a cache.
+        let a = assess(&history(&[0, 4096, 8192, 8192, 8192, 8192, 8192]));
+        assert_eq!(a.verdict, Verdict::Steady);
+    }
+
+    #[test]
+    fn a_churning_pool_is_steady() {
+        let a = assess(&history(&[500, 700, 400, 650, 450, 600, 500]));
+        assert_eq!(a.verdict, Verdict::Steady);
+    }
+
+    #[test]
+    fn bursty_leaks_still_grow() {
+        let a = assess(&history(&[0, 0, 1000, 1000, 2000, 2000, 3000]));
+        assert_eq!(a.verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn too_little_history_is_young() {
+        assert_eq!(assess(&history(&[100, 200])).verdict, Verdict::Young);
+        assert_eq!(History::default().assess(7).verdict, Verdict::Young);
+    }
+
+    #[test]
+    fn long_runs_keep_bounded_history() {
+        let mut h = History::default();
+        let mut totals = HashMap::new();
+        for i in 0..1000u64 {
+            totals.insert(
+                1,
+                StackTotals {
+                    outstanding_bytes: i * 10,
+                    ..StackTotals::default()
+                },
+            );
+            h.record(i as f64, &totals);
+        }
+        assert!(h.stacks[&1].len() <= MAX_SAMPLES);
+        assert_eq!(h.assess(1).verdict, Verdict::Growing);
+        assert!((h.assess(1).growth_bytes_per_s - 10.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,159 @@
+//! Loading the eBPF object and attaching its probes to the target's allocator.
+//!
+//! Everything attached is owned by the returned [`aya::Ebpf`]: dropping it detaches every probe,
+//! so an error half-way leaves nothing behind.
+use std::{io, num::NonZeroU32, path::Path};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    programs::{ProgramError, UProbe, uprobe::UProbeScope},
+};
+use thiserror::Error;
+
+use crate::target::{Allocator, EntryPoint};
+
+/// The eBPF object built from `leak-ebpf` by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
+
+/// The return probe shared by all allocating entry points.
+const RETURN_PROGRAM: &str = "alloc_return";
+
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error("leaktrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs")]
+    NotPermitted,
+    #[error("this kernel has no uprobe support (CONFIG_UPROBE_EVENTS): {0} is missing")]
+    NoUprobes(&'static str),
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] EbpfError),
+    #[error("the eBPF program {program} is missing from the object")]
+    MissingProgram { program: &'static str },
+    #[error("cannot load eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        source: ProgramError,
+    },
+    #[error("cannot attach {program} to {function} in {path}: {source}")]
+    Attach {
+        program: &'static str,
+        function: &'static str,
+        path: String,
+        source: ProgramError,
+    },
+}
+
+/// Sizes of the kernel-side maps.
+#[derive(Debug, Clone, Copy)]
+pub struct MapLimits {
+    pub allocs: u32,
+    pub stacks: u32,
+    pub unwind_rows: u32,
+}
+
+/// Checks what can be checked before touching the kernel, for a clear message.
+pub fn preflight() -> Result<(), AttachError> {
+    const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe";
+    if !Path::new(UPROBE_PMU).exists() {
+        return Err(AttachError::NoUprobes(UPROBE_PMU));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !has_bpf_capabilities() {
+        return Err(AttachError::NotPermitted);
+    }
+    Ok(())
+}
+
+/// CAP_PERFMON (38) and CAP_BPF (39) in the effective set.
+fn has_bpf_capabilities() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 38) != 0 && caps & (1 << 39) != 0)
+}
+
+pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
+    raise_memlock_limit();
+    EbpfLoader::new()
+        .map_max_entries("ALLOCS", limits.allocs)
+        .map_max_entries("STACKS", limits.stacks)
+        .map_max_entries("STACK_TOTALS", limits.stacks)
+        .map_max_entries("UNWIND_ROWS", limits.unwind_rows)
+        .load(EBPF_OBJECT)
+        .map_err(|error| match &error {
+            EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. })
+                if io_error.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                AttachError::NotPermitted
+            }
+            _ => AttachError::Load(error),
+        })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones to the memory cgroup,
+/// where raising the limit is neither needed nor, without CAP_SYS_RESOURCE, possible.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "cannot raise RLIMIT_MEMLOCK ({}); fine on kernels that charge BPF memory to the memory cgroup",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Attaches the entry probe of every entry point, and the return probe where it returns a
+/// value, for the target process only. Returns the names of the probed entry points.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    allocator: &Allocator,
+    pid: NonZeroU32,
+) -> Result<Vec<String>, AttachError> {
+    let mut probed = Vec::new();
+    for entry in allocator.entries.iter().filter(|e| e.alias_of.is_none()) {
+        attach_one(ebpf, entry.spec.program, entry, pid)?;
+        if entry.spec.returns {
+            attach_one(ebpf, RETURN_PROGRAM, entry, pid)?;
+        }
+        probed.push(entry.spec.name.to_owned());
+    }
+    Ok(probed)
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    entry: &EntryPoint,
+    pid: NonZeroU32,
+) -> Result<(), AttachError> {
+    let probe: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| AttachError::Program { program, source })?;
+    if probe.fd().is_err() {
+        probe
+            .load()
+            .map_err(|source| AttachError::Program { program, source })?;
+    }
+    probe
+        .attach(
+            aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(entry.offset),
+            &entry.host_path,
+            UProbeScope::OneProcess(pid),
+        )
+        .map_err(|source| AttachError::Attach {
+            program,
+            function: entry.spec.name,
+            path: entry.path.clone(),
+            source,
+        })?;
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Building the report from a snapshot, and writing it out.
+pub mod json;
+pub mod model;
+pub mod text;
+pub mod units;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use leak_common::{StackTrace, counter, kind};
+
+use crate::{
+    analysis::History,
+    collect::Snapshot,
+    symbolize::Symbolizer,
+    target::{Allocator, TargetProcess},
+};
+use model::{DropReasons, Memory, Report, Settings, Site, Target, Totals};
+
+/// What a report says about the run, beside the snapshot.
+pub struct RunInfo<'a> {
+    pub target: &'a TargetProcess,
+    pub language: &'static str,
+    pub allocator: &'a Allocator,
+    pub probed: &'a [String],
+    pub settings: Settings,
+    pub started_at: DateTime<Utc>,
+    pub duration_s: f64,
+    pub top: usize,
+}
+
+pub fn build(
+    run: &RunInfo<'_>,
+    snapshot: &Snapshot,
+    history: &History,
+    stack: impl Fn(u64) -> Option<StackTrace>,
+    symbolizer: &mut Symbolizer,
+    ended_by: Option<&str>,
+) -> Report {
+    let c = &snapshot.counters;
+    let drop_reasons = DropReasons {
+        alloc_map_full: c.get(counter::DROP_ALLOC_MAP_FULL),
+        stack_map_full: c.get(counter::DROP_STACK_MAP_FULL),
+        in_flight_map_full: c.get(counter::DROP_IN_FLIGHT_FULL),
+        totals_map_full: c.get(counter::DROP_TOTALS_MAP_FULL),
+    };
+    let totals = Totals {
+        outstanding_bytes: snapshot.outstanding_bytes,
+        outstanding_allocs: snapshot.outstanding_allocs,
+        allocs_seen: c.get(counter::ALLOCS),
+        frees_seen: c.get(counter::FREES),
+        dropped: drop_reasons.alloc_map_full
+            + drop_reasons.stack_map_full
+            + drop_reasons.in_flight_map_full,
+        drop_reasons,
+    };
+
+    let mut aged: Vec<_> = snapshot
+        .by_stack
+        .iter()
+        .filter(|(_, s)| s.aged_allocs > 0)
+        .collect();
+    aged.sort_by(|a, b| b.1.aged_bytes.cmp(&a.1.aged_bytes).then(a.0.cmp(b.0)));
+    let sites = aged
+        .into_iter()
+        .take(run.top)
+        .map(|(&id, outstanding)| {
+            let assessment = history.assess(id);
+            let trace = stack(id);
+            let (frames, truncated) = match &trace {
+                Some(t) => {
+                    let len = (t.len as usize).min(t.pcs.len());
+                    (symbolizer.symbolize(&t.pcs[..len]), t.truncated != 0)
+                }
+                None => (Vec::new(), false),
+            };
+            let kept = snapshot.totals.get(&id).copied().unwrap_or_default();
+            Site {
+                outstanding_bytes: outstanding.aged_bytes,
+                outstanding_allocs: outstanding.aged_allocs,
+                oldest_age_s: snapshot.taken_ns.saturating_sub(outstanding.oldest_ns) as f64 / 1e9,
+                growth_bytes_per_s: assessment.growth_bytes_per_s,
+                verdict: assessment.verdict,
+                allocator: kind::name(outstanding.kind).to_owned(),
+                frames,
+                total_allocs: kept.total_allocs,
+                total_bytes: kept.total_bytes,
+                truncated,
+            }
+        })
+        .collect();
+
+    Report {
+        tool: "leaktrace",
+        version: env!("CARGO_PKG_VERSION"),
+        is_final: ended_by.is_some(),
+        target: Target {
+            pid: run.target.pid,
+            comm: run.target.comm.clone(),
+            exe: run.target.exe.display().to_string(),
+            language: run.language.to_owned(),
+        },
+        started_at: run.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        duration_s: run.duration_s,
+        settings: run.settings.clone(),
+        totals,
+        sites,
+        goroutines: None,
+        memory: memory(run.target.pid),
+        oom_kills: Vec::new(),
+        allocator: model::Allocator {
+            path: run.allocator.path.clone(),
+            name: run.allocator.name.clone(),
+            probed: run.probed.to_vec(),
+            missing: run
+                .allocator
+                .missing
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        },
+        ended_by: ended_by.map(str::to_owned),
+    }
+}
+
+/// What the process holds now, as the kernel reports it (`null` once it has exited).
+fn memory(pid: u32) -> Memory {
+    let status = procfs::process::Process::new(pid as i32).and_then(|p| p.status());
+    match status {
+        Ok(status) => Memory {
+            rss_bytes: status.vmrss.map(|kb| kb * 1024),
+            anon_bytes: status.rssanon.map(|kb| kb * 1024),
+            go_heap_bytes: None,
+            cgroup_limit_bytes: None,
+        },
+        Err(_) => Memory::default(),
+    }
+}
+
+pub fn now_utc() -> DateTime<Utc> {
+    Utc::now()
+}

@@ -1,0 +1,150 @@
+//! The report as data: exactly the JSON contract of `shared/report-schema.md` (field names are a
+//! contract: add, never rename or drop). The text renderer reads the same structure.
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    /// False for the periodic reports, true for the one written when the run ends.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    pub target: Target,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_s: f64,
+    pub settings: Settings,
+    pub totals: Totals,
+    pub sites: Vec<Site>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<Goroutines>,
+    pub memory: Memory,
+    pub oom_kills: Vec<OomKill>,
+    /// Extension: the allocator the probes were attached to.
+    pub allocator: Allocator,
+    /// Extension: why the run ended (`duration`, `signal`, `target_exited`), null while running.
+    pub ended_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+    /// `c` or `go`.
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Allocator {
+    /// The object whose entry points were probed (as the target sees its path).
+    pub path: String,
+    /// `glibc`, `jemalloc`, `tcmalloc`, `mimalloc`, `static` (linked into the executable), or
+    /// `unknown`.
+    pub name: String,
+    pub probed: Vec<String>,
+    /// Entry points the allocator does not export: skipped, not an error.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub min_age_s: f64,
+    pub interval_s: f64,
+    pub sample_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Everything outstanding, of any age.
+    pub outstanding_bytes: u64,
+    pub outstanding_allocs: u64,
+    pub allocs_seen: u64,
+    pub frees_seen: u64,
+    /// Allocations not tracked (or tracked without a stack) because a map was full.
+    pub dropped: u64,
+    pub drop_reasons: DropReasons,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DropReasons {
+    pub alloc_map_full: u64,
+    pub stack_map_full: u64,
+    /// Extension: allocator calls lost because the per-thread in-flight map was full.
+    pub in_flight_map_full: u64,
+    /// Extension: per-stack totals that could not be kept.
+    pub totals_map_full: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    /// Of allocations older than `min_age_s`.
+    pub outstanding_bytes: u64,
+    pub outstanding_allocs: u64,
+    pub oldest_age_s: f64,
+    pub growth_bytes_per_s: f64,
+    /// `growing`, `steady` or `young`.
+    pub verdict: Verdict,
+    /// Entry point of the innermost frame: `malloc`, `calloc`, ...
+    pub allocator: String,
+    pub frames: Vec<Frame>,
+    /// Extension: every allocation ever made from this stack, freed or not.
+    pub total_allocs: u64,
+    pub total_bytes: u64,
+    /// Extension: the stack was cut at the deepest frame kept.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Growing,
+    Steady,
+    Young,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Growing => "growing",
+            Verdict::Steady => "steady",
+            Verdict::Young => "young",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// `0x...` hex.
+    pub address: String,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    /// True for a function inlined into the next frame (same address).
+    pub inlined: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goroutines {
+    pub live: u64,
+    pub sites: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub rss_bytes: Option<u64>,
+    pub anon_bytes: Option<u64>,
+    pub go_heap_bytes: Option<u64>,
+    pub cgroup_limit_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OomKill {
+    pub pid: u32,
+    pub comm: String,
+    pub time: String,
+    pub source: String,
+    pub cgroup: Option<String>,
+    pub anon_rss_kb: Option<u64>,
+}

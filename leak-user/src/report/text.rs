@@ -1,0 +1,603 @@
+//! The text report: the same `Report` as the JSON one, for people, at most 80 columns wide.
+use serde_json::Value;
+
+use super::{
+    model::{Frame, Goroutines, OomKill, Report, Site, Verdict},
+    units,
+};
+
+const WIDTH: usize = 80;
+const INDENT: &str = "    ";
+/// Width of the header's labels (`outstanding: `).
+const LABEL: usize = 13;
+
+/// Renders the whole report; every line is at most 80 characters.
+pub fn render(report: &Report) -> String {
+    let mut out = Lines::default();
+    header(&mut out, report);
+    out.blank();
+    sites(&mut out, report);
+    if let Some(goroutines) = &report.goroutines {
+        out.blank();
+        goroutine_sites(&mut out, goroutines);
+    }
+    if !report.oom_kills.is_empty() {
+        out.blank();
+        oom_kills(&mut out, &report.oom_kills);
+    }
+    out.finish()
+}
+
+fn header(out: &mut Lines, report: &Report) {
+    let what = if report.is_final {
+        match report.ended_by.as_deref() {
+            Some(reason) => format!("final report ({})", ended_by(reason)),
+            None => "final report".to_string(),
+        }
+    } else {
+        format!("report at {}", units::duration(report.duration_s))
+    };
+    out.push(format!("{} {}: {what}", report.tool, report.version));
+
+    let target = &report.target;
+    out.push(format!(
+        "target:      pid {} ({}), language {}",
+        target.pid, target.comm, target.language
+    ));
+    out.push(format!("executable:  {}", path_tail(&target.exe, LABEL)));
+    let allocator = &report.allocator;
+    let name = format!("allocator:   {} ", allocator.name);
+    let room = name.chars().count();
+    out.push(format!("{name}{}", path_tail(&allocator.path, room)));
+    out.wrap("  probed:    ", &or_none(&allocator.probed), ", ");
+    if !allocator.missing.is_empty() {
+        out.wrap("  missing:   ", &allocator.missing, ", ");
+    }
+    out.push(format!(
+        "started:     {}, ran {}",
+        report.started_at,
+        units::duration(report.duration_s)
+    ));
+    if report.settings.sample_bytes > 0 {
+        out.push(format!(
+            "sampling:    one allocation per {}: figures are estimates",
+            units::bytes(report.settings.sample_bytes)
+        ));
+    }
+
+    let totals = &report.totals;
+    out.wrap(
+        "outstanding: ",
+        &[
+            format!(
+                "{} in {} allocs",
+                units::bytes(totals.outstanding_bytes),
+                totals.outstanding_allocs
+            ),
+            format!(
+                "(seen {} allocs, {} frees)",
+                totals.allocs_seen, totals.frees_seen
+            ),
+        ],
+        " ",
+    );
+    if totals.dropped == 0 {
+        out.push("dropped:     0".to_string());
+    } else {
+        let reasons = &totals.drop_reasons;
+        let mut why = vec![
+            format!("alloc map full: {}", reasons.alloc_map_full),
+            format!("stack map full: {}", reasons.stack_map_full),
+        ];
+        if reasons.in_flight_map_full > 0 {
+            why.push(format!(
+                "in-flight map full: {}",
+                reasons.in_flight_map_full
+            ));
+        }
+        if reasons.totals_map_full > 0 {
+            why.push(format!("totals map full: {}", reasons.totals_map_full));
+        }
+        // Word by word, so the warning wraps instead of being cut.
+        let text = format!(
+            "DROPPED {} allocations ({}) — figures are lower bounds; raise \
+             --max-allocs/--max-stacks",
+            totals.dropped,
+            why.join(", ")
+        );
+        let words: Vec<String> = text.split(' ').map(str::to_owned).collect();
+        out.wrap_with("", "  ", &words, " ");
+    }
+
+    let memory = &report.memory;
+    let figures: Vec<String> = [
+        ("rss", memory.rss_bytes),
+        ("anon", memory.anon_bytes),
+        ("go heap", memory.go_heap_bytes),
+        ("cgroup limit", memory.cgroup_limit_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name} {}", units::bytes(v))))
+    .collect();
+    if figures.is_empty() {
+        out.push("memory:      unknown".to_string());
+    } else {
+        out.wrap("memory:      ", &figures, ", ");
+    }
+}
+
+fn ended_by(reason: &str) -> &str {
+    match reason {
+        "duration" => "duration reached",
+        "signal" => "interrupted",
+        "target_exited" => "target exited",
+        other => other,
+    }
+}
+
+fn or_none(items: &[String]) -> Vec<String> {
+    if items.is_empty() {
+        vec!["none".to_string()]
+    } else {
+        items.to_vec()
+    }
+}
+
+fn sites(out: &mut Lines, report: &Report) {
+    let min_age = units::duration(report.settings.min_age_s);
+    if report.sites.is_empty() {
+        let totals = &report.totals;
+        out.push(format!(
+            "No call site holds allocations older than {min_age} (--min-age)."
+        ));
+        if totals.outstanding_allocs > 0 {
+            out.push(format!(
+                "{} younger allocations ({}) are outstanding.",
+                totals.outstanding_allocs,
+                units::bytes(totals.outstanding_bytes)
+            ));
+        }
+        return;
+    }
+    out.push(format!(
+        "Call sites holding allocations older than {min_age}, largest first:"
+    ));
+    for (index, site) in report.sites.iter().enumerate() {
+        out.blank();
+        site_lines(out, index + 1, site);
+    }
+}
+
+fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
+    let verdict = match site.verdict {
+        Verdict::Growing => "GROWING",
+        Verdict::Steady => "STEADY",
+        Verdict::Young => "YOUNG",
+    };
+    out.wrap_with(
+        "",
+        INDENT,
+        &[
+            format!("#{rank}"),
+            format!(
+                "{} in {} allocs",
+                units::bytes(site.outstanding_bytes),
+                site.outstanding_allocs
+            ),
+            format!("oldest {}", units::duration(site.oldest_age_s)),
+            units::rate(site.growth_bytes_per_s),
+            verdict.to_string(),
+            format!("via {}", site.allocator),
+        ],
+        "  ",
+    );
+    if site.frames.is_empty() {
+        out.push(format!("{INDENT}(no stack)"));
+    }
+    for frame in &site.frames {
+        out.push(frame_line(frame));
+    }
+    if site.truncated {
+        out.push(format!("{INDENT}... (stack truncated)"));
+    }
+}
+
+/// `    leak_malloc  leaky.c:12`, `    malloc  (libc.so.6)`, `    ??  0x7f12...  (libfoo.so)`.
+/// A long (C++) name is shortened rather than the location.
+fn frame_line(frame: &Frame) -> String {
+    let name = match &frame.function {
+        Some(function) if frame.inlined => format!("{function} (inlined)"),
+        Some(function) => function.clone(),
+        None => format!("??  {}", frame.address),
+    };
+    let location = match (&frame.file, frame.line, &frame.module) {
+        (Some(file), Some(line), _) => format!("{}:{line}", basename(file)),
+        (Some(file), None, _) => basename(file).to_string(),
+        (None, _, Some(module)) => format!("({})", basename(module)),
+        (None, _, None) => String::new(),
+    };
+    if location.is_empty() {
+        return format!("{INDENT}{name}");
+    }
+    // Keep at least 20 columns for the name, cut the location only if it must.
+    let room = WIDTH
+        .saturating_sub(INDENT.len() + 2 + location.chars().count())
+        .max(20);
+    format!("{INDENT}{}  {location}", shorten(&name, room))
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn goroutine_sites(out: &mut Lines, goroutines: &Goroutines) {
+    out.push(format!("Goroutines: {} live", goroutines.live));
+    for (index, site) in goroutines.sites.iter().enumerate() {
+        out.blank();
+        goroutine_site(out, index + 1, site);
+    }
+}
+
+/// The goroutine sites are free-form JSON: show the fields we know, else the JSON itself.
+fn goroutine_site(out: &mut Lines, rank: usize, site: &Value) {
+    let Some(fields) = site.as_object() else {
+        out.push(format!("#{rank}  {site}"));
+        return;
+    };
+    let mut head = vec![format!("#{rank}")];
+    if let Some(live) = fields.get("live").and_then(Value::as_u64) {
+        head.push(format!("{live} live"));
+    }
+    if let Some(growth) = fields.get("growth_per_s").and_then(Value::as_f64) {
+        head.push(format!("{growth:+.1}/s"));
+    }
+    if let Some(start) = fields.get("start_function").and_then(Value::as_str) {
+        head.push(start.to_string());
+    }
+    out.wrap_with("", INDENT, &head, "  ");
+    for (key, label) in [("created_by", "created by"), ("blocked_at", "blocked at")] {
+        if let Some(place) = fields.get(key).map(code_place) {
+            out.push(format!("{INDENT}{label} {place}"));
+        }
+    }
+    if let Some(states) = fields.get("states").and_then(Value::as_object) {
+        let states: Vec<String> = states
+            .iter()
+            .map(|(state, count)| format!("{state} {count}"))
+            .collect();
+        out.wrap(&format!("{INDENT}states: "), &states, ", ");
+    }
+}
+
+/// `main.leakTimeout  main.go:41` from `{"function", "file", "line"}`.
+fn code_place(value: &Value) -> String {
+    let function = value
+        .get("function")
+        .and_then(Value::as_str)
+        .unwrap_or("??");
+    let file = value.get("file").and_then(Value::as_str);
+    let line = value.get("line").and_then(Value::as_u64);
+    match (file, line) {
+        (Some(file), Some(line)) => format!("{function}  {}:{line}", basename(file)),
+        (Some(file), None) => format!("{function}  {}", basename(file)),
+        _ => function.to_string(),
+    }
+}
+
+fn oom_kills(out: &mut Lines, kills: &[OomKill]) {
+    out.push(format!("OOM kills: {}", kills.len()));
+    for kill in kills {
+        let mut parts = vec![
+            kill.time.clone(),
+            format!("pid {} ({})", kill.pid, kill.comm),
+        ];
+        if let Some(kb) = kill.anon_rss_kb {
+            parts.push(format!(
+                "anon-rss {}",
+                units::bytes(kb.saturating_mul(1024))
+            ));
+        }
+        if let Some(cgroup) = &kill.cgroup {
+            parts.push(format!("cgroup {cgroup}"));
+        }
+        parts.push(format!("[{}]", kill.source));
+        out.wrap_with("  ", INDENT, &parts, "  ");
+    }
+}
+
+/// `name` cut to `width` characters, marked with `...`.
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(3)).collect();
+    format!("{kept}...")
+}
+
+/// A path that fits after `used` columns: its end is what tells files apart.
+fn path_tail(path: &str, used: usize) -> String {
+    let width = WIDTH.saturating_sub(used).max(20);
+    let count = path.chars().count();
+    if count <= width {
+        return path.to_string();
+    }
+    let kept: String = path.chars().skip(count - (width - 3)).collect();
+    format!("...{kept}")
+}
+
+/// Output lines, each cut to `WIDTH`.
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Lines {
+    fn push(&mut self, line: String) {
+        self.0.push(shorten(line.trim_end(), WIDTH));
+    }
+
+    fn blank(&mut self) {
+        self.0.push(String::new());
+    }
+
+    /// `parts` after `prefix`, continued under it (aligned) when a line would be too long.
+    fn wrap(&mut self, prefix: &str, parts: &[String], separator: &str) {
+        let indent = " ".repeat(prefix.chars().count());
+        self.wrap_with(prefix, &indent, parts, separator);
+    }
+
+    fn wrap_with(&mut self, first: &str, continuation: &str, parts: &[String], separator: &str) {
+        let mut line = first.to_string();
+        let mut empty = true;
+        for part in parts {
+            let joined = line.chars().count() + separator.len() + part.chars().count();
+            if !empty && joined > WIDTH {
+                self.push(std::mem::replace(&mut line, continuation.to_string()));
+                empty = true;
+            }
+            if !empty {
+                // Separators end with their spaces; at a line end `push` trims them.
+                line.push_str(separator);
+            }
+            line.push_str(part);
+            empty = false;
+        }
+        self.push(line);
+    }
+
+    fn finish(self) -> String {
+        let mut text = self.0.join("\n");
+        text.push('\n');
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{Allocator, DropReasons, Memory, Settings, Target, Totals, Verdict};
+
+    fn frame(function: Option<&str>, file: Option<&str>, line: Option<u32>) -> Frame {
+        Frame {
+            address: "0x7f1234567890".into(),
+            function: function.map(str::to_owned),
+            file: file.map(str::to_owned),
+            line,
+            module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+            inlined: false,
+        }
+    }
+
+    fn site(bytes: u64, verdict: Verdict, frames: Vec<Frame>) -> Site {
+        Site {
+            outstanding_bytes: bytes,
+            outstanding_allocs: 12,
+            oldest_age_s: 9.8,
+            growth_bytes_per_s: 1228.8,
+            verdict,
+            allocator: "malloc".into(),
+            frames,
+            total_allocs: 100,
+            total_bytes: 100_000,
+            truncated: false,
+        }
+    }
+
+    fn report() -> Report {
+        let long_cpp = "std::vector<std::pair<std::basic_string<char>, std::map<int, \
+                        std::shared_ptr<ns::Klass>>>>::_M_realloc_insert(iterator, value_type&&)";
+        let mut inlined = frame(Some("fill_buffer"), Some("/src/app/leaky.c"), Some(8));
+        inlined.inlined = true;
+        Report {
+            tool: "leaktrace",
+            version: "0.1.0",
+            is_final: true,
+            target: Target {
+                pid: 1234,
+                comm: "leaky".into(),
+                exe: "/opt/some/really/long/installation/directory/for/the/program/bin/leaky"
+                    .into(),
+                language: "c".into(),
+            },
+            started_at: "2026-11-23T13:00:00Z".into(),
+            duration_s: 30.0,
+            settings: Settings {
+                min_age_s: 5.0,
+                interval_s: 5.0,
+                sample_bytes: 0,
+            },
+            totals: Totals {
+                outstanding_bytes: 12 * 1024 + 4096,
+                outstanding_allocs: 14,
+                allocs_seen: 50_000,
+                frees_seen: 48_976,
+                dropped: 123,
+                drop_reasons: DropReasons {
+                    alloc_map_full: 100,
+                    stack_map_full: 23,
+                    in_flight_map_full: 0,
+                    totals_map_full: 0,
+                },
+            },
+            sites: vec![
+                Site {
+                    truncated: true,
+                    ..site(
+                        12 * 1024,
+                        Verdict::Growing,
+                        vec![
+                            frame(Some("malloc"), None, None),
+                            inlined,
+                            frame(Some("leak_malloc"), Some("/src/app/leaky.c"), Some(12)),
+                            frame(
+                                Some(long_cpp),
+                                Some("/usr/include/c++/12/bits/vector.tcc"),
+                                Some(512),
+                            ),
+                            Frame {
+                                module: None,
+                                ..frame(None, None, None)
+                            },
+                            frame(None, None, None),
+                        ],
+                    )
+                },
+                site(4096, Verdict::Steady, vec![]),
+                Site {
+                    allocator: "posix_memalign".into(),
+                    outstanding_allocs: 1_234_567,
+                    oldest_age_s: 3725.0,
+                    growth_bytes_per_s: -3072.0,
+                    ..site(1023 * 1024 * 1024, Verdict::Young, vec![])
+                },
+            ],
+            goroutines: None,
+            memory: Memory {
+                rss_bytes: Some(10 << 20),
+                anon_bytes: Some(8 << 20),
+                go_heap_bytes: None,
+                cgroup_limit_bytes: None,
+            },
+            oom_kills: vec![],
+            allocator: Allocator {
+                path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+                name: "glibc".into(),
+                probed: [
+                    "malloc",
+                    "calloc",
+                    "realloc",
+                    "free",
+                    "posix_memalign",
+                    "memalign",
+                ]
+                .map(String::from)
+                .to_vec(),
+                missing: vec!["pvalloc".into()],
+            },
+            ended_by: Some("signal".into()),
+        }
+    }
+
+    fn assert_fits(text: &str) {
+        for line in text.lines() {
+            assert!(line.chars().count() <= WIDTH, "too wide: {line:?}");
+        }
+    }
+
+    #[test]
+    fn renders_sites_within_80_columns() {
+        let text = render(&report());
+        assert_fits(&text);
+        for needle in [
+            "leaktrace 0.1.0: final report (interrupted)",
+            "target:      pid 1234 (leaky), language c",
+            "executable:  ...ome/really/long/installation/directory/for/the/program/bin/leaky\n",
+            "allocator:   glibc /usr/lib/x86_64-linux-gnu/libc.so.6",
+            "missing:   pvalloc",
+            "16.0 KiB in 14 allocs",
+            "#1  12.0 KiB in 12 allocs  oldest 9.8s  +1.2 KiB/s  GROWING  via malloc",
+            "    malloc  (libc.so.6)",
+            "    fill_buffer (inlined)  leaky.c:8",
+            "    leak_malloc  leaky.c:12",
+            "...  vector.tcc:512",
+            "    ??  0x7f1234567890\n",
+            "    ??  0x7f1234567890  (libc.so.6)",
+            "... (stack truncated)",
+            "STEADY",
+            "YOUNG",
+            "-3.0 KiB/s",
+            "oldest 1h02m",
+            "rss 10.0 MiB, anon 8.0 MiB",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+        // The site line that does not fit wraps instead of losing its verdict.
+        assert!(text.contains("\n    via posix_memalign\n"), "{text}");
+    }
+
+    #[test]
+    fn dropped_allocations_are_a_warning() {
+        let text = render(&report());
+        assert!(text.contains("DROPPED 123 allocations (alloc map full: 100, stack map full: 23)"));
+        assert!(text.contains("lower bounds"), "{text}");
+        assert!(text.contains("--max-allocs/--max-stacks"), "{text}");
+
+        let mut clean = report();
+        clean.totals.dropped = 0;
+        let text = render(&clean);
+        assert!(text.contains("dropped:     0"), "{text}");
+        assert!(!text.contains("DROPPED"));
+    }
+
+    #[test]
+    fn no_sites_names_the_min_age() {
+        let mut empty = report();
+        empty.sites.clear();
+        empty.is_final = false;
+        let text = render(&empty);
+        assert_fits(&text);
+        assert!(text.contains("leaktrace 0.1.0: report at 30.0s"), "{text}");
+        assert!(text.contains("older than 5.0s (--min-age)"), "{text}");
+        assert!(text.contains("14 younger allocations (16.0 KiB)"), "{text}");
+    }
+
+    #[test]
+    fn goroutines_and_oom_kills_have_sections() {
+        let mut go = report();
+        go.target.language = "go".into();
+        go.goroutines = Some(Goroutines {
+            live: 412,
+            sites: vec![
+                serde_json::json!({
+                    "created_by": {"function": "main.leakTimeout", "file": "/src/main.go", "line": 41},
+                    "start_function": "main.leakTimeout.func1",
+                    "live": 100, "growth_per_s": 10.0,
+                    "states": {"chan send": 100},
+                    "blocked_at": {"function": "main.leakTimeout.func1", "file": "main.go", "line": 43}
+                }),
+                serde_json::json!("unexpected"),
+            ],
+        });
+        go.oom_kills = vec![OomKill {
+            pid: 1234,
+            comm: "leaky".into(),
+            time: "2026-11-23T13:00:29Z".into(),
+            source: "tracepoint".into(),
+            cgroup: Some("/kubepods/burstable/pod0123456789abcdef/0123456789abcdef".into()),
+            anon_rss_kb: Some(65280),
+        }];
+        let text = render(&go);
+        assert_fits(&text);
+        for needle in [
+            "Goroutines: 412 live",
+            "#1  100 live  +10.0/s  main.leakTimeout.func1",
+            "    created by main.leakTimeout  main.go:41",
+            "    blocked at main.leakTimeout.func1  main.go:43",
+            "    states: chan send 100",
+            "#2  \"unexpected\"",
+            "OOM kills: 1",
+            "pid 1234 (leaky)  anon-rss 63.8 MiB",
+            "[tracepoint]",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing in\n{text}");
+        }
+    }
+}

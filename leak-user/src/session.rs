@@ -1,0 +1,289 @@
+//! One tracing run: find the target, attach, sample at every interval, end on the duration,
+//! a signal or the target's exit, and write the final report.
+use std::{
+    num::NonZeroU32,
+    os::fd::{FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::Ebpf;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{MissedTickBehavior, interval, sleep_until},
+};
+
+use crate::{
+    analysis::History,
+    attach::{self, MapLimits},
+    cli::{Format, TraceOptions},
+    collect::{self, Snapshot},
+    launch::{self, Launched},
+    report::{self, RunInfo, model::Settings},
+    symbolize::Symbolizer,
+    target::{Allocator, TargetProcess, allocator, elf::ElfObject},
+    unwind::loader::UnwindTables,
+};
+
+pub enum TargetSpec {
+    Pid(u32),
+    Run(Vec<String>),
+}
+
+/// How often new mappings (dlopen) are looked for; much faster while a launched command loads
+/// its libraries.
+const MAPPINGS_REFRESH: Duration = Duration::from_millis(500);
+const STARTUP_REFRESH: Duration = Duration::from_millis(5);
+const STARTUP_WINDOW: Duration = Duration::from_secs(2);
+
+pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
+    attach::preflight()?;
+    let started_at = report::now_utc();
+    let started = Instant::now();
+
+    let (target, allocator, mut launched) = match spec {
+        TargetSpec::Pid(pid) => {
+            let target = TargetProcess::inspect(pid)?;
+            let objects = target.executable_objects()?;
+            let allocator = allocator::for_process(&target, &objects)?;
+            (target, allocator, None)
+        }
+        TargetSpec::Run(command) => {
+            let program = launch::resolve_program(&command[0])?;
+            let allocator = allocator::for_program(&program)?;
+            let launched = launch::launch_paused(&command)?;
+            let target = TargetProcess {
+                pid: launched.pid,
+                comm: program
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                exe: program.clone(),
+                root: format!("/proc/{}/root", launched.pid).into(),
+                preload: Vec::new(),
+            };
+            (target, allocator, Some(launched))
+        }
+    };
+    let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
+    let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
+        "go"
+    } else {
+        "c"
+    };
+    // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
+    // under us.
+    let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
+
+    let mut ebpf = attach::load(MapLimits {
+        allocs: options.max_allocs,
+        stacks: options.max_stacks,
+        unwind_rows: options.max_unwind_rows,
+    })?;
+    let probed = attach::attach(&mut ebpf, &allocator, pid).map_err(|e| {
+        if !target.is_alive() {
+            anyhow::anyhow!("PID {pid} exited while leaktrace was attaching")
+        } else {
+            e.into()
+        }
+    })?;
+    if let Some(launched) = launched.as_mut() {
+        launched.release().context("cannot start the command")?;
+        wait_for_exec(launched).await;
+    }
+    let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
+    tables.sync(&mut ebpf)?;
+    let mut symbolizer = Symbolizer::new(target.pid)?;
+    if !options.quiet {
+        eprintln!(
+            "leaktrace: attached to {} (pid {}): {} probes on {} ({}); {} unwind rows{}",
+            target.comm,
+            target.pid,
+            probed.len(),
+            allocator.path,
+            allocator.name,
+            tables.rows_used(),
+            match options.duration {
+                Some(d) => format!("; tracing for {}", humantime::format_duration(d)),
+                None => "; Ctrl-C to stop".to_owned(),
+            }
+        );
+    }
+
+    let settings = Settings {
+        min_age_s: options.min_age.as_secs_f64(),
+        interval_s: options.interval.as_secs_f64(),
+        sample_bytes: 0,
+    };
+    let mut session = Session {
+        options: &options,
+        target: &target,
+        language,
+        allocator: &allocator,
+        probed: &probed,
+        settings,
+        started_at,
+        started,
+        history: History::default(),
+    };
+
+    let mut sample_tick = interval(options.interval);
+    sample_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    sample_tick.tick().await;
+    let mut refresh_tick = interval(if launched.is_some() {
+        STARTUP_REFRESH
+    } else {
+        MAPPINGS_REFRESH
+    });
+    refresh_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut startup = launched.is_some();
+    let deadline = options
+        .duration
+        .map(|d| tokio::time::Instant::from_std(started + d));
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+
+    let ended_by = loop {
+        tokio::select! {
+            _ = sample_tick.tick() => {
+                let snapshot = session.sample(&ebpf)?;
+                if options.format == Format::Text && options.output.is_none() && !options.quiet {
+                    let report = session.report(&ebpf, &snapshot, &mut symbolizer, None);
+                    print!("{}", report::text::render(&report));
+                }
+            }
+            _ = refresh_tick.tick() => {
+                tables.sync(&mut ebpf)?;
+                symbolizer.refresh()?;
+                if startup && started.elapsed() > STARTUP_WINDOW {
+                    startup = false;
+                    refresh_tick = interval(MAPPINGS_REFRESH);
+                }
+            }
+            _ = sigint.recv() => break "signal",
+            _ = sigterm.recv() => break "signal",
+            _ = exit_watch.readable() => break "target_exited",
+            _ = async { sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break "duration",
+        }
+    };
+
+    let snapshot = session.sample(&ebpf)?;
+    let report = session.report(&ebpf, &snapshot, &mut symbolizer, Some(ended_by));
+    // Detach before writing: the target runs at full speed from here on.
+    drop(ebpf);
+    if !tables.objects_without_room.is_empty() {
+        log::warn!(
+            "unwind rows ran out (--max-unwind-rows): frame pointers used for {}",
+            tables.objects_without_room.join(", ")
+        );
+    }
+    let rendered = match options.format {
+        Format::Text => report::text::render(&report),
+        Format::Json => report::json::render(&report),
+    };
+    match &options.output {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        None => print!("{rendered}"),
+    }
+    if let Some(launched) = launched {
+        stop_child(&launched);
+    }
+    Ok(())
+}
+
+struct Session<'a> {
+    options: &'a TraceOptions,
+    target: &'a TargetProcess,
+    language: &'static str,
+    allocator: &'a Allocator,
+    probed: &'a [String],
+    settings: Settings,
+    started_at: chrono::DateTime<chrono::Utc>,
+    started: Instant,
+    history: History,
+}
+
+impl Session<'_> {
+    fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
+        let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
+        let snapshot = collect::snapshot(ebpf, min_age_ns)?;
+        self.history
+            .record(self.started.elapsed().as_secs_f64(), &snapshot.totals);
+        Ok(snapshot)
+    }
+
+    fn report(
+        &self,
+        ebpf: &Ebpf,
+        snapshot: &Snapshot,
+        symbolizer: &mut Symbolizer,
+        ended_by: Option<&str>,
+    ) -> report::model::Report {
+        let run = RunInfo {
+            target: self.target,
+            language: self.language,
+            allocator: self.allocator,
+            probed: self.probed,
+            settings: self.settings.clone(),
+            started_at: self.started_at,
+            duration_s: self.started.elapsed().as_secs_f64(),
+            top: self.options.top,
+        };
+        let stack = |id| match collect::stack(ebpf, id) {
+            Ok(trace) => trace,
+            Err(error) => {
+                log::warn!("{error}");
+                None
+            }
+        };
+        report::build(&run, snapshot, &self.history, stack, symbolizer, ended_by)
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+/// A descriptor that becomes readable when the process exits.
+fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            bail!("no process with PID {pid}");
+        }
+        return Err(error).context("pidfd_open");
+    }
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(AsyncFd::new(fd)?)
+}
+
+/// The launched child has exec'd once its executable is no longer ours.
+async fn wait_for_exec(launched: &Launched) {
+    let ours = std::env::current_exe().ok();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", launched.pid)).ok();
+        if exe.is_none() || exe != ours {
+            return;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Ends a command leaktrace started (it is our child), and reaps it.
+fn stop_child(launched: &Launched) {
+    let pid = launched.pid as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain syscalls on our own child.
+    unsafe {
+        if libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+            libc::kill(pid, libc::SIGTERM);
+            libc::waitpid(pid, &mut status, 0);
+        }
+    }
+}

@@ -1,0 +1,966 @@
+//! Target addresses to functions, source files and lines (blazesym), for the report's frames.
+//!
+//! The target may exit (or be OOM-killed) before the final report, so nothing here depends on the
+//! process at symbolization time: `new`/`refresh` snapshot its executable file mappings and keep
+//! each mapped file open. Lookups translate an address to a file offset in that mapping and hand
+//! blazesym `/proc/self/fd/N` (our own descriptor), which stays valid after the target is gone,
+//! after the file was deleted or replaced on disk, and for files inside another mount namespace.
+//!
+//! Not `Send`: blazesym's symbolizer keeps `Rc`s and `RefCell`s. Keep it on one thread.
+use std::{
+    collections::HashMap,
+    fs::File,
+    io,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use blazesym::symbolize::{
+    CodeInfo, Input, Sym, Symbolized,
+    source::{Elf, Source},
+};
+use procfs::process::{MMPermissions, MMapPath, Process};
+use thiserror::Error;
+
+use crate::report::model::Frame;
+
+/// A miss (address in no known mapping) re-reads the maps at most this often, so a stack into
+/// code mapped after the last `refresh` still resolves, without a maps read per anonymous (JIT)
+/// address.
+const AUTO_REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum SymbolizeError {
+    #[error("no process with PID {pid}")]
+    NoSuchProcess { pid: u32 },
+    #[error("cannot read /proc/{pid}/{what}: {source}")]
+    Unreadable {
+        pid: u32,
+        what: &'static str,
+        #[source]
+        source: procfs::ProcError,
+    },
+}
+
+/// One file mapped executable into the target, kept open.
+#[derive(Debug)]
+struct Module {
+    /// As the target sees it, for the report.
+    path: String,
+    /// `None` when no way of opening it worked: frames then carry the module and nothing else.
+    file: Option<File>,
+    /// Exported function names by start address, read on first need.
+    exported: Option<HashMap<u64, String>>,
+}
+
+impl Module {
+    /// What blazesym opens: our descriptor, valid for as long as `self`.
+    fn source_path(&self) -> Option<PathBuf> {
+        self.file
+            .as_ref()
+            .map(|file| PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())))
+    }
+
+    /// Internal aliases (`__GI___libc_malloc`, `__libc_malloc`, `_IO_puts`) are what the debug
+    /// info or the first symbol at an address often names; people look for `malloc` and
+    /// `puts`. Use the exported name of the same function instead, when there is a plain one.
+    fn prefer_exported_name(&mut self, frame: &mut Frame, sym_addr: u64) {
+        if !frame
+            .function
+            .as_deref()
+            .is_some_and(|f| f.starts_with('_'))
+        {
+            return;
+        }
+        let file = self.file.as_ref();
+        let exported = self
+            .exported
+            .get_or_insert_with(|| file.map(exported_functions).unwrap_or_default());
+        if let Some(name) = exported.get(&sym_addr) {
+            frame.function = Some(name.clone());
+        }
+    }
+}
+
+/// The plainest exported name of each exported function start (no leading underscore; then the
+/// shortest, then the first in byte order, so `free` beats `cfree`). Reads only `.dynsym`.
+fn exported_functions(file: &File) -> HashMap<u64, String> {
+    use object::{Object, ObjectSymbol, SymbolKind, SymbolScope};
+
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return HashMap::new();
+    };
+    let mut best: HashMap<u64, String> = HashMap::new();
+    for sym in elf.dynamic_symbols() {
+        if !sym.is_definition()
+            || sym.kind() != SymbolKind::Text
+            || sym.scope() != SymbolScope::Dynamic
+        {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        if name.is_empty() || name.starts_with('_') {
+            continue;
+        }
+        let better = |old: &String| (name.len(), name) < (old.len(), old.as_str());
+        match best.get_mut(&sym.address()) {
+            Some(old) if !better(old) => {}
+            Some(old) => *old = name.to_owned(),
+            None => {
+                best.insert(sym.address(), name.to_owned());
+            }
+        }
+    }
+    best
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    /// File offset of `start`.
+    offset: u64,
+    module: usize,
+}
+
+/// A pc and whether it is a return address (looked up one byte back).
+type PcKey = (u64, bool);
+
+/// Identity of a mapped file: a library replaced on disk while mapped is a different module.
+type FileKey = ((i32, i32), u64);
+
+/// One executable file mapping as read from `/proc/PID/maps`.
+struct MapsEntry {
+    start: u64,
+    end: u64,
+    offset: u64,
+    key: FileKey,
+    path: PathBuf,
+}
+
+pub struct Symbolizer {
+    pid: u32,
+    /// Start time (clock ticks after boot) of the process we snapshotted: a later process that
+    /// reuses the PID must not be merged in.
+    start_time: u64,
+    inner: blazesym::symbolize::Symbolizer,
+    modules: Vec<Module>,
+    modules_by_key: HashMap<FileKey, usize>,
+    /// Sorted by `start`, non-overlapping.
+    mappings: Vec<Mapping>,
+    /// Per `(pc, is_return_address)`: reports symbolize the same stacks again and again.
+    cache: HashMap<PcKey, Vec<Frame>>,
+    last_refresh: Instant,
+    /// The process exited (or the PID now belongs to another one): stop reading /proc.
+    gone: bool,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer")
+            .field("pid", &self.pid)
+            .field("modules", &self.modules)
+            .field("mappings", &self.mappings.len())
+            .field("cached", &self.cache.len())
+            .field("gone", &self.gone)
+            .finish()
+    }
+}
+
+impl Symbolizer {
+    /// Snapshots the target's executable file-backed mappings now, so that a report still
+    /// symbolizes after the target has exited.
+    pub fn new(pid: u32) -> Result<Self, SymbolizeError> {
+        let process = open_process(pid)?;
+        let start_time = process
+            .stat()
+            .map_err(|e| proc_error(pid, "stat", e))?
+            .starttime;
+        let maps = read_exec_maps(pid, &process)?;
+        let inner = blazesym::symbolize::Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            // Our descriptors pin the files: no need to stat them before every lookup.
+            .enable_auto_reload(false)
+            .build();
+        let mut symbolizer = Self {
+            pid,
+            start_time,
+            inner,
+            modules: Vec::new(),
+            modules_by_key: HashMap::new(),
+            mappings: Vec::new(),
+            cache: HashMap::new(),
+            last_refresh: Instant::now(),
+            gone: false,
+        };
+        symbolizer.merge(maps);
+        Ok(symbolizer)
+    }
+
+    /// Re-reads /proc/PID/maps to learn objects mapped since (dlopen); keeps what it had for
+    /// objects no longer mapped. Errors if the process is gone are ignored (returns Ok with
+    /// nothing new).
+    pub fn refresh(&mut self) -> Result<(), SymbolizeError> {
+        self.last_refresh = Instant::now();
+        if self.gone {
+            return Ok(());
+        }
+        let read = open_process(self.pid).and_then(|process| {
+            let stat = process
+                .stat()
+                .map_err(|e| proc_error(self.pid, "stat", e))?;
+            if stat.starttime != self.start_time {
+                return Err(SymbolizeError::NoSuchProcess { pid: self.pid });
+            }
+            // Same `Process` handle (a /proc/PID directory descriptor): these maps are the ones
+            // of the process whose start time we just checked, even if the PID is reused now.
+            read_exec_maps(self.pid, &process)
+        });
+        match read {
+            Ok(maps) => {
+                self.merge(maps);
+                Ok(())
+            }
+            Err(SymbolizeError::NoSuchProcess { .. }) => {
+                self.gone = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `pcs[0]` is an exact instruction address (the allocator's entry), `pcs[1..]` are return
+    /// addresses (looked up at `pc - 1`, the call instruction, but reported as given). Returns
+    /// frames innermost first; a pc inside inlined code expands to the inlined callee(s) first
+    /// (`inlined: true`), then the function they were inlined into, all with the same address.
+    pub fn symbolize(&mut self, pcs: &[u64]) -> Vec<Frame> {
+        let keys: Vec<PcKey> = pcs.iter().enumerate().map(|(i, &pc)| (pc, i > 0)).collect();
+        let mut misses: Vec<PcKey> = keys
+            .iter()
+            .copied()
+            .filter(|key| !self.cache.contains_key(key))
+            .collect();
+        misses.sort_unstable();
+        misses.dedup();
+        if !misses.is_empty() {
+            self.resolve(&misses);
+        }
+        let mut frames = Vec::with_capacity(pcs.len());
+        for key in keys {
+            match self.cache.get(&key) {
+                Some(cached) => frames.extend(cached.iter().cloned()),
+                // Not cached: in no mapping we know of (heap, JIT code, unmapped).
+                None => frames.push(unknown_frame(key.0, None)),
+            }
+        }
+        frames
+    }
+
+    fn resolve(&mut self, misses: &[PcKey]) {
+        let unmapped = misses.iter().any(|&key| {
+            lookup_address(key)
+                .and_then(|a| self.mapping_of(a))
+                .is_none()
+        });
+        if unmapped
+            && !self.gone
+            && self.last_refresh.elapsed() >= AUTO_REFRESH_EVERY
+            && let Err(e) = self.refresh()
+        {
+            log::debug!("symbolizer: {e}");
+        }
+
+        // One blazesym call per module, with all of its offsets.
+        let mut by_module: HashMap<usize, Vec<(PcKey, u64)>> = HashMap::new();
+        for &key in misses {
+            let Some(addr) = lookup_address(key) else {
+                continue;
+            };
+            let Some(mapping) = self.mapping_of(addr) else {
+                continue;
+            };
+            // `mapping_of` guarantees start <= addr, and offsets are far below u64::MAX.
+            let file_offset = mapping.offset.saturating_add(addr - mapping.start);
+            by_module
+                .entry(mapping.module)
+                .or_default()
+                .push((key, file_offset));
+        }
+
+        for (module_index, entries) in by_module {
+            let module = &self.modules[module_index];
+            let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
+            let symbolized = module.source_path().map(|path| {
+                let source = Source::Elf(Elf::new(path));
+                self.inner.symbolize(&source, Input::FileOffset(&offsets))
+            });
+            // Owned frames plus the symbol's start for the alias fix-up below.
+            let resolved: Vec<(PcKey, Vec<Frame>, Option<u64>)> = match symbolized {
+                Some(Ok(results)) => entries
+                    .iter()
+                    .zip(results)
+                    .map(|(&(key, _), result)| match result {
+                        Symbolized::Sym(sym) => {
+                            (key, sym_frames(&sym, key.0, &module.path), Some(sym.addr))
+                        }
+                        Symbolized::Unknown(_) => {
+                            (key, vec![unknown_frame(key.0, Some(&module.path))], None)
+                        }
+                    })
+                    .collect(),
+                other => {
+                    if let Some(Err(e)) = other {
+                        log::debug!("cannot symbolize in {}: {e}", module.path);
+                    }
+                    // The file is unreadable or not ELF: that will not change, so cache it too.
+                    entries
+                        .iter()
+                        .map(|&(key, _)| {
+                            (key, vec![unknown_frame(key.0, Some(&module.path))], None)
+                        })
+                        .collect()
+                }
+            };
+            let module = &mut self.modules[module_index];
+            for (key, mut frames, sym_addr) in resolved {
+                if let (Some(outer), Some(sym_addr)) = (frames.last_mut(), sym_addr) {
+                    module.prefer_exported_name(outer, sym_addr);
+                }
+                self.cache.insert(key, frames);
+            }
+        }
+    }
+
+    fn mapping_of(&self, addr: u64) -> Option<Mapping> {
+        let index = self.mappings.partition_point(|m| m.start <= addr);
+        let mapping = *self.mappings.get(index.checked_sub(1)?)?;
+        (addr < mapping.end).then_some(mapping)
+    }
+
+    /// Adds new mappings; one that overlaps older ones replaces them (dlclose then dlopen of
+    /// something else at the same place).
+    fn merge(&mut self, maps: Vec<MapsEntry>) {
+        let mut replaced = false;
+        for entry in maps {
+            let known = self.modules_by_key.get(&entry.key).copied();
+            let same = known.is_some_and(|module| {
+                self.mappings.contains(&Mapping {
+                    start: entry.start,
+                    end: entry.end,
+                    offset: entry.offset,
+                    module,
+                })
+            });
+            if same {
+                continue;
+            }
+            let module = match known {
+                Some(module) => module,
+                None => {
+                    let file = open_mapped_file(self.pid, &entry);
+                    if file.is_none() {
+                        log::debug!(
+                            "cannot open {} of PID {}: its frames will have no symbols",
+                            entry.path.display(),
+                            self.pid
+                        );
+                    }
+                    self.modules.push(Module {
+                        path: entry.path.to_string_lossy().into_owned(),
+                        file,
+                        exported: None,
+                    });
+                    let index = self.modules.len() - 1;
+                    self.modules_by_key.insert(entry.key, index);
+                    index
+                }
+            };
+            let before = self.mappings.len();
+            self.mappings
+                .retain(|m| m.end <= entry.start || m.start >= entry.end);
+            replaced |= self.mappings.len() != before;
+            let at = self.mappings.partition_point(|m| m.start < entry.start);
+            self.mappings.insert(
+                at,
+                Mapping {
+                    start: entry.start,
+                    end: entry.end,
+                    offset: entry.offset,
+                    module,
+                },
+            );
+        }
+        if replaced {
+            // Cached frames may name the object that used to be there. Rare: start over.
+            self.cache.clear();
+        }
+    }
+}
+
+/// Where to look a pc up: return addresses point after the call, which may already be the next
+/// line or even the next function.
+fn lookup_address((pc, is_return): PcKey) -> Option<u64> {
+    if is_return {
+        pc.checked_sub(1)
+    } else {
+        Some(pc)
+    }
+}
+
+fn open_process(pid: u32) -> Result<Process, SymbolizeError> {
+    let raw = i32::try_from(pid).map_err(|_| SymbolizeError::NoSuchProcess { pid })?;
+    Process::new(raw).map_err(|e| proc_error(pid, "stat", e))
+}
+
+fn proc_error(pid: u32, what: &'static str, error: procfs::ProcError) -> SymbolizeError {
+    match error {
+        procfs::ProcError::NotFound(_) => SymbolizeError::NoSuchProcess { pid },
+        procfs::ProcError::Io(ref e, _)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+        {
+            SymbolizeError::NoSuchProcess { pid }
+        }
+        source => SymbolizeError::Unreadable { pid, what, source },
+    }
+}
+
+fn read_exec_maps(pid: u32, process: &Process) -> Result<Vec<MapsEntry>, SymbolizeError> {
+    let maps = process.maps().map_err(|e| proc_error(pid, "maps", e))?;
+    Ok(maps
+        .into_iter()
+        .filter(|map| map.perms.contains(MMPermissions::EXECUTE))
+        .filter_map(|map| match map.pathname {
+            MMapPath::Path(path) => Some(MapsEntry {
+                start: map.address.0,
+                end: map.address.1,
+                offset: map.offset,
+                key: (map.dev, map.inode),
+                path: strip_deleted(&path),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The kernel appends " (deleted)" to paths of files removed or replaced since mapping.
+fn strip_deleted(path: &Path) -> PathBuf {
+    let s = path.to_string_lossy();
+    match s.strip_suffix(" (deleted)") {
+        Some(stripped) => PathBuf::from(stripped),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Opens the very file behind a mapping. `map_files` is exact (even for deleted files and inside
+/// containers) but needs CAP_SYS_ADMIN; the path fallbacks must have the mapped inode (device
+/// numbers differ on overlayfs, inodes do not), else a replaced file would give wrong names.
+fn open_mapped_file(pid: u32, entry: &MapsEntry) -> Option<File> {
+    let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end);
+    if let Ok(file) = File::open(map_file) {
+        return Some(file);
+    }
+    let relative = entry.path.strip_prefix("/").unwrap_or(&entry.path);
+    let in_root = Path::new("/proc")
+        .join(pid.to_string())
+        .join("root")
+        .join(relative);
+    [in_root, entry.path.clone()].into_iter().find_map(|path| {
+        let file = File::open(path).ok()?;
+        let inode = file.metadata().ok()?.ino();
+        (inode == entry.key.1).then_some(file)
+    })
+}
+
+fn unknown_frame(pc: u64, module: Option<&str>) -> Frame {
+    Frame {
+        address: format!("0x{pc:x}"),
+        function: None,
+        file: None,
+        line: None,
+        module: module.map(str::to_owned),
+        inlined: false,
+    }
+}
+
+/// blazesym lists inlined functions outermost first, each with the location inside it; the
+/// report wants the innermost first.
+fn sym_frames(sym: &Sym<'_>, pc: u64, module: &str) -> Vec<Frame> {
+    let frame = |name: &str, code_info: Option<&CodeInfo<'_>>, inlined: bool| {
+        let (file, line) = match code_info {
+            Some(info) => (Some(source_file(info)), info.line),
+            None => (None, None),
+        };
+        Frame {
+            address: format!("0x{pc:x}"),
+            function: (!name.is_empty()).then(|| name.to_owned()),
+            file,
+            line,
+            module: Some(module.to_owned()),
+            inlined,
+        }
+    };
+    let mut frames: Vec<Frame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inlined| frame(&inlined.name, inlined.code_info.as_ref(), true))
+        .collect();
+    frames.push(frame(&sym.name, sym.code_info.as_deref(), false));
+    frames
+}
+
+/// The path as DWARF gives it: directory joined with the file name when known.
+fn source_file(info: &CodeInfo<'_>) -> String {
+    info.to_path().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    const LEAKY_C: &str = r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+void *volatile sink;
+
+static inline __attribute__((always_inline)) void *inl_helper(size_t n) { /* L_INL_START */
+	void *p = malloc(n * 3 + 7); /* L_INL_MALLOC */
+	sink = p;
+	return p; /* L_INL_END */
+}
+
+__attribute__((noipa)) void *leak_fn(size_t n) { /* L_FN */
+	void *p = inl_helper(n); /* L_CALL */
+	if (p)
+		((char *)p)[0] = (char)n;
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	char line[16];
+	leak_fn((size_t)argc);
+	printf("leak_fn=%p malloc=%p\n", (void *)leak_fn, dlsym(RTLD_DEFAULT, "malloc"));
+	fflush(stdout);
+	if (argc > 1 && fgets(line, sizeof line, stdin)) {
+		void *h = dlopen(argv[1], RTLD_NOW);
+		printf("plugin_fn=%p\n", h ? dlsym(h, "plugin_fn") : NULL);
+		fflush(stdout);
+	}
+	for (;;)
+		pause();
+}
+"#;
+
+    const PLUGIN_C: &str = r#"__attribute__((noipa)) int plugin_fn(int x) { return x * 7 + 3; }
+"#;
+
+    const KLASS_CPP: &str = r#"#include <cstdio>
+#include <unistd.h>
+namespace ns {
+struct Klass {
+	int v;
+	__attribute__((noipa)) int method(int x);
+};
+int Klass::method(int x) { return v * x + 1; }
+} // namespace ns
+int main(int argc, char **)
+{
+	ns::Klass k{argc};
+	std::printf("method=%p result=%d\n", (void *)(&ns::Klass::method), k.method(argc));
+	std::fflush(stdout);
+	for (;;)
+		pause();
+}
+"#;
+
+    /// A scratch directory and the program running from it; both go away on drop.
+    struct Target {
+        dir: PathBuf,
+        exe: PathBuf,
+        child: Child,
+        stdin: ChildStdin,
+        stdout: BufReader<ChildStdout>,
+    }
+
+    impl Target {
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// `name=0x...` pairs of the program's next output line.
+        fn addresses(&mut self) -> HashMap<String, u64> {
+            let mut line = String::new();
+            self.stdout
+                .read_line(&mut line)
+                .expect("read target output");
+            line.split_whitespace()
+                .filter_map(|pair| pair.split_once('='))
+                .filter_map(|(name, value)| {
+                    let hex = value.strip_prefix("0x")?;
+                    Some((name.to_owned(), u64::from_str_radix(hex, 16).ok()?))
+                })
+                .collect()
+        }
+
+        fn kill(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for Target {
+        fn drop(&mut self) {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn scratch_dir() -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "leaktrace-sym-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    fn compile(compiler: &str, dir: &Path, source: &str, text: &str, out: &str, extra: &[&str]) {
+        let src = dir.join(source);
+        std::fs::write(&src, text).expect("write source");
+        let output = Command::new(compiler)
+            .args(["-O2", "-g", "-o"])
+            .arg(dir.join(out))
+            .arg(&src)
+            .args(extra)
+            .output()
+            .unwrap_or_else(|e| panic!("{compiler} is needed for these tests: {e}"));
+        assert!(
+            output.status.success(),
+            "{compiler} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start(dir: PathBuf, exe: &str, args: &[PathBuf]) -> Target {
+        let exe = dir.join(exe);
+        let mut child = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start target");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Target {
+            dir,
+            exe,
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn leaky(with_plugin: bool) -> Target {
+        let dir = scratch_dir();
+        compile(
+            "gcc",
+            &dir,
+            "leaky.c",
+            LEAKY_C,
+            "leaky",
+            &["-fPIE", "-pie", "-ldl"],
+        );
+        let mut args = Vec::new();
+        if with_plugin {
+            compile(
+                "gcc",
+                &dir,
+                "plugin.c",
+                PLUGIN_C,
+                "libplug.so",
+                &["-shared", "-fPIC"],
+            );
+            args.push(dir.join("libplug.so"));
+        }
+        start(dir, "leaky", &args)
+    }
+
+    /// 1-based line of the line carrying `marker` in `source`.
+    fn line_of(source: &str, marker: &str) -> u32 {
+        let index = source
+            .lines()
+            .position(|line| line.contains(marker))
+            .expect("marker in source");
+        u32::try_from(index + 1).expect("small line number")
+    }
+
+    fn only(frames: Vec<Frame>) -> Frame {
+        assert_eq!(frames.len(), 1, "{frames:#?}");
+        frames.into_iter().next().expect("one frame")
+    }
+
+    #[test]
+    fn function_file_line_and_module_of_an_executable() {
+        let mut target = leaky(false);
+        let addrs = target.addresses();
+        let leak_fn = addrs["leak_fn"];
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+
+        let frame = only(symbolizer.symbolize(&[leak_fn]));
+        assert_eq!(frame.address, format!("0x{leak_fn:x}"));
+        assert_eq!(frame.function.as_deref(), Some("leak_fn"));
+        let file = frame.file.as_deref().expect("file");
+        assert!(file.ends_with("leaky.c"), "{file}");
+        assert!(Path::new(file).is_absolute(), "directory joined: {file}");
+        assert_eq!(frame.line, Some(line_of(LEAKY_C, "L_FN")));
+        assert_eq!(
+            frame.module.as_deref(),
+            Some(target.exe.to_str().expect("utf-8 path"))
+        );
+        assert!(!frame.inlined);
+
+        // A return address is looked up one byte back but reported as given.
+        let frames = symbolizer.symbolize(&[leak_fn, leak_fn + 1]);
+        assert_eq!(frames.len(), 2, "{frames:#?}");
+        assert_eq!(frames[1].address, format!("0x{:x}", leak_fn + 1));
+        assert_eq!(frames[1].function.as_deref(), Some("leak_fn"));
+        assert_eq!(frames[1].line, frames[0].line);
+    }
+
+    #[test]
+    fn inlined_code_expands_to_callee_then_caller() {
+        let mut target = leaky(false);
+        let leak_fn = target.addresses()["leak_fn"];
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+
+        // Some instruction of leak_fn belongs to the inlined helper; find it.
+        let inlined = (leak_fn..leak_fn + 256)
+            .map(|pc| symbolizer.symbolize(&[pc]))
+            .take_while(|frames| {
+                frames.last().and_then(|f| f.function.as_deref()) == Some("leak_fn")
+            })
+            .find(|frames| frames.len() > 1)
+            .expect("an address inside the inlined helper");
+        assert_eq!(inlined.len(), 2, "{inlined:#?}");
+        let (callee, caller) = (&inlined[0], &inlined[1]);
+        assert_eq!(callee.function.as_deref(), Some("inl_helper"));
+        assert!(callee.inlined);
+        assert!(
+            callee
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("leaky.c"))
+        );
+        let body = line_of(LEAKY_C, "L_INL_START")..=line_of(LEAKY_C, "L_INL_END");
+        assert!(
+            callee.line.is_some_and(|line| body.contains(&line)),
+            "{callee:?}"
+        );
+        assert_eq!(caller.function.as_deref(), Some("leak_fn"));
+        assert!(!caller.inlined);
+        assert_eq!(caller.line, Some(line_of(LEAKY_C, "L_CALL")));
+        assert_eq!(callee.address, caller.address);
+    }
+
+    #[test]
+    fn libc_malloc_resolves_in_libc() {
+        let mut target = leaky(false);
+        let malloc = target.addresses()["malloc"];
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        let frame = only(symbolizer.symbolize(&[malloc]));
+        let function = frame.function.as_deref().expect("function");
+        // glibc's debug info names it `__GI___libc_malloc`, its .dynsym also `__libc_malloc`.
+        assert_eq!(function, "malloc", "{frame:?}");
+        assert!(
+            frame
+                .module
+                .as_deref()
+                .is_some_and(|m| m.ends_with("libc.so.6")),
+            "{frame:?}"
+        );
+    }
+
+    #[test]
+    fn exported_names_skip_internal_aliases() {
+        // Without glibc's debug info the first symbol at malloc's address may be `__libc_malloc`.
+        let libc = std::fs::read_to_string("/proc/self/maps")
+            .expect("own maps")
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(5))
+            .find(|path| path.ends_with("libc.so.6"))
+            .map(PathBuf::from)
+            .expect("libc is mapped");
+        let names = exported_functions(&File::open(libc).expect("open libc"));
+        for wanted in ["malloc", "free", "calloc", "realloc"] {
+            assert!(names.values().any(|n| n == wanted), "{wanted}");
+        }
+        assert!(!names.values().any(|n| n.starts_with('_') || n == "cfree"));
+    }
+
+    #[test]
+    fn path_fallback_checks_the_inode() {
+        // A range with no map_files entry forces the /proc/PID/root and plain path fallbacks.
+        let exe = std::env::current_exe().expect("own exe");
+        let inode = std::fs::metadata(&exe).expect("stat own exe").ino();
+        let entry = |inode| MapsEntry {
+            start: 0x1000,
+            end: 0x2000,
+            offset: 0,
+            key: ((0, 0), inode),
+            path: exe.clone(),
+        };
+        assert!(open_mapped_file(std::process::id(), &entry(inode)).is_some());
+        assert!(open_mapped_file(std::process::id(), &entry(inode + 1)).is_none());
+    }
+
+    #[test]
+    fn unmapped_address_is_unknown() {
+        let target = leaky(false);
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        let frames = symbolizer.symbolize(&[0x10, 0]);
+        assert_eq!(
+            frames,
+            vec![
+                unknown_frame(0x10, None),
+                Frame {
+                    address: "0x0".into(),
+                    function: None,
+                    file: None,
+                    line: None,
+                    module: None,
+                    inlined: false,
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn works_after_the_target_exited_and_its_files_were_deleted() {
+        let mut target = leaky(false);
+        let addrs = target.addresses();
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        target.kill();
+        std::fs::remove_dir_all(&target.dir).expect("delete the program");
+
+        symbolizer
+            .refresh()
+            .expect("refresh ignores an exited target");
+        let frames = symbolizer.symbolize(&[addrs["malloc"], addrs["leak_fn"] + 1]);
+        assert_eq!(frames.len(), 2, "{frames:#?}");
+        assert!(
+            frames[0]
+                .module
+                .as_deref()
+                .is_some_and(|m| m.ends_with("libc.so.6"))
+        );
+        assert_eq!(frames[1].function.as_deref(), Some("leak_fn"));
+        assert_eq!(frames[1].line, Some(line_of(LEAKY_C, "L_FN")));
+        assert_eq!(
+            frames[1].module.as_deref(),
+            Some(target.exe.to_str().expect("utf-8 path"))
+        );
+    }
+
+    #[test]
+    fn objects_loaded_later_are_learned() {
+        let mut target = leaky(true);
+        target.addresses();
+        let mut refreshed = Symbolizer::new(target.pid()).expect("snapshot");
+        let mut automatic = Symbolizer::new(target.pid()).expect("snapshot");
+        target.stdin.write_all(b"go\n").expect("ask for dlopen");
+        let plugin_fn = target.addresses()["plugin_fn"];
+        assert_ne!(plugin_fn, 0, "dlopen failed");
+
+        refreshed.refresh().expect("refresh");
+        let frame = only(refreshed.symbolize(&[plugin_fn]));
+        assert_eq!(frame.function.as_deref(), Some("plugin_fn"));
+        assert!(
+            frame
+                .module
+                .as_deref()
+                .is_some_and(|m| m.ends_with("libplug.so"))
+        );
+
+        // Without an explicit refresh, a miss re-reads the maps (rate-limited).
+        std::thread::sleep(AUTO_REFRESH_EVERY);
+        let frame = only(automatic.symbolize(&[plugin_fn]));
+        assert_eq!(frame.function.as_deref(), Some("plugin_fn"));
+    }
+
+    #[test]
+    fn cpp_names_are_demangled() {
+        let dir = scratch_dir();
+        compile(
+            "g++",
+            &dir,
+            "klass.cpp",
+            KLASS_CPP,
+            "klass",
+            &["-Wno-pmf-conversions", "-fPIE", "-pie"],
+        );
+        let mut target = start(dir, "klass", &[]);
+        let method = target.addresses()["method"];
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        let frame = only(symbolizer.symbolize(&[method]));
+        assert_eq!(frame.function.as_deref(), Some("ns::Klass::method(int)"));
+        assert!(
+            frame
+                .file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("klass.cpp"))
+        );
+    }
+
+    #[inline(never)]
+    fn rust_marker(x: u64) -> u64 {
+        std::hint::black_box(x).wrapping_mul(31)
+    }
+
+    #[test]
+    fn rust_names_are_demangled() {
+        let mut symbolizer = Symbolizer::new(std::process::id()).expect("snapshot self");
+        let pc = rust_marker as fn(u64) -> u64 as usize as u64;
+        assert_eq!(rust_marker(1), 31);
+        let frames = symbolizer.symbolize(&[pc]);
+        let function = frames
+            .last()
+            .and_then(|f| f.function.as_deref())
+            .expect("function");
+        assert!(function.contains("rust_marker"), "{function}");
+        assert!(
+            !function.starts_with("_ZN") && !function.starts_with("_R"),
+            "{function}"
+        );
+    }
+
+    #[test]
+    fn missing_process_is_named() {
+        let err = Symbolizer::new(4_194_303).expect_err("no such pid");
+        assert!(
+            matches!(err, SymbolizeError::NoSuchProcess { pid: 4_194_303 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("4194303"));
+        assert!(matches!(
+            Symbolizer::new(u32::MAX),
+            Err(SymbolizeError::NoSuchProcess { .. })
+        ));
+    }
+}

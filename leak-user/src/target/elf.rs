@@ -1,0 +1,226 @@
+//! What leaktrace needs from an ELF object: exported functions as file offsets (uprobes are
+//! placed by offset), the dynamic-linking names, and the segment layout.
+use std::{collections::HashMap, path::Path};
+
+use object::{
+    Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind,
+    elf::{DT_NEEDED, DT_SONAME, PT_INTERP, PT_LOAD},
+    read::elf::{Dyn as _, ElfFile64, ProgramHeader as _},
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ElfError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a 64-bit ELF object: {source}")]
+    Parse {
+        path: String,
+        source: object::read::Error,
+    },
+}
+
+/// A parsed ELF file, owning its bytes.
+pub struct ElfObject {
+    pub path: String,
+    data: Vec<u8>,
+}
+
+impl ElfObject {
+    pub fn open(path: &Path) -> Result<Self, ElfError> {
+        let data = std::fs::read(path).map_err(|source| ElfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let object = Self {
+            path: path.display().to_string(),
+            data,
+        };
+        object.parse()?;
+        Ok(object)
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    fn parse(&self) -> Result<ElfFile64<'_, Endianness>, ElfError> {
+        ElfFile64::parse(self.data.as_slice()).map_err(|source| ElfError::Parse {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// File offsets of the defined functions among `names`, from the dynamic symbol table, or
+    /// the full symbol table for executables that export nothing (static binaries).
+    pub fn function_offsets(&self, names: &[&str]) -> HashMap<String, u64> {
+        let Ok(elf) = self.parse() else {
+            return HashMap::new();
+        };
+        let mut found = HashMap::new();
+        let tables = [elf.dynamic_symbols(), elf.symbols()];
+        for table in tables {
+            for symbol in table {
+                if !symbol.is_definition() || symbol.kind() != SymbolKind::Text {
+                    continue;
+                }
+                let Ok(name) = symbol.name() else { continue };
+                // Versioned names from some toolchains: "malloc@@GLIBC_2.2.5".
+                let name = name.split('@').next().unwrap_or(name);
+                if !names.contains(&name) || found.contains_key(name) {
+                    continue;
+                }
+                if let Some(offset) = file_offset(&elf, symbol.address()) {
+                    found.insert(name.to_owned(), offset);
+                }
+            }
+            if !found.is_empty() {
+                break;
+            }
+        }
+        found
+    }
+
+    pub fn soname(&self) -> Option<String> {
+        self.dynamic_strings(DT_SONAME).into_iter().next()
+    }
+
+    pub fn needed(&self) -> Vec<String> {
+        self.dynamic_strings(DT_NEEDED)
+    }
+
+    /// Statically linked: no program interpreter.
+    pub fn is_static(&self) -> bool {
+        self.parse().is_ok_and(|elf| {
+            let endian = elf.endian();
+            !elf.elf_program_headers()
+                .iter()
+                .any(|ph| ph.p_type(endian) == PT_INTERP)
+        })
+    }
+
+    /// The program interpreter (dynamic loader) path.
+    pub fn interpreter(&self) -> Option<String> {
+        let elf = self.parse().ok()?;
+        let endian = elf.endian();
+        let header = elf
+            .elf_program_headers()
+            .iter()
+            .find(|ph| ph.p_type(endian) == PT_INTERP)?;
+        let bytes = header.data(endian, self.data.as_slice()).ok()?;
+        let bytes = bytes.split(|b| *b == 0).next()?;
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    /// Go binaries carry `.go.buildinfo`, even when stripped.
+    pub fn is_go(&self) -> bool {
+        self.parse()
+            .is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
+    }
+
+    /// The loadable segments: where each part of the file lands in the object's address space.
+    pub fn load_segments(&self) -> Vec<LoadSegment> {
+        let Ok(elf) = self.parse() else {
+            return Vec::new();
+        };
+        let endian = elf.endian();
+        elf.elf_program_headers()
+            .iter()
+            .filter(|ph| ph.p_type(endian) == PT_LOAD)
+            .map(|ph| LoadSegment {
+                offset: ph.p_offset(endian),
+                file_size: ph.p_filesz(endian),
+                vaddr: ph.p_vaddr(endian),
+            })
+            .collect()
+    }
+
+    /// The virtual address at which the byte at `offset` of the file is loaded.
+    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
+        vaddr_of_offset(&self.load_segments(), offset)
+    }
+
+    fn dynamic_strings(&self, tag: u32) -> Vec<String> {
+        let Ok(elf) = self.parse() else {
+            return Vec::new();
+        };
+        let endian = elf.endian();
+        let data = self.data.as_slice();
+        let sections = elf.elf_section_table();
+        let Ok(Some((entries, link))) = sections.dynamic(endian, data) else {
+            return Vec::new();
+        };
+        let Ok(strings) = sections.strings(endian, data, link) else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter(|entry| entry.tag32(endian) == Some(tag))
+            .filter_map(|entry| entry.string(endian, strings).ok())
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect()
+    }
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub offset: u64,
+    pub file_size: u64,
+    pub vaddr: u64,
+}
+
+/// The virtual address of the file byte at `offset`, through the segment that loads it.
+pub fn vaddr_of_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
+    segments.iter().find_map(|s| {
+        (s.offset <= offset && offset < s.offset + s.file_size.max(1))
+            .then(|| s.vaddr + (offset - s.offset))
+    })
+}
+
+/// uprobes are placed by file offset: `va - sh_addr + sh_offset` of the containing section.
+fn file_offset(elf: &ElfFile64<'_, Endianness>, address: u64) -> Option<u64> {
+    elf.sections().find_map(|section| {
+        let (offset, size) = section.file_range()?;
+        let start = section.address();
+        (start <= address && address < start + size).then(|| address - start + offset)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    #[test]
+    fn libc_exports_the_allocator() {
+        let libc = ElfObject::open(Path::new(LIBC)).expect("libc");
+        let offsets = libc.function_offsets(&["malloc", "free", "no_such_function"]);
+        assert!(offsets.contains_key("malloc") && offsets.contains_key("free"));
+        assert!(!offsets.contains_key("no_such_function"));
+        // The offset maps back to malloc's address through the segments.
+        assert!(libc.vaddr_of_offset(offsets["malloc"]).is_some());
+        assert_eq!(libc.soname().as_deref(), Some("libc.so.6"));
+        assert!(!libc.is_static() || libc.interpreter().is_none());
+        assert!(!libc.is_go());
+    }
+
+    #[test]
+    fn executables_name_their_loader_and_libraries() {
+        let exe = std::env::current_exe().expect("current exe");
+        let me = ElfObject::open(&exe).expect("own executable");
+        assert!(!me.is_static());
+        assert!(me.interpreter().is_some_and(|i| i.contains("ld-linux")));
+        assert!(me.needed().iter().any(|n| n == "libc.so.6"));
+    }
+
+    #[test]
+    fn non_elf_files_are_refused() {
+        let err = ElfObject::open(Path::new("/proc/self/status")).err();
+        assert!(matches!(err, Some(ElfError::Parse { .. })));
+    }
+}

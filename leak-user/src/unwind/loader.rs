@@ -1,0 +1,197 @@
+//! Keeps the kernel's unwind tables in step with the target's executable mappings.
+//!
+//! Rows are appended once per object (by device and inode) and never moved; the small mapping
+//! table is rebuilt in the inactive half and then switched, so a probe never reads a half-built
+//! table.
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, MapError},
+};
+use leak_common::{ExecMapping, MAX_MAPPINGS, UnwindRow, unwind_state};
+use thiserror::Error;
+
+use super::table;
+use crate::target::{
+    MappedObject,
+    elf::{ElfObject, LoadSegment, vaddr_of_offset},
+    process::executable_objects,
+};
+
+#[derive(Debug, Error)]
+pub enum LoaderError {
+    #[error("eBPF map {0} is missing")]
+    MissingMap(&'static str),
+    #[error("cannot update eBPF map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+}
+
+type ObjectKey = ((i32, i32), u64);
+
+/// What is known of one object.
+struct ObjectRows {
+    rows_start: u32,
+    rows_len: u32,
+    segments: Vec<LoadSegment>,
+}
+
+/// User-space side of the unwind tables.
+pub struct UnwindTables {
+    pid: u32,
+    objects: HashMap<ObjectKey, ObjectRows>,
+    next_row: u32,
+    capacity: u32,
+    active: u32,
+    installed: Vec<ExecMapping>,
+    /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
+    /// pointers.
+    pub objects_without_room: Vec<String>,
+}
+
+impl UnwindTables {
+    pub fn new(pid: u32, capacity: u32) -> Self {
+        Self {
+            pid,
+            objects: HashMap::new(),
+            next_row: 0,
+            capacity,
+            active: 0,
+            installed: Vec::new(),
+            objects_without_room: Vec::new(),
+        }
+    }
+
+    pub fn rows_used(&self) -> u32 {
+        self.next_row
+    }
+
+    /// Reads the target's mappings and installs tables for anything new. A target that has
+    /// exited leaves the tables as they are.
+    pub fn sync(&mut self, ebpf: &mut Ebpf) -> Result<bool, LoaderError> {
+        let Ok(mappings) = executable_objects(self.pid) else {
+            return Ok(false);
+        };
+        for mapping in &mappings {
+            let key = (mapping.dev, mapping.inode);
+            if !self.objects.contains_key(&key) {
+                let rows = self.load_object(ebpf, mapping)?;
+                self.objects.insert(key, rows);
+            }
+        }
+        let table: Vec<ExecMapping> = mappings
+            .iter()
+            .filter_map(|mapping| {
+                let object = self.objects.get(&(mapping.dev, mapping.inode))?;
+                let vaddr = vaddr_of_offset(&object.segments, mapping.offset)?;
+                Some(ExecMapping {
+                    start: mapping.start,
+                    end: mapping.end,
+                    bias: mapping.start.wrapping_sub(vaddr),
+                    rows_start: object.rows_start,
+                    rows_len: object.rows_len,
+                })
+            })
+            .take(MAX_MAPPINGS as usize)
+            .collect();
+        if table == self.installed {
+            return Ok(false);
+        }
+        self.install(ebpf, &table)?;
+        self.installed = table;
+        Ok(true)
+    }
+
+    fn load_object(
+        &mut self,
+        ebpf: &mut Ebpf,
+        mapping: &MappedObject,
+    ) -> Result<ObjectRows, LoaderError> {
+        // map_files opens the very file mapped, even when replaced on disk or in a container.
+        let path = format!(
+            "/proc/{}/map_files/{:x}-{:x}",
+            self.pid, mapping.start, mapping.end
+        );
+        let Ok(object) = ElfObject::open(std::path::Path::new(&path)) else {
+            log::debug!(
+                "cannot read {}: its frames use frame pointers",
+                mapping.path.display()
+            );
+            return Ok(ObjectRows {
+                rows_start: 0,
+                rows_len: 0,
+                segments: Vec::new(),
+            });
+        };
+        let segments = object.load_segments();
+        let rows = match table::build_rows(object.data()) {
+            Ok(rows) => rows,
+            Err(error) => {
+                log::debug!("no unwind rows for {}: {error}", mapping.path.display());
+                Vec::new()
+            }
+        };
+        let Ok(rows_len) = u32::try_from(rows.len()) else {
+            return Ok(ObjectRows {
+                rows_start: 0,
+                rows_len: 0,
+                segments,
+            });
+        };
+        if self.next_row.saturating_add(rows_len) > self.capacity {
+            self.objects_without_room
+                .push(mapping.path.display().to_string());
+            return Ok(ObjectRows {
+                rows_start: 0,
+                rows_len: 0,
+                segments,
+            });
+        }
+        let rows_start = self.next_row;
+        let mut array: Array<&mut MapData, UnwindRow> = map(ebpf, "UNWIND_ROWS")?;
+        for (i, row) in rows.iter().enumerate() {
+            array
+                .set(rows_start + i as u32, row, 0)
+                .map_err(|source| LoaderError::Map {
+                    map: "UNWIND_ROWS",
+                    source,
+                })?;
+        }
+        self.next_row += rows_len;
+        Ok(ObjectRows {
+            rows_start,
+            rows_len,
+            segments,
+        })
+    }
+
+    fn install(&mut self, ebpf: &mut Ebpf, table: &[ExecMapping]) -> Result<(), LoaderError> {
+        let next = self.active ^ 1;
+        let err = |map| move |source| LoaderError::Map { map, source };
+        {
+            let mut mappings: Array<&mut MapData, ExecMapping> = map(ebpf, "UNWIND_MAPPINGS")?;
+            for (i, mapping) in table.iter().enumerate() {
+                mappings
+                    .set(next * MAX_MAPPINGS + i as u32, mapping, 0)
+                    .map_err(err("UNWIND_MAPPINGS"))?;
+            }
+        }
+        let mut state: Array<&mut MapData, u32> = map(ebpf, "UNWIND_STATE")?;
+        state
+            .set(unwind_state::LEN0 + next, table.len() as u32, 0)
+            .map_err(err("UNWIND_STATE"))?;
+        state
+            .set(unwind_state::ACTIVE, next, 0)
+            .map_err(err("UNWIND_STATE"))?;
+        self.active = next;
+        Ok(())
+    }
+}
+
+fn map<'a, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, V>, LoaderError> {
+    let map = ebpf.map_mut(name).ok_or(LoaderError::MissingMap(name))?;
+    Array::try_from(map).map_err(|source| LoaderError::Map { map: name, source })
+}
