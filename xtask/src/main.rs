@@ -1,0 +1,221 @@
+//! Developer tasks for leaktrace, run as `cargo xtask <task>`.
+//!
+//! Every task runs `setup` first, so a fresh machine only needs `cargo xtask demo` or
+//! `cargo xtask test`.
+
+mod cmd;
+mod setup;
+
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::cmd::say;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for leaktrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building leaktrace needs (nightly + rust-src, LLVM 22, bpf-linker, gcc,
+    /// make); quick and does nothing when all is in place.
+    Setup,
+    /// Set up, then build leaktrace (`cargo build -p leak-user`).
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build in release mode, and trace the bundled leaky demo server (needs root).
+    Demo,
+    /// Set up, then run all tests (one at a time, real eBPF, needs root), clippy and rustfmt.
+    Test,
+    /// Set up, then `cargo install` leaktrace.
+    Install {
+        /// Install into DIR/bin instead of cargo's default (~/.cargo/bin).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let user_path = env::var_os("PATH").unwrap_or_default();
+    setup::ensure_cargo_bin_on_path();
+    let cli = Cli::parse();
+    match run(cli.task, &user_path) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            say!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a task; returns the exit code for xtask. `user_path` is PATH as xtask found it.
+fn run(task: Task, user_path: &OsStr) -> Result<u8> {
+    setup::run()?;
+    let ws = Workspace::locate()?;
+    match task {
+        Task::Setup => {}
+        Task::Build { release } => ws.build(release)?,
+        Task::Demo => return ws.demo(),
+        Task::Test => ws.test()?,
+        Task::Install { root } => ws.install(root, user_path)?,
+    }
+    Ok(0)
+}
+
+struct Workspace {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Workspace {
+    fn locate() -> Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask's manifest directory has no parent")?
+            .to_path_buf();
+        let target = match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target })
+    }
+
+    fn cargo<const N: usize>(&self, args: [&str; N]) -> Command {
+        let mut command = cmd::new("cargo", args);
+        command.current_dir(&self.root);
+        command
+    }
+
+    /// `target/...` relative to the workspace root when it is inside it, for readable commands.
+    fn short<'a>(&self, path: &'a Path) -> &'a Path {
+        path.strip_prefix(&self.root).unwrap_or(path)
+    }
+
+    fn build(&self, release: bool) -> Result<()> {
+        let mut build = self.cargo(["build", "-p", "leak-user"]);
+        if release {
+            build.arg("--release");
+        }
+        cmd::run(&mut build)?;
+        let profile = if release { "release" } else { "debug" };
+        say!(
+            "built {}",
+            self.target.join(profile).join("leaktrace").display()
+        );
+        Ok(())
+    }
+
+    fn demo(&self) -> Result<u8> {
+        self.build(true)?;
+
+        let source = self.root.join("demo/leaky.c");
+        let out_dir = self.target.join("demo");
+        fs::create_dir_all(&out_dir)
+            .with_context(|| format!("could not create {}", out_dir.display()))?;
+        let leaky = out_dir.join("leaky");
+        // -O2 without frame pointers on purpose: leaktrace unwinds with .eh_frame tables.
+        let mut gcc = cmd::new("gcc", ["-O2", "-g", "-Wall", "-Wextra", "-o"]);
+        gcc.arg(self.short(&leaky))
+            .arg(self.short(&source))
+            .current_dir(&self.root);
+        cmd::run(&mut gcc)?;
+
+        let leaktrace = self.target.join("release/leaktrace");
+        let mut trace = Command::new(&leaktrace);
+        trace
+            .args([
+                "--duration",
+                "8s",
+                "--interval",
+                "2s",
+                "--min-age",
+                "1s",
+                "run",
+                "--",
+            ])
+            .arg(self.short(&leaky))
+            .current_dir(&self.root);
+        say!("running `{}`", cmd::display(&trace));
+        let status = cmd::status(&mut trace)?;
+        if !status.success() {
+            say!("leaktrace exited with {}", cmd::describe(status));
+        }
+        Ok(cmd::exit_code(status))
+    }
+
+    fn test(&self) -> Result<()> {
+        cmd::run(&mut self.cargo(["build", "-p", "leak-user"]))?;
+        let leaktrace = self.target.join("debug/leaktrace");
+        let mut test = self.cargo([
+            "test",
+            "--workspace",
+            "--exclude",
+            "leak-ebpf",
+            "--",
+            // The tests attach real probes and count exact bytes: one at a time.
+            "--test-threads=1",
+        ]);
+        test.env("LEAKTRACE_BIN", &leaktrace);
+        cmd::run(&mut test)?;
+        cmd::run(&mut self.cargo([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "leak-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        cmd::run(&mut self.cargo(["fmt", "--all", "--", "--check"]))?;
+        say!("test: tests, clippy and rustfmt all passed");
+        Ok(())
+    }
+
+    fn install(&self, root: Option<PathBuf>, user_path: &OsStr) -> Result<()> {
+        let mut install = self.cargo(["install", "--locked", "--path"]);
+        install.arg(self.root.join("leak-user"));
+        let bin_dir = match root {
+            Some(root) => {
+                // Relative to where the user ran xtask, not to the workspace root.
+                let root = env::current_dir()
+                    .context("could not read the current directory")?
+                    .join(root);
+                install.arg("--root").arg(&root);
+                root.join("bin")
+            }
+            None => env::var_os("CARGO_INSTALL_ROOT")
+                .filter(|dir| !dir.is_empty())
+                .map_or_else(setup::cargo_home, PathBuf::from)
+                .join("bin"),
+        };
+        cmd::run(&mut install)?;
+        let installed = bin_dir.join("leaktrace");
+        say!("installed leaktrace to {}", installed.display());
+        if !env::split_paths(user_path).any(|dir| dir == bin_dir) {
+            say!(
+                "note: {} is not on your PATH; run leaktrace by its full path",
+                bin_dir.display()
+            );
+        }
+        Ok(())
+    }
+}

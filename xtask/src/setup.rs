@@ -1,0 +1,349 @@
+//! `cargo xtask setup`: make this machine able to build and run leaktrace.
+//!
+//! Idempotent and quick when everything is already in place: each step checks first and only
+//! installs what is missing, in this order:
+//!
+//! 1. the nightly Rust toolchain with `rust-src` (aya-build compiles leak-ebpf with
+//!    `-Z build-std=core --target bpfel-unknown-none`);
+//! 2. LLVM 22 (Debian's `llvm-22-dev`), which bpf-linker links against;
+//! 3. `bpf-linker` 0.13.0, built with `cargo install` against that LLVM;
+//! 4. `gcc` and `make`, for the demo target and the tests' C targets.
+//!
+//! It also warns, without failing, when this process is not root or the kernel lacks what
+//! leaktrace needs at run time (BTF, the uprobe PMU).
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+
+use crate::cmd::{self, say};
+
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_CMAKE_DIR: &str = "/usr/lib/llvm-22/lib/cmake/llvm";
+const LLVM_PACKAGE: &str = "llvm-22-dev";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_INSTALL_ARGS: &[&str] = &[
+    "install",
+    "bpf-linker",
+    "--version",
+    BPF_LINKER_VERSION,
+    "--locked",
+    "--no-default-features",
+    "--features",
+    "llvm-22",
+];
+
+/// Cargo's home: `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join(".cargo"))
+}
+
+fn home_dir() -> PathBuf {
+    env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// Puts `$CARGO_HOME/bin` on `PATH` (for this process and everything it starts), where
+/// `cargo install` puts bpf-linker and rustup puts its proxies.
+///
+/// Must be called before any other thread exists.
+pub fn ensure_cargo_bin_on_path() {
+    let bin = cargo_home().join("bin");
+    let path = env::var_os("PATH").unwrap_or_default();
+    if env::split_paths(&path).any(|dir| dir == bin) {
+        return;
+    }
+    let mut dirs = vec![bin];
+    dirs.extend(env::split_paths(&path));
+    if let Ok(joined) = env::join_paths(dirs) {
+        // SAFETY: called at the start of main, before xtask starts any thread.
+        unsafe { env::set_var("PATH", joined) };
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs every setup step; fails with one message naming what could not be installed and the
+/// command that installs it by hand.
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let mut setup = Setup {
+        root: is_root(),
+        apt_updated: false,
+        installed: Vec::new(),
+    };
+    setup.warn_about_runtime();
+    setup.nightly()?;
+    setup.llvm()?;
+    setup.bpf_linker()?;
+    setup.c_toolchain()?;
+    if setup.installed.is_empty() {
+        say!(
+            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make; {:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        say!(
+            "setup: installed {} ({:.0}s)",
+            setup.installed.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+struct Setup {
+    root: bool,
+    apt_updated: bool,
+    installed: Vec<String>,
+}
+
+impl Setup {
+    /// Cheap checks of what leaktrace needs at run time; warnings only.
+    fn warn_about_runtime(&self) {
+        if env::consts::OS != "linux" || env::consts::ARCH != "x86_64" {
+            say!(
+                "warning: leaktrace supports Linux x86-64 only; this is {} {}",
+                env::consts::OS,
+                env::consts::ARCH
+            );
+        }
+        if !self.root {
+            say!(
+                "warning: not running as root: leaktrace and its tests load eBPF programs and need root (or CAP_BPF + CAP_PERFMON); run this with sudo"
+            );
+        }
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            say!(
+                "warning: /sys/kernel/btf/vmlinux is missing: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF), so eBPF programs may fail to load"
+            );
+        }
+        if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
+            say!(
+                "warning: /sys/bus/event_source/devices/uprobe is missing: this kernel has no uprobes (CONFIG_UPROBE_EVENTS), so leaktrace cannot attach to allocators"
+            );
+        }
+    }
+
+    /// Step 1: nightly toolchain and its `rust-src` component.
+    fn nightly(&mut self) -> Result<()> {
+        let manual_toolchain =
+            "rustup toolchain install nightly --profile minimal --component rust-src";
+        if cmd::which("rustup").is_none() {
+            return Err(install_error(
+                "the nightly Rust toolchain",
+                anyhow!(
+                    "rustup is not on PATH (leak-ebpf is built with `rustup run nightly cargo`)"
+                ),
+                &format!("install rustup (https://rustup.rs), then: {manual_toolchain}"),
+            ));
+        }
+
+        let list = cmd::output(&mut cmd::new("rustup", ["toolchain", "list"]))
+            .map_err(|err| install_error("the nightly Rust toolchain", err, manual_toolchain))?;
+        if !has_plain_nightly(&list) {
+            say!("setup: no nightly Rust toolchain; installing it");
+            cmd::run(&mut cmd::new(
+                "rustup",
+                ["toolchain", "install", "nightly", "--profile", "minimal"],
+            ))
+            .map_err(|err| install_error("the nightly Rust toolchain", err, manual_toolchain))?;
+            self.installed.push("nightly toolchain".into());
+        }
+
+        let manual_src = "rustup component add rust-src --toolchain nightly";
+        let sysroot = nightly_sysroot()
+            .map_err(|err| install_error("rust-src for nightly", err, manual_src))?;
+        let library = sysroot.join("lib/rustlib/src/rust/library");
+        if !library.is_dir() {
+            say!("setup: nightly has no rust-src; installing it");
+            cmd::run(&mut cmd::new(
+                "rustup",
+                ["component", "add", "rust-src", "--toolchain", "nightly"],
+            ))
+            .map_err(|err| install_error("rust-src for nightly", err, manual_src))?;
+            if !library.is_dir() {
+                return Err(install_error(
+                    "rust-src for nightly",
+                    anyhow!("{} is still missing after installing it", library.display()),
+                    manual_src,
+                ));
+            }
+            self.installed.push("rust-src".into());
+        }
+        Ok(())
+    }
+
+    /// Step 2: LLVM 22 development files, for building bpf-linker.
+    fn llvm(&mut self) -> Result<()> {
+        if Path::new(LLVM_CMAKE_DIR).is_dir() {
+            return Ok(());
+        }
+        say!("setup: {LLVM_CMAKE_DIR} is missing; installing {LLVM_PACKAGE}");
+        self.apt_install(&format!("LLVM 22 ({LLVM_PACKAGE})"), &[LLVM_PACKAGE])?;
+        if !Path::new(LLVM_CMAKE_DIR).is_dir() {
+            return Err(install_error(
+                &format!("LLVM 22 ({LLVM_PACKAGE})"),
+                anyhow!("{LLVM_CMAKE_DIR} is still missing after installing {LLVM_PACKAGE}"),
+                &self.apt_manual(&[LLVM_PACKAGE]),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 3: bpf-linker, exactly the version the aya crates were tested with.
+    fn bpf_linker(&mut self) -> Result<()> {
+        if bpf_linker_ok() {
+            return Ok(());
+        }
+        let what = format!("bpf-linker {BPF_LINKER_VERSION}");
+        let manual = format!(
+            "LLVM_PREFIX={LLVM_PREFIX} cargo {}",
+            BPF_LINKER_INSTALL_ARGS.join(" ")
+        );
+        match bpf_linker_version() {
+            Some(found) => say!("setup: found `{found}`, need {BPF_LINKER_VERSION}; installing it"),
+            None => say!("setup: no bpf-linker; installing {BPF_LINKER_VERSION}"),
+        }
+        say!("setup: bpf-linker builds from source against LLVM 22; this takes a few minutes");
+        let mut install = cmd::new("cargo", BPF_LINKER_INSTALL_ARGS);
+        // --force: rebuild even when cargo's records say this version is installed but the
+        // binary is missing or broken (e.g. LLVM was upgraded under it).
+        install.arg("--force").env("LLVM_PREFIX", LLVM_PREFIX);
+        cmd::run(&mut install).map_err(|err| install_error(&what, err, &manual))?;
+        if !bpf_linker_ok() {
+            let found = bpf_linker_version().unwrap_or_else(|| "nothing".into());
+            return Err(install_error(
+                &what,
+                anyhow!("after installing, `bpf-linker --version` gives {found}"),
+                &manual,
+            ));
+        }
+        self.installed.push(what);
+        Ok(())
+    }
+
+    /// Step 4: a C compiler and make.
+    fn c_toolchain(&mut self) -> Result<()> {
+        let missing: Vec<&str> = ["gcc", "make"]
+            .into_iter()
+            .filter(|tool| cmd::which(tool).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        say!("setup: {} not found; installing", missing.join(" and "));
+        self.apt_install(&missing.join(" and "), &missing)
+    }
+
+    /// `apt-get update` (once per run), then `apt-get install -y PACKAGES`.
+    fn apt_install(&mut self, what: &str, packages: &[&str]) -> Result<()> {
+        let manual = self.apt_manual(packages);
+        if !self.root {
+            return Err(install_error(
+                what,
+                anyhow!("installing Debian packages needs root"),
+                &manual,
+            ));
+        }
+        if cmd::which("apt-get").is_none() {
+            return Err(install_error(
+                what,
+                anyhow!(
+                    "apt-get not found: setup installs system packages on Debian and Ubuntu only"
+                ),
+                &manual,
+            ));
+        }
+        let result = (|| -> Result<()> {
+            if !self.apt_updated {
+                cmd::run(&mut apt("update", &[]))?;
+                self.apt_updated = true;
+            }
+            cmd::run(&mut apt("install", packages))
+        })();
+        result.map_err(|err| install_error(what, err, &manual))?;
+        self.installed.push(packages.join(", "));
+        Ok(())
+    }
+
+    fn apt_manual(&self, packages: &[&str]) -> String {
+        let sudo = if self.root { "" } else { "sudo " };
+        format!(
+            "{sudo}apt-get update && {sudo}DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
+            packages.join(" ")
+        )
+    }
+}
+
+fn apt(verb: &str, packages: &[&str]) -> Command {
+    let mut command = Command::new("apt-get");
+    command.env("DEBIAN_FRONTEND", "noninteractive").arg(verb);
+    if verb == "install" {
+        command.arg("-y");
+    }
+    command.args(packages);
+    command
+}
+
+/// The error for a failed step: what could not be installed, why, and how to do it by hand.
+fn install_error(what: &str, cause: anyhow::Error, manual: &str) -> anyhow::Error {
+    anyhow!("could not install {what}: {cause:#}\nxtask: install it by hand with:\n    {manual}")
+}
+
+/// Whether `rustup toolchain list` shows a plain `nightly-<host>` toolchain (not a dated one).
+fn has_plain_nightly(list: &str) -> bool {
+    list.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|name| name.strip_prefix("nightly-"))
+        .any(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+fn nightly_sysroot() -> Result<PathBuf> {
+    let sysroot = cmd::output(
+        cmd::new("rustc", ["+nightly", "--print", "sysroot"])
+            // Never let rustup install a toolchain on its own: step 1 does that, minimally.
+            .env("RUSTUP_AUTO_INSTALL", "0"),
+    )
+    .context("could not find the nightly sysroot")?;
+    Ok(PathBuf::from(OsString::from(sysroot)))
+}
+
+fn bpf_linker_version() -> Option<String> {
+    cmd::output(&mut cmd::new("bpf-linker", ["--version"])).ok()
+}
+
+fn bpf_linker_ok() -> bool {
+    bpf_linker_version()
+        .is_some_and(|out| out.split_whitespace().nth(1) == Some(BPF_LINKER_VERSION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_nightly_is_recognised() {
+        let list =
+            "stable-x86_64-unknown-linux-gnu (active, default)\nnightly-x86_64-unknown-linux-gnu\n";
+        assert!(has_plain_nightly(list));
+        assert!(!has_plain_nightly(
+            "stable-x86_64-unknown-linux-gnu (default)\nnightly-2025-01-01-x86_64-unknown-linux-gnu\n"
+        ));
+        assert!(!has_plain_nightly("no installed toolchains\n"));
+    }
+}
