@@ -14,6 +14,7 @@ mod track;
 mod unwind;
 
 use aya_ebpf::{
+    helpers::generated::bpf_send_signal,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -109,6 +110,16 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn munmap_enter(ctx: ProbeContext) -> u32 {
     track::release_from_user(arg(&ctx, 0), true);
+    0
+}
+
+/// `leaktrace run`: stops the new program at its entry point, after the dynamic loader has mapped
+/// its libraries and before any of its own code runs, so that user space can install the unwind
+/// tables first; it continues the program with SIGCONT.
+#[uprobe]
+pub fn program_entry(_ctx: ProbeContext) -> u32 {
+    const SIGSTOP: u32 = 19;
+    unsafe { bpf_send_signal(SIGSTOP) };
     0
 }
 

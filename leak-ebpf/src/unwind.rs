@@ -34,6 +34,13 @@ const UNKNOWN: Rule = Rule {
     cfa_offset: 0,
 };
 
+/// The address is in no executable mapping user space told us about.
+const UNMAPPED: u8 = 0xff;
+const NOT_MAPPED: Rule = Rule {
+    cfa_reg: UNMAPPED,
+    ..UNKNOWN
+};
+
 /// The walk between two frames, on the probe's stack; `bpf_loop` hands it to [`step`].
 #[repr(C)]
 struct Walk {
@@ -102,13 +109,18 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
         return 1;
     }
     let ip = walk.ip;
+    // A return address points past its call; the call's own rule is the one that applies.
+    let lookup = if depth == 0 { ip } else { ip - 1 };
+    let rule = find_rule(walk.table, walk.table_len, lookup);
+    // A caller outside every known executable mapping is garbage from a broken frame-pointer
+    // chain: stop rather than split one leak over many made-up stacks.
+    if rule.cfa_reg == UNMAPPED && depth > 0 {
+        return 1;
+    }
     trace.pcs[index] = ip;
     walk.hash = (walk.hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
     walk.len = depth + 1;
 
-    // A return address points past its call; the call's own rule is the one that applies.
-    let lookup = if depth == 0 { ip } else { ip - 1 };
-    let rule = find_rule(walk.table, walk.table_len, lookup);
     let (sp, bp) = (walk.sp, walk.bp);
     let (frame, saved_bp) = match rule.cfa_reg {
         cfa::RSP => (sp.wrapping_add(rule.cfa_offset as u64), rule.rbp_saved != 0),
@@ -170,12 +182,15 @@ fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
         }
     }
     if lo == 0 {
-        return UNKNOWN;
+        return NOT_MAPPED;
     }
     let Some(mapping) = UNWIND_MAPPINGS.get(table + lo - 1) else {
         return UNKNOWN;
     };
-    if pc >= mapping.end || mapping.rows_len == 0 {
+    if pc >= mapping.end {
+        return NOT_MAPPED;
+    }
+    if mapping.rows_len == 0 {
         return UNKNOWN;
     }
     let object_pc = pc.wrapping_sub(mapping.bias);

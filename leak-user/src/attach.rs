@@ -127,6 +127,28 @@ pub fn attach(
     Ok(probed)
 }
 
+/// `leaktrace run`: a probe at the program's entry point that stops it there (SIGSTOP) so the
+/// unwind tables of every library the loader mapped are in place before the program's code runs.
+pub fn attach_entry_stop(
+    ebpf: &mut Ebpf,
+    program: &Path,
+    entry_offset: u64,
+    pid: NonZeroU32,
+) -> Result<(), AttachError> {
+    let entry = EntryPoint {
+        spec: crate::target::allocator::EntrySpec {
+            name: "entry point",
+            program: "program_entry",
+            returns: false,
+        },
+        path: program.display().to_string(),
+        host_path: program.to_path_buf(),
+        offset: entry_offset,
+        alias_of: None,
+    };
+    attach_one(ebpf, "program_entry", &entry, pid)
+}
+
 fn attach_one(
     ebpf: &mut Ebpf,
     program: &'static str,

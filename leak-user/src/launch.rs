@@ -108,6 +108,14 @@ impl Launched {
     }
 }
 
+impl Launched {
+    /// Continues the command after it stopped at its entry point.
+    pub fn resume(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
 impl Drop for Launched {
     fn drop(&mut self) {
         // Never released (an error before attach completed): the child exits without running

@@ -81,19 +81,30 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         stacks: options.max_stacks,
         unwind_rows: options.max_unwind_rows,
     })?;
+    // Tables first: allocations seen before them would have truncated stacks.
+    let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
+    if launched.is_none() {
+        tables.sync(&mut ebpf)?;
+    }
     let probed = attach::attach(&mut ebpf, &allocator, pid).map_err(|e| {
         if !target.is_alive() {
             anyhow::anyhow!("PID {pid} exited while leaktrace was attaching")
         } else {
-            e.into()
+            anyhow::Error::from(e)
         }
     })?;
     if let Some(launched) = launched.as_mut() {
+        let entry = ElfObject::open(&launched.program)?
+            .entry_offset()
+            .with_context(|| format!("{} has no entry point", launched.program.display()))?;
+        attach::attach_entry_stop(&mut ebpf, &launched.program, entry, pid)?;
         launched.release().context("cannot start the command")?;
-        wait_for_exec(launched).await;
+        let stopped = wait_for_stop(launched).await;
+        tables.sync(&mut ebpf)?;
+        if stopped {
+            launched.resume();
+        }
     }
-    let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
-    tables.sync(&mut ebpf)?;
     let mut symbolizer = Symbolizer::new(target.pid)?;
     if !options.quiet {
         eprintln!(
@@ -262,17 +273,29 @@ fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     Ok(AsyncFd::new(fd)?)
 }
 
-/// The launched child has exec'd once its executable is no longer ours.
-async fn wait_for_exec(launched: &Launched) {
-    let ours = std::env::current_exe().ok();
-    let deadline = Instant::now() + Duration::from_secs(2);
+/// Waits until the launched command stops at its entry point (see `attach_entry_stop`).
+/// False if it never got there (it failed to exec or exited first).
+async fn wait_for_stop(launched: &Launched) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let exe = std::fs::read_link(format!("/proc/{}/exe", launched.pid)).ok();
-        if exe.is_none() || exe != ours {
-            return;
+        let mut status = 0;
+        // SAFETY: waiting on our own child without reaping anything but a stop report.
+        let pid = unsafe {
+            libc::waitpid(
+                launched.pid as libc::pid_t,
+                &mut status,
+                libc::WUNTRACED | libc::WNOHANG,
+            )
+        };
+        if pid == launched.pid as libc::pid_t {
+            return libc::WIFSTOPPED(status);
+        }
+        if pid < 0 {
+            return false;
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    false
 }
 
 /// Ends a command leaktrace started (it is our child), and reaps it.

@@ -84,6 +84,12 @@ impl ElfObject {
         found
     }
 
+    /// File offset of the entry point (`e_entry`).
+    pub fn entry_offset(&self) -> Option<u64> {
+        let elf = self.parse().ok()?;
+        file_offset(&elf, elf.entry())
+    }
+
     pub fn soname(&self) -> Option<String> {
         self.dynamic_strings(DT_SONAME).into_iter().next()
     }
