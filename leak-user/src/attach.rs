@@ -25,20 +25,20 @@ pub enum AttachError {
     #[error("this kernel has no uprobe support (CONFIG_UPROBE_EVENTS): {0} is missing")]
     NoUprobes(&'static str),
     #[error("cannot load the eBPF programs: {0}")]
-    Load(#[source] EbpfError),
+    Load(#[source] Box<EbpfError>),
     #[error("the eBPF program {program} is missing from the object")]
     MissingProgram { program: &'static str },
     #[error("cannot load eBPF program {program}: {source}")]
     Program {
         program: &'static str,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot attach {program} to {function} in {path}: {source}")]
     Attach {
         program: &'static str,
         function: &'static str,
         path: String,
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
 }
 
@@ -89,7 +89,7 @@ pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
             {
                 AttachError::NotPermitted
             }
-            _ => AttachError::Load(error),
+            _ => AttachError::Load(Box::new(error)),
         })
 }
 
@@ -159,11 +159,15 @@ fn attach_one(
         .program_mut(program)
         .ok_or(AttachError::MissingProgram { program })?
         .try_into()
-        .map_err(|source| AttachError::Program { program, source })?;
+        .map_err(|source| AttachError::Program {
+            program,
+            source: Box::new(source),
+        })?;
     if probe.fd().is_err() {
-        probe
-            .load()
-            .map_err(|source| AttachError::Program { program, source })?;
+        probe.load().map_err(|source| AttachError::Program {
+            program,
+            source: Box::new(source),
+        })?;
     }
     probe
         .attach(
@@ -175,7 +179,7 @@ fn attach_one(
             program,
             function: entry.spec.name,
             path: entry.path.clone(),
-            source,
+            source: Box::new(source),
         })?;
     Ok(())
 }

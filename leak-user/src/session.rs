@@ -270,7 +270,8 @@ fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     }
     // SAFETY: a new descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    Ok(AsyncFd::new(fd)?)
+    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))
 }
 
 /// Waits until the launched command stops at its entry point (see `attach_entry_stop`).

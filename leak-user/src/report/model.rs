@@ -103,16 +103,6 @@ pub enum Verdict {
     Young,
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Growing => "growing",
-            Verdict::Steady => "steady",
-            Verdict::Young => "young",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Frame {
     /// `0x...` hex.

@@ -98,16 +98,6 @@ impl ElfObject {
         self.dynamic_strings(DT_NEEDED)
     }
 
-    /// Statically linked: no program interpreter.
-    pub fn is_static(&self) -> bool {
-        self.parse().is_ok_and(|elf| {
-            let endian = elf.endian();
-            !elf.elf_program_headers()
-                .iter()
-                .any(|ph| ph.p_type(endian) == PT_INTERP)
-        })
-    }
-
     /// The program interpreter (dynamic loader) path.
     pub fn interpreter(&self) -> Option<String> {
         let elf = self.parse().ok()?;
@@ -142,11 +132,6 @@ impl ElfObject {
                 vaddr: ph.p_vaddr(endian),
             })
             .collect()
-    }
-
-    /// The virtual address at which the byte at `offset` of the file is loaded.
-    pub fn vaddr_of_offset(&self, offset: u64) -> Option<u64> {
-        vaddr_of_offset(&self.load_segments(), offset)
     }
 
     fn dynamic_strings(&self, tag: u32) -> Vec<String> {
@@ -209,9 +194,8 @@ mod tests {
         assert!(offsets.contains_key("malloc") && offsets.contains_key("free"));
         assert!(!offsets.contains_key("no_such_function"));
         // The offset maps back to malloc's address through the segments.
-        assert!(libc.vaddr_of_offset(offsets["malloc"]).is_some());
+        assert!(vaddr_of_offset(&libc.load_segments(), offsets["malloc"]).is_some());
         assert_eq!(libc.soname().as_deref(), Some("libc.so.6"));
-        assert!(!libc.is_static() || libc.interpreter().is_none());
         assert!(!libc.is_go());
     }
 
@@ -219,7 +203,6 @@ mod tests {
     fn executables_name_their_loader_and_libraries() {
         let exe = std::env::current_exe().expect("current exe");
         let me = ElfObject::open(&exe).expect("own executable");
-        assert!(!me.is_static());
         assert!(me.interpreter().is_some_and(|i| i.contains("ld-linux")));
         assert!(me.needed().iter().any(|n| n == "libc.so.6"));
     }
