@@ -111,20 +111,30 @@ fn raise_memlock_limit() {
 
 /// Attaches the entry probe of every entry point, and the return probe where it returns a
 /// value, for the target process only. Returns the names of the probed entry points.
+///
+/// The order matters on a running target: releasing probes (free, munmap) and return probes go
+/// in before any allocating entry probe, so no allocation is recorded whose free or return could
+/// still be missed (a missed free would be reported as a leak forever).
 pub fn attach(
     ebpf: &mut Ebpf,
     allocator: &Allocator,
     pid: NonZeroU32,
 ) -> Result<Vec<String>, AttachError> {
-    let mut probed = Vec::new();
-    for entry in allocator.entries.iter().filter(|e| e.alias_of.is_none()) {
+    let entries: Vec<&EntryPoint> = allocator
+        .entries
+        .iter()
+        .filter(|e| e.alias_of.is_none())
+        .collect();
+    for entry in entries.iter().filter(|e| !e.spec.returns) {
         attach_one(ebpf, entry.spec.program, entry, pid)?;
-        if entry.spec.returns {
-            attach_one(ebpf, RETURN_PROGRAM, entry, pid)?;
-        }
-        probed.push(entry.spec.name.to_owned());
     }
-    Ok(probed)
+    for entry in entries.iter().filter(|e| e.spec.returns) {
+        attach_one(ebpf, RETURN_PROGRAM, entry, pid)?;
+    }
+    for entry in entries.iter().filter(|e| e.spec.returns) {
+        attach_one(ebpf, entry.spec.program, entry, pid)?;
+    }
+    Ok(entries.iter().map(|e| e.spec.name.to_owned()).collect())
 }
 
 /// `leaktrace run`: a probe at the program's entry point that stops it there (SIGSTOP) so the

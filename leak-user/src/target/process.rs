@@ -11,7 +11,8 @@ use thiserror::Error;
 pub enum ProcessError {
     #[error("no process with PID {0}")]
     NoSuchProcess(u32),
-    #[error("cannot read /proc/{pid}/{what}: {source}")]
+    // procfs's message already names the file.
+    #[error("cannot inspect PID {pid} ({what}): {source}")]
     Unreadable {
         pid: u32,
         what: &'static str,
