@@ -14,7 +14,8 @@ mod track;
 mod unwind;
 
 use aya_ebpf::{
-    helpers::generated::bpf_send_signal,
+    EbpfContext as _,
+    helpers::generated::{bpf_get_attach_cookie, bpf_send_signal},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -27,70 +28,35 @@ fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
 }
 
+/// The entry probe of every allocating function; the attach cookie says which one (a single
+/// program is verified once, where one per function took the verifier a second in all).
 #[uprobe]
-pub fn malloc_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::MALLOC, arg(&ctx, 0), 0);
-    0
-}
-
-#[uprobe]
-pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    let size = arg(&ctx, 0).wrapping_mul(arg(&ctx, 1));
-    track::enter(&ctx, kind::CALLOC, size, 0);
-    0
-}
-
-#[uprobe]
-pub fn realloc_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::REALLOC, arg(&ctx, 1), arg(&ctx, 0));
-    0
-}
-
-#[uprobe]
-pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    let size = arg(&ctx, 1).wrapping_mul(arg(&ctx, 2));
-    track::enter(&ctx, kind::REALLOCARRAY, size, arg(&ctx, 0));
-    0
-}
-
-#[uprobe]
-pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::POSIX_MEMALIGN, arg(&ctx, 2), arg(&ctx, 0));
-    0
-}
-
-#[uprobe]
-pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::ALIGNED_ALLOC, arg(&ctx, 1), 0);
-    0
-}
-
-#[uprobe]
-pub fn memalign_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::MEMALIGN, arg(&ctx, 1), 0);
-    0
-}
-
-#[uprobe]
-pub fn valloc_enter(ctx: ProbeContext) -> u32 {
-    track::enter(&ctx, kind::VALLOC, arg(&ctx, 0), 0);
-    0
-}
-
-#[uprobe]
-pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
-    // pvalloc rounds the size up to whole pages; that is what the program holds.
-    let size = (arg(&ctx, 0) + 4095) & !4095;
-    track::enter(&ctx, kind::PVALLOC, size, 0);
-    0
-}
-
-#[uprobe]
-pub fn mmap_enter(ctx: ProbeContext) -> u32 {
-    // File mappings are not heap memory; only anonymous ones are tracked. A non-anonymous call
-    // still counts as nesting so that the return probe stays balanced.
-    let anonymous = arg(&ctx, 3) & MAP_ANONYMOUS != 0;
-    track::enter_mmap(&ctx, arg(&ctx, 1), anonymous);
+pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    // SAFETY: the context pointer comes from the kernel.
+    let kind = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let a0 = arg(&ctx, 0);
+    let a1 = arg(&ctx, 1);
+    let (size, ptr_arg) = match kind {
+        kind::MALLOC | kind::VALLOC => (a0, 0),
+        kind::CALLOC => (a0.wrapping_mul(a1), 0),
+        kind::REALLOC => (a1, a0),
+        kind::REALLOCARRAY => (a1.wrapping_mul(arg(&ctx, 2)), a0),
+        // The block comes back through `memptr`, the first argument.
+        kind::POSIX_MEMALIGN => (arg(&ctx, 2), a0),
+        kind::ALIGNED_ALLOC | kind::MEMALIGN => (a1, 0),
+        // pvalloc rounds the size up to whole pages; that is what the program holds.
+        kind::PVALLOC => ((a0 + 4095) & !4095, 0),
+        kind::MMAP => {
+            // File mappings are not heap memory; only anonymous ones are tracked. A
+            // non-anonymous call still counts as nesting so that the return probe stays
+            // balanced.
+            let anonymous = arg(&ctx, 3) & MAP_ANONYMOUS != 0;
+            track::enter_mmap(&ctx, a1, anonymous);
+            return 0;
+        }
+        _ => return 0,
+    };
+    track::enter(&ctx, kind, size, ptr_arg);
     0
 }
 

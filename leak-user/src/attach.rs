@@ -6,7 +6,10 @@ use std::{io, num::NonZeroU32, path::Path};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    programs::{ProgramError, UProbe, uprobe::UProbeScope},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
 use thiserror::Error;
 
@@ -149,6 +152,7 @@ pub fn attach_entry_stop(
         spec: crate::target::allocator::EntrySpec {
             name: "entry point",
             program: "program_entry",
+            cookie: None,
             returns: false,
         },
         path: program.display().to_string(),
@@ -179,9 +183,13 @@ fn attach_one(
             source: Box::new(source),
         })?;
     }
+    let location = UProbeAttachLocation::AbsoluteOffset(entry.offset);
     probe
         .attach(
-            aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(entry.offset),
+            UProbeAttachPoint {
+                location,
+                cookie: entry.spec.cookie.map(u64::from),
+            },
             &entry.host_path,
             UProbeScope::OneProcess(pid),
         )

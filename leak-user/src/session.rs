@@ -181,8 +181,6 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
 
     let snapshot = session.sample(&ebpf)?;
     let report = session.report(&ebpf, &snapshot, &mut symbolizer, Some(ended_by));
-    // Detach before writing: the target runs at full speed from here on.
-    drop(ebpf);
     if !tables.objects_without_room.is_empty() {
         log::warn!(
             "unwind rows ran out (--max-unwind-rows): frame pointers used for {}",
@@ -196,8 +194,14 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     match &options.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        None => print!("{rendered}"),
+        None => {
+            print!("{rendered}");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
     }
+    // Detaching waits for the kernel to retire each probe (a grace period apiece), so it comes
+    // after the report is out.
+    drop(ebpf);
     if let Some(launched) = launched {
         stop_child(&launched);
     }

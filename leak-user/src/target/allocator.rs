@@ -7,6 +7,7 @@ use std::{
     process::Command,
 };
 
+use leak_common::kind;
 use thiserror::Error;
 
 use super::{
@@ -19,38 +20,50 @@ use super::{
 pub struct EntrySpec {
     pub name: &'static str,
     pub program: &'static str,
+    /// The attach cookie: which function `alloc_enter` is looking at (`leak_common::kind`).
+    pub cookie: Option<u32>,
     /// Also probed at return (the address or status comes back there).
     pub returns: bool,
 }
 
-const fn spec(name: &'static str, program: &'static str, returns: bool) -> EntrySpec {
+const fn allocating(name: &'static str, kind: u32) -> EntrySpec {
+    EntrySpec {
+        name,
+        program: "alloc_enter",
+        cookie: Some(kind),
+        returns: true,
+    }
+}
+
+const fn releasing(name: &'static str, program: &'static str) -> EntrySpec {
     EntrySpec {
         name,
         program,
-        returns,
+        cookie: None,
+        returns: false,
     }
 }
 
 /// Taken from the allocator object. `aligned_alloc` precedes `memalign`: glibc 2.36 exports them
 /// at one address, and C11 code calls the former.
 pub const HEAP_ENTRY_POINTS: [EntrySpec; 10] = [
-    spec("malloc", "malloc_enter", true),
-    spec("calloc", "calloc_enter", true),
-    spec("realloc", "realloc_enter", true),
-    spec("reallocarray", "reallocarray_enter", true),
-    spec("posix_memalign", "posix_memalign_enter", true),
-    spec("aligned_alloc", "aligned_alloc_enter", true),
-    spec("memalign", "memalign_enter", true),
-    spec("valloc", "valloc_enter", true),
-    spec("pvalloc", "pvalloc_enter", true),
-    spec("free", "free_enter", false),
+    allocating("malloc", kind::MALLOC),
+    allocating("calloc", kind::CALLOC),
+    allocating("realloc", kind::REALLOC),
+    allocating("reallocarray", kind::REALLOCARRAY),
+    allocating("posix_memalign", kind::POSIX_MEMALIGN),
+    allocating("aligned_alloc", kind::ALIGNED_ALLOC),
+    allocating("memalign", kind::MEMALIGN),
+    allocating("valloc", kind::VALLOC),
+    allocating("pvalloc", kind::PVALLOC),
+    releasing("free", "free_enter"),
 ];
 
 /// Taken from the first object exporting them (libc even under jemalloc: its own mmaps happen
 /// inside malloc and are ignored there).
 pub const MAP_ENTRY_POINTS: [EntrySpec; 2] = [
-    spec("mmap", "mmap_enter", true),
-    spec("munmap", "munmap_enter", false),
+    allocating("mmap", kind::MMAP),
+    releasing("munmap", "munmap_enter"),
 ];
 
 /// One probe site.
