@@ -137,7 +137,12 @@ pub fn attach(
     for entry in entries.iter().filter(|e| e.spec.returns) {
         attach_one(ebpf, entry.spec.program, entry, pid)?;
     }
-    Ok(entries.iter().map(|e| e.spec.name.to_owned()).collect())
+    // Aliases are probed too: they are the same code (glibc's memalign is aligned_alloc).
+    Ok(allocator
+        .entries
+        .iter()
+        .map(|e| e.spec.name.to_owned())
+        .collect())
 }
 
 /// `leaktrace run`: a probe at the program's entry point that stops it there (SIGSTOP) so the
