@@ -21,8 +21,9 @@ use aya_ebpf::{
 };
 use leak_common::kind;
 
-/// `MAP_ANONYMOUS` from `<sys/mman.h>` (x86-64).
+/// From `<sys/mman.h>` (x86-64).
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_NONE: u64 = 0;
 
 fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
@@ -47,11 +48,12 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         // pvalloc rounds the size up to whole pages; that is what the program holds.
         kind::PVALLOC => ((a0 + 4095) & !4095, 0),
         kind::MMAP => {
-            // File mappings are not heap memory; only anonymous ones are tracked. A
-            // non-anonymous call still counts as nesting so that the return probe stays
-            // balanced.
-            let anonymous = arg(&ctx, 3) & MAP_ANONYMOUS != 0;
-            track::enter_mmap(&ctx, a1, anonymous);
+            // Only anonymous, accessible mappings hold memory: file mappings are not heap, and
+            // PROT_NONE ones only reserve address space (glibc's arenas, made inside free too,
+            // where no outer call marks them as the allocator's own). An untracked call still
+            // counts as nesting so that the return probe stays balanced.
+            let tracked = arg(&ctx, 3) & MAP_ANONYMOUS != 0 && arg(&ctx, 2) != PROT_NONE;
+            track::enter_mmap(&ctx, a1, tracked);
             return 0;
         }
         _ => return 0,

@@ -48,9 +48,9 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     }
 }
 
-pub fn enter_mmap(ctx: &ProbeContext, len: u64, anonymous: bool) {
+pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
     let tid = current_tid();
-    if nest(tid) || !anonymous {
+    if nest(tid) || !tracked {
         return;
     }
     let call = InFlight {

@@ -65,13 +65,19 @@ pub fn build(
         .map(|(&id, outstanding)| {
             let assessment = history.assess(id);
             let trace = stack(id);
-            let (frames, truncated) = match &trace {
+            let allocator = kind::name(outstanding.kind);
+            let (mut frames, truncated) = match &trace {
                 Some(t) => {
                     let len = (t.len as usize).min(t.pcs.len());
                     (symbolizer.symbolize(&t.pcs[..len]), t.truncated != 0)
                 }
                 None => (Vec::new(), false),
             };
+            // The innermost frame is the probed entry point: call it by the name it was probed
+            // under, not an internal alias (`__libc_malloc` in static binaries).
+            if let Some(entry) = frames.first_mut() {
+                entry.function = Some(allocator.to_owned());
+            }
             let kept = snapshot.totals.get(&id).copied().unwrap_or_default();
             Site {
                 outstanding_bytes: outstanding.aged_bytes,
@@ -79,7 +85,7 @@ pub fn build(
                 oldest_age_s: snapshot.taken_ns.saturating_sub(outstanding.oldest_ns) as f64 / 1e9,
                 growth_bytes_per_s: assessment.growth_bytes_per_s,
                 verdict: assessment.verdict,
-                allocator: kind::name(outstanding.kind).to_owned(),
+                allocator: allocator.to_owned(),
                 frames,
                 total_allocs: kept.total_allocs,
                 total_bytes: kept.total_bytes,
