@@ -1,0 +1,297 @@
+//! Verdicts and ages: a bounded cache is `steady`, a linear leak `growing`, a run too short for
+//! three samples leaves everything `young`; `--min-age` hides allocations younger than it.
+//! targets/verdict.c fills a 32 x 256-byte cache at once, then leaks 64 bytes every 50 ms.
+
+use leaktrace_tests::*;
+
+const CACHE_ALLOCS: u64 = 32;
+const CACHE_BYTES: u64 = 32 * 256;
+const LINEAR_EACH: u64 = 64;
+/// 64 bytes every 50 ms.
+const LINEAR_RATE: f64 = 64.0 * 20.0;
+
+static VERDICT_RUN: SharedTrace = SharedTrace::new();
+
+/// verdict.c traced for 4 s, sampled every 500 ms (8 samples), every allocation reported.
+fn verdict_run() -> &'static Traced {
+    shared(&VERDICT_RUN, || {
+        let built = build("verdict", Variant::O0);
+        let mut s = trace(
+            &built,
+            &SessionOpts {
+                tracer_args: &[
+                    "--format",
+                    "json",
+                    "--duration",
+                    "4s",
+                    "--interval",
+                    "500ms",
+                    "--min-age",
+                    "0s",
+                    "--top",
+                    "100",
+                ],
+                ..SessionOpts::default()
+            },
+        );
+        s.target.kill();
+        s.finished.assert_success();
+        Traced {
+            report: s.finished.report(),
+            exe: built.exe.clone(),
+            addrs: s.target.addrs.clone(),
+            stderr: s.finished.stderr.clone(),
+        }
+    })
+}
+
+/// The cache filled once and left alone: 32 blocks, steady, no growth.
+#[test]
+fn bounded_cache_is_steady() {
+    let r = &verdict_run().report;
+    let ctx = r.describe();
+    let site = r.site_with("cache_insert");
+    assert_eq!(
+        (site.outstanding_allocs, site.outstanding_bytes),
+        (CACHE_ALLOCS, CACHE_BYTES),
+        "{ctx}"
+    );
+    assert_eq!(site.verdict, "steady", "{ctx}");
+    assert!(
+        site.growth_bytes_per_s.abs() < 100.0,
+        "cache growth_bytes_per_s {} should be ~0\n{ctx}",
+        site.growth_bytes_per_s
+    );
+    site.assert_chain(&["cache_insert", "cache_fill", "main"]);
+}
+
+/// `--duration 4s` traces for 4 s from the attach: the cache, filled right after
+/// `leaktrace: attached`, is about 4 s old in the final report (not 4 s minus the time leaktrace
+/// spent loading its programs before attaching).
+#[test]
+fn duration_window_starts_at_attach() {
+    let r = &verdict_run().report;
+    let site = r.site_with("cache_insert");
+    assert!(
+        site.oldest_age_s >= 3.2,
+        "the cache was filled right after the attach of a 4 s run, yet it is only {:.2} s old \
+         in the final report (duration_s {:.2}): the traced window is shorter than --duration\n{}",
+        site.oldest_age_s,
+        r.duration_s,
+        r.describe()
+    );
+}
+
+/// One block every 50 ms for the whole run: growing, at about 1280 bytes/s.
+#[test]
+fn linear_leak_is_growing() {
+    let r = &verdict_run().report;
+    let ctx = r.describe();
+    let site = r.site_with("leak_linear");
+    assert_eq!(site.verdict, "growing", "{ctx}");
+    assert_eq!(
+        site.outstanding_bytes,
+        site.outstanding_allocs * LINEAR_EACH,
+        "{ctx}"
+    );
+    // 4 s at one block per 50 ms is at most 80; sleeping overshoots, so fewer, but not half.
+    assert!(
+        (40..=82).contains(&site.outstanding_allocs),
+        "leak_linear outstanding_allocs {} for 4 s at 20/s\n{ctx}",
+        site.outstanding_allocs
+    );
+    assert!(
+        (LINEAR_RATE * 0.4..=LINEAR_RATE * 2.0).contains(&site.growth_bytes_per_s),
+        "growth_bytes_per_s {} (the leak grows {LINEAR_RATE} B/s)\n{ctx}",
+        site.growth_bytes_per_s
+    );
+    assert_eq!(
+        site.total_allocs, site.outstanding_allocs,
+        "nothing of it is ever freed\n{ctx}"
+    );
+    site.assert_chain(&["leak_linear", "run_forever", "main"]);
+}
+
+/// The growing leak ranks by bytes like any other site, and the run ended by its duration.
+#[test]
+fn verdict_run_totals() {
+    let r = &verdict_run().report;
+    let ctx = r.describe();
+    assert_eq!(r.ended_by.as_deref(), Some("duration"), "{ctx}");
+    assert_eq!(
+        r.sites.len(),
+        2,
+        "only the cache and the linear leak\n{ctx}"
+    );
+    // The leak goes on while the report is made: allow the one block of a snapshot race.
+    let (bytes, allocs) = r.site_sums();
+    assert!(
+        r.totals.outstanding_allocs.abs_diff(allocs) <= 1
+            && r.totals.outstanding_bytes.abs_diff(bytes) <= LINEAR_EACH,
+        "the sites (min-age 0) must add up to the totals\n{ctx}"
+    );
+    assert!(
+        (r.interval_s - 0.5).abs() < 1e-6,
+        "interval_s {}",
+        r.interval_s
+    );
+}
+
+/// A 2 s run with the default 5 s interval has fewer than three samples: every site is young.
+#[test]
+fn short_run_is_young() {
+    let built = build("native", Variant::O0);
+    let mut s = trace(
+        &built,
+        &SessionOpts {
+            tracer_args: &[
+                "--format",
+                "json",
+                "--duration",
+                "2s",
+                "--min-age",
+                "0s",
+                "--top",
+                "100",
+            ],
+            ..SessionOpts::default()
+        },
+    );
+    s.target.kill();
+    s.finished.assert_success();
+    let r = s.finished.report();
+    let ctx = r.describe();
+    assert!(!r.sites.is_empty(), "{ctx}");
+    for site in &r.sites {
+        assert_eq!(
+            site.verdict,
+            "young",
+            "with < 3 samples: {}\n{ctx}",
+            site.describe()
+        );
+    }
+    assert_eq!(r.site_with("leak_malloc").outstanding_bytes, 10000, "{ctx}");
+    assert!(
+        (r.interval_s - 5.0).abs() < 1e-6,
+        "default interval_s {}",
+        r.interval_s
+    );
+}
+
+/// `--min-age 1500ms` on the linear leak: the blocks of the last 1.5 s are outstanding (totals)
+/// but not in the site; the cache (filled at the start) is all there.
+#[test]
+fn min_age_hides_young_allocations() {
+    let built = build("verdict", Variant::O0);
+    let mut s = trace(
+        &built,
+        &SessionOpts {
+            tracer_args: &[
+                "--format",
+                "json",
+                "--duration",
+                "3500ms",
+                "--interval",
+                "500ms",
+                "--min-age",
+                "1500ms",
+                "--top",
+                "100",
+            ],
+            ..SessionOpts::default()
+        },
+    );
+    s.target.kill();
+    s.finished.assert_success();
+    let r = s.finished.report();
+    let ctx = r.describe();
+    assert!(
+        (r.min_age_s - 1.5).abs() < 1e-6,
+        "min_age_s {}",
+        r.min_age_s
+    );
+    let cache = r.site_with("cache_insert");
+    assert_eq!(
+        (cache.outstanding_allocs, cache.outstanding_bytes),
+        (CACHE_ALLOCS, CACHE_BYTES),
+        "{ctx}"
+    );
+    let linear = r.site_with("leak_linear");
+    assert!(
+        linear.outstanding_allocs < linear.total_allocs,
+        "allocations younger than 1.5 s must not be in the site\n{ctx}"
+    );
+    // The blocks left out are those of the last 1.5 s: 20 a second, so about 30 (a sleep of
+    // 50 ms takes a little longer, and the sampling instant is not exact).
+    let young = linear.total_allocs - linear.outstanding_allocs;
+    assert!(
+        (24..=33).contains(&young),
+        "{young} leak_linear blocks left out as younger than 1.5 s; 20 are made a second\n{ctx}"
+    );
+    assert!(linear.outstanding_allocs > 0, "{ctx}");
+    assert_eq!(
+        linear.outstanding_bytes,
+        linear.outstanding_allocs * LINEAR_EACH,
+        "{ctx}"
+    );
+    for site in &r.sites {
+        assert!(
+            site.oldest_age_s >= 1.5,
+            "oldest_age_s below min-age: {}\n{ctx}",
+            site.describe()
+        );
+    }
+    let (_, site_allocs) = r.site_sums();
+    assert!(
+        r.totals.outstanding_allocs > site_allocs,
+        "totals count every age, the sites only the old ones\n{ctx}"
+    );
+    // Same snapshot: every block of both stacks, of any age (one block of race allowed).
+    assert!(
+        r.totals
+            .outstanding_allocs
+            .abs_diff(CACHE_ALLOCS + linear.total_allocs)
+            <= 1,
+        "totals.outstanding_allocs {} vs cache + leak_linear.total_allocs {}\n{ctx}",
+        r.totals.outstanding_allocs,
+        CACHE_ALLOCS + linear.total_allocs
+    );
+}
+
+/// `--min-age` longer than the run: no site, but the totals still hold everything outstanding.
+#[test]
+fn min_age_longer_than_run_reports_no_site() {
+    let built = build("native", Variant::O0);
+    let mut s = trace(
+        &built,
+        &SessionOpts {
+            tracer_args: &[
+                "--format",
+                "json",
+                "--duration",
+                "2s",
+                "--interval",
+                "300ms",
+                "--min-age",
+                "1m",
+            ],
+            ..SessionOpts::default()
+        },
+    );
+    s.target.kill();
+    s.finished.assert_success();
+    let r = s.finished.report();
+    let ctx = r.describe();
+    assert!(r.sites.is_empty(), "nothing is a minute old\n{ctx}");
+    assert_eq!(
+        r.totals.outstanding_allocs,
+        native_leak_allocs(),
+        "native.c's blocks\n{ctx}"
+    );
+    assert!(
+        [native_leak_bytes(5000), native_leak_bytes(PVALLOC_ROUNDED)]
+            .contains(&r.totals.outstanding_bytes),
+        "native.c's bytes (pvalloc counted as requested or rounded)\n{ctx}"
+    );
+    assert_eq!(r.min_age_s, 60.0);
+}
