@@ -163,6 +163,19 @@ pub mod unwind_state {
     pub const COUNT: u32 = 3;
 }
 
+/// Bytes of an `oom:mark_victim` tracepoint record handed to user space, which decodes them with
+/// the layout from the tracepoint's `format` file (the layout grew over kernel versions).
+pub const OOM_RECORD_BYTES: usize = 120;
+
+/// One OOM victim, as the tracepoint recorded it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomRecord {
+    /// CLOCK_MONOTONIC when the kernel marked the victim.
+    pub timestamp_ns: u64,
+    pub data: [u8; OOM_RECORD_BYTES],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -173,4 +186,5 @@ mod pod {
     unsafe impl aya::Pod for InFlight {}
     unsafe impl aya::Pod for UnwindRow {}
     unsafe impl aya::Pod for ExecMapping {}
+    unsafe impl aya::Pod for OomRecord {}
 }

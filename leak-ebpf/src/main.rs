@@ -15,11 +15,14 @@ mod unwind;
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::{bpf_get_attach_cookie, bpf_send_signal},
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        generated::{bpf_get_attach_cookie, bpf_send_signal},
+    },
+    macros::{tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
-use leak_common::kind;
+use leak_common::{OOM_RECORD_BYTES, OomRecord, kind};
 
 /// From `<sys/mman.h>` (x86-64).
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -88,6 +91,21 @@ pub fn munmap_enter(ctx: ProbeContext) -> u32 {
 pub fn program_entry(_ctx: ProbeContext) -> u32 {
     const SIGSTOP: u32 = 19;
     unsafe { bpf_send_signal(SIGSTOP) };
+    0
+}
+
+/// Every OOM victim of the machine goes to user space (rare), which keeps the target's.
+#[tracepoint]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let mut record = OomRecord {
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        data: [0; OOM_RECORD_BYTES],
+    };
+    // SAFETY: the context is the tracepoint's record; a short record reads what follows it,
+    // which the layout in user space ignores.
+    if unsafe { bpf_probe_read_kernel_buf(ctx.as_ptr().cast::<u8>(), &mut record.data) }.is_ok() {
+        let _ = maps::OOM_EVENTS.output::<OomRecord>(&record, 0);
+    }
     0
 }
 

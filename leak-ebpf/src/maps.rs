@@ -2,7 +2,7 @@
 //! (`--max-allocs`, `--max-stacks`, ...) before loading.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use leak_common::{
     Allocation, ExecMapping, InFlight, MAX_MAPPINGS, StackTotals, StackTrace, UnwindRow, counter,
@@ -43,6 +43,10 @@ pub static UNWIND_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(2 * MAX
 
 #[map]
 pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUNT, 0);
+
+/// OOM victims (`oom:mark_victim`), a few records at most per kill.
+#[map]
+pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);
 
 #[inline(always)]
 pub fn count(index: u32) {

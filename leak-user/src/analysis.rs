@@ -91,6 +91,30 @@ fn assess(samples: &[Sample]) -> Assessment {
     }
 }
 
+/// Growth of one figure over the run (the process's memory), in bytes per second.
+#[derive(Debug, Default)]
+pub struct Trend {
+    samples: Vec<Sample>,
+}
+
+impl Trend {
+    pub fn record(&mut self, t_s: f64, bytes: u64) {
+        self.samples.push(Sample { t_s, bytes });
+        if self.samples.len() > MAX_SAMPLES {
+            let mut keep = 0;
+            self.samples.retain(|_| {
+                keep += 1;
+                keep % 2 == 1
+            });
+        }
+    }
+
+    /// None until there are two samples.
+    pub fn bytes_per_s(&self) -> Option<f64> {
+        (self.samples.len() >= 2).then(|| slope(&self.samples))
+    }
+}
+
 /// Least-squares slope of bytes over time, in bytes per second.
 fn slope(samples: &[Sample]) -> f64 {
     if samples.len() < 2 {

@@ -53,6 +53,17 @@ pub struct MapLimits {
     pub unwind_rows: u32,
 }
 
+impl MapLimits {
+    /// For runs that probe no allocator (`leaktrace oom --follow`).
+    pub fn minimal() -> Self {
+        Self {
+            allocs: 1024,
+            stacks: 64,
+            unwind_rows: 1024,
+        }
+    }
+}
+
 /// Checks what can be checked before touching the kernel, for a clear message.
 pub fn preflight() -> Result<(), AttachError> {
     const UPROBE_PMU: &str = "/sys/bus/event_source/devices/uprobe";

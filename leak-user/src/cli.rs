@@ -33,6 +33,31 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// List past OOM kills from the kernel log; --follow streams new ones live.
+    Oom(OomArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OomArgs {
+    /// Only kills of this PID.
+    #[arg(short, long)]
+    pub pid: Option<u32>,
+
+    /// Only kills of processes with this command name.
+    #[arg(long)]
+    pub comm: Option<String>,
+
+    /// Only kills in the last DURATION (e.g. 10m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+
+    /// Keep running and print new kills as the kernel makes them (oom:mark_victim).
+    #[arg(short = 'F', long)]
+    pub follow: bool,
+
+    /// Set from the global --format.
+    #[arg(skip)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,6 +5,8 @@ mod attach;
 mod cli;
 mod collect;
 mod launch;
+mod memory;
+mod oom;
 mod report;
 mod session;
 mod symbolize;
@@ -19,22 +21,33 @@ use cli::{Cli, Command};
 use session::TargetSpec;
 
 fn main() -> ExitCode {
+    // Like other Unix tools: a closed pipe (`leaktrace oom | head`) ends us quietly.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
-    let spec = match (cli.pid, cli.command) {
-        (Some(pid), None) => TargetSpec::Pid(pid),
-        (None, Some(Command::Run { command })) => TargetSpec::Run(command),
-        (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
-        (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
+    };
+    if let Some(Command::Oom(mut args)) = cli.command {
+        args.json = cli.trace.format == cli::Format::Json;
+        return match runtime.block_on(oom::command::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&format!("{error:#}")),
+        };
+    }
+    let spec = match (cli.pid, cli.command) {
+        (Some(pid), None) => TargetSpec::Pid(pid),
+        (None, Some(Command::Run { command })) => TargetSpec::Run(command),
+        (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
+        (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),
+        (_, Some(Command::Oom(_))) => return fail("--pid goes after `oom` to filter its kills"),
     };
     match runtime.block_on(session::run(cli.trace, spec)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 use std::{
     num::NonZeroU32,
     os::fd::{FromRawFd, OwnedFd},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -15,12 +16,17 @@ use tokio::{
 };
 
 use crate::{
-    analysis::History,
+    analysis::{History, Trend},
     attach::{self, MapLimits},
     cli::{Format, TraceOptions},
     collect::{self, Snapshot},
     launch::{self, Launched},
-    report::{self, RunInfo, model::Settings},
+    memory,
+    oom::watch::{OomWatch, Victim, WatchError},
+    report::{
+        self, RunInfo,
+        model::{Memory, OomKill, Settings},
+    },
     symbolize::Symbolizer,
     target::{Allocator, TargetProcess, allocator, elf::ElfObject},
     unwind::loader::UnwindTables,
@@ -137,6 +143,17 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         started_at,
         started,
         history: History::default(),
+        memory: Memory::default(),
+        memory_trend: Trend::default(),
+        oom_kills: Vec::new(),
+    };
+    // Optional: without the tracepoint the run goes on, and an OOM kill reads as an exit.
+    let mut oom_watch = match OomWatch::attach(&mut ebpf) {
+        Ok(watch) => Some(watch),
+        Err(error) => {
+            log::warn!("OOM kills will not be recognised: {error}");
+            None
+        }
     };
 
     let mut sample_tick = interval(options.interval);
@@ -172,6 +189,17 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
                     refresh_tick = interval(MAPPINGS_REFRESH);
                 }
             }
+            victims = next_victims(oom_watch.as_mut()) => match victims {
+                Ok(victims) => {
+                    if session.note_oom_kills(&victims) {
+                        break "oom_killed";
+                    }
+                }
+                Err(error) => {
+                    log::warn!("stopped watching OOM kills: {error}");
+                    oom_watch = None;
+                }
+            },
             _ = sigint.recv() => break "signal",
             _ = sigterm.recv() => break "signal",
             _ = exit_watch.readable() => break "target_exited",
@@ -179,6 +207,13 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         }
     };
 
+    // A kill the watch had not delivered yet when the target's exit was noticed.
+    let mut ended_by = ended_by;
+    if let Some(watch) = oom_watch.as_mut()
+        && session.note_oom_kills(&watch.pending())
+    {
+        ended_by = "oom_killed";
+    }
     let snapshot = session.sample(&ebpf)?;
     let report = session.report(&ebpf, &snapshot, &mut symbolizer, Some(ended_by));
     if !tables.objects_without_room.is_empty() {
@@ -218,15 +253,66 @@ struct Session<'a> {
     started_at: chrono::DateTime<chrono::Utc>,
     started: Instant,
     history: History,
+    /// The target's memory at the last reading: after it exits, what it held last.
+    memory: Memory,
+    memory_trend: Trend,
+    oom_kills: Vec<OomKill>,
 }
 
 impl Session<'_> {
     fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
         let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
         let snapshot = collect::snapshot(ebpf, min_age_ns)?;
-        self.history
-            .record(self.started.elapsed().as_secs_f64(), &snapshot.totals);
+        let t_s = self.started.elapsed().as_secs_f64();
+        self.history.record(t_s, &snapshot.totals);
+        // Gone (exited, killed): keep the last reading, which is what it held.
+        if let Ok(process) = memory::process_memory(self.target.pid) {
+            if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
+                self.memory_trend.record(t_s, anon);
+            }
+            let cgroup = memory::cgroup_of(self.target.pid);
+            self.memory = memory::report_memory(
+                Some(&process),
+                cgroup.as_ref(),
+                snapshot.outstanding_bytes,
+                self.memory_trend.bytes_per_s(),
+            );
+        }
         Ok(snapshot)
+    }
+
+    /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
+    /// another process of its memory cgroup (named in the next report).
+    fn note_oom_kills(&mut self, victims: &[Victim]) -> bool {
+        let cgroup = self.memory.cgroup.as_ref().map(|c| c.path.clone());
+        let mut target_killed = false;
+        for victim in victims {
+            let pid = victim.victim.pid;
+            let is_target = pid == self.target.pid
+                || Path::new(&format!("/proc/{}/task/{pid}", self.target.pid)).exists();
+            let same_cgroup =
+                !is_target && cgroup.is_some() && memory::cgroup_of(pid).map(|c| c.path) == cgroup;
+            if !is_target && !same_cgroup {
+                continue;
+            }
+            let age_ns = collect::monotonic_ns().saturating_sub(victim.timestamp_ns);
+            let time = chrono::Utc::now()
+                - chrono::Duration::nanoseconds(age_ns.min(i64::MAX as u64) as i64);
+            self.oom_kills.push(
+                victim
+                    .victim
+                    .to_oom_kill(time, cgroup.clone(), &self.target.comm),
+            );
+            if is_target {
+                target_killed = true;
+            } else if !self.options.quiet {
+                eprintln!(
+                    "leaktrace: the OOM killer took PID {pid} ({}) in the target's memory cgroup",
+                    victim.victim.comm.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        target_killed
     }
 
     fn report(
@@ -253,7 +339,18 @@ impl Session<'_> {
                 None
             }
         };
-        report::build(&run, snapshot, &self.history, stack, symbolizer, ended_by)
+        let mut report = report::build(&run, snapshot, &self.history, stack, symbolizer, ended_by);
+        report.memory = self.memory.clone();
+        report.oom_kills = self.oom_kills.clone();
+        report
+    }
+}
+
+/// The next OOM victims, or never when the tracepoint is not watched.
+async fn next_victims(watch: Option<&mut OomWatch>) -> Result<Vec<Victim>, WatchError> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
     }
 }
 

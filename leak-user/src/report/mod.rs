@@ -110,7 +110,7 @@ pub fn build(
         totals,
         sites,
         goroutines: None,
-        memory: memory(run.target.pid),
+        memory: Memory::default(),
         oom_kills: Vec::new(),
         allocator: model::Allocator {
             path: run.allocator.path.clone(),
@@ -124,20 +124,6 @@ pub fn build(
                 .collect(),
         },
         ended_by: ended_by.map(str::to_owned),
-    }
-}
-
-/// What the process holds now, as the kernel reports it (`null` once it has exited).
-fn memory(pid: u32) -> Memory {
-    let status = procfs::process::Process::new(pid as i32).and_then(|p| p.status());
-    match status {
-        Ok(status) => Memory {
-            rss_bytes: status.vmrss.map(|kb| kb * 1024),
-            anon_bytes: status.rssanon.map(|kb| kb * 1024),
-            go_heap_bytes: None,
-            cgroup_limit_bytes: None,
-        },
-        Err(_) => Memory::default(),
     }
 }
 

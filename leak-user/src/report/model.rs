@@ -121,12 +121,40 @@ pub struct Goroutines {
     pub sites: Vec<serde_json::Value>,
 }
 
+/// What the process held at the last reading (its last one before it exited or was killed).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {
     pub rss_bytes: Option<u64>,
     pub anon_bytes: Option<u64>,
     pub go_heap_bytes: Option<u64>,
+    /// The tightest memory-cgroup limit over the target's cgroup and its ancestors.
     pub cgroup_limit_bytes: Option<u64>,
+    /// Extension: the rest of RSS.
+    pub file_bytes: Option<u64>,
+    pub shmem_bytes: Option<u64>,
+    /// Extension: native allocations leaktrace tracks (made since it attached).
+    pub native_tracked_bytes: u64,
+    /// Extension: anonymous memory that neither the tracked native allocations nor the Go heap
+    /// explain (allocator overhead and free lists, stacks, allocations made before attaching).
+    pub unexplained_bytes: Option<u64>,
+    /// Extension: the target's memory cgroup.
+    pub cgroup: Option<CgroupUsage>,
+    /// Extension: growth of the process's anonymous memory over the run.
+    pub growth_bytes_per_s: Option<f64>,
+    /// Extension: when the cgroup limit is reached at that growth (null: no limit, or not
+    /// growing).
+    pub time_to_limit_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupUsage {
+    pub path: String,
+    /// `v1` or `v2`.
+    pub version: &'static str,
+    pub usage_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// OOM kills counted by the cgroup (hierarchical on v2).
+    pub oom_kills: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -475,6 +475,7 @@ mod tests {
                 anon_bytes: Some(8 << 20),
                 go_heap_bytes: None,
                 cgroup_limit_bytes: None,
+                ..Memory::default()
             },
             oom_kills: vec![],
             allocator: Allocator {

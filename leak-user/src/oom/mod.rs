@@ -1,0 +1,99 @@
+//! OOM kills, from the two places the kernel reports them: the `oom:mark_victim` tracepoint
+//! ([`tracepoint`]: immediate, but only the pid before 6.9) and the kernel log ([`kmsg`]: cgroup,
+//! constraint and sizes, but its header lines are rate-limited). User-space killers
+//! (systemd-oomd, oomd) appear in neither.
+
+pub mod command;
+pub mod kmsg;
+pub mod tracepoint;
+pub mod watch;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::report::model::OomKill;
+
+impl kmsg::OomEvent {
+    #[cfg(test)]
+    /// The report entry (`source: "kmsg"`). `cgroup` is the victim's memcg, else the memcg whose
+    /// limit was hit (all a rate-limited log may tell).
+    pub fn to_oom_kill(&self, clock: &kmsg::BootClock) -> OomKill {
+        OomKill {
+            pid: self.pid,
+            comm: self.comm.clone(),
+            time: clock
+                .wall_time(self.time_usec)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            source: "kmsg".to_owned(),
+            cgroup: self.task_memcg.clone().or_else(|| self.oom_memcg.clone()),
+            anon_rss_kb: self.anon_rss_kb,
+        }
+    }
+}
+
+impl tracepoint::OomVictim {
+    /// The report entry (`source: "tracepoint"`). The tracepoint has no time or cgroup of its
+    /// own: the caller passes when it saw the event and the target's memcg path; `fallback_comm`
+    /// stands in on kernels whose event has no comm.
+    pub fn to_oom_kill(
+        &self,
+        time: DateTime<Utc>,
+        cgroup: Option<String>,
+        fallback_comm: &str,
+    ) -> OomKill {
+        OomKill {
+            pid: self.pid,
+            comm: self
+                .comm
+                .clone()
+                .unwrap_or_else(|| fallback_comm.to_owned()),
+            time: time.to_rfc3339_opts(SecondsFormat::Secs, true),
+            source: "tracepoint".to_owned(),
+            cgroup,
+            anon_rss_kb: self.anon_rss_kb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmsg_event_becomes_report_entry() {
+        let records =
+            kmsg::parse_stream(include_str!("testdata/kmsg-6.18-memcg-kill.txt")).expect("fixture");
+        let events = kmsg::assemble(&records);
+        let wall = DateTime::parse_from_rfc3339("2026-11-23T20:10:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let clock = kmsg::BootClock::new(wall, 2_500_000_000);
+        let kill = events[0].to_oom_kill(&clock);
+        assert_eq!((kill.pid, kill.comm.as_str()), (3457, "memhog"));
+        assert_eq!(kill.time, "2026-11-23T20:09:14Z");
+        assert_eq!(kill.source, "kmsg");
+        assert_eq!(
+            kill.cgroup.as_deref(),
+            Some("/process_api/5a10f742627aa8c687901111449221da/lt_oom_scratch")
+        );
+        assert_eq!(kill.anon_rss_kb, Some(32512));
+    }
+
+    #[test]
+    fn tracepoint_victim_becomes_report_entry() {
+        let v = tracepoint::OomVictim {
+            pid: 4242,
+            comm: None,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            uid: None,
+            pgtables_kb: None,
+            oom_score_adj: None,
+        };
+        let kill = v.to_oom_kill(DateTime::<Utc>::UNIX_EPOCH, None, "server");
+        assert_eq!(kill.comm, "server");
+        assert_eq!(kill.time, "1970-01-01T00:00:00Z");
+        assert_eq!(kill.source, "tracepoint");
+    }
+}
