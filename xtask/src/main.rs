@@ -3,6 +3,7 @@
 //! Every task runs `setup` first, so a fresh machine only needs `cargo xtask demo` or
 //! `cargo xtask test`.
 
+mod bench;
 mod cmd;
 mod setup;
 
@@ -45,6 +46,9 @@ enum Task {
     Demo,
     /// Set up, then run all tests (one at a time, real eBPF, needs root), clippy and rustfmt.
     Test,
+    /// Set up, build in release mode, and measure what tracing costs per malloc/free pair
+    /// (needs root); writes target/bench/results.json.
+    Bench,
     /// Set up, then `cargo install` leaktrace.
     Install {
         /// Install into DIR/bin instead of cargo's default (~/.cargo/bin).
@@ -75,6 +79,7 @@ fn run(task: Task, user_path: &OsStr) -> Result<u8> {
         Task::Build { release } => ws.build(release)?,
         Task::Demo => return ws.demo(),
         Task::Test => ws.test()?,
+        Task::Bench => return ws.bench(),
         Task::Install { root } => ws.install(root, user_path)?,
     }
     Ok(0)
