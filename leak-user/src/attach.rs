@@ -140,13 +140,13 @@ pub fn attach(
         .filter(|e| e.alias_of.is_none())
         .collect();
     for entry in entries.iter().filter(|e| !e.spec.returns) {
-        attach_one(ebpf, entry.spec.program, entry, pid)?;
+        attach_one(ebpf, entry.spec.program, entry, entry.entry_offset, pid)?;
     }
     for entry in entries.iter().filter(|e| e.spec.returns) {
-        attach_one(ebpf, RETURN_PROGRAM, entry, pid)?;
+        attach_one(ebpf, RETURN_PROGRAM, entry, entry.offset, pid)?;
     }
     for entry in entries.iter().filter(|e| e.spec.returns) {
-        attach_one(ebpf, entry.spec.program, entry, pid)?;
+        attach_one(ebpf, entry.spec.program, entry, entry.entry_offset, pid)?;
     }
     // Aliases are probed too: they are the same code (glibc's memalign is aligned_alloc).
     Ok(allocator
@@ -174,15 +174,17 @@ pub fn attach_entry_stop(
         path: program.display().to_string(),
         host_path: program.to_path_buf(),
         offset: entry_offset,
+        entry_offset,
         alias_of: None,
     };
-    attach_one(ebpf, "program_entry", &entry, pid)
+    attach_one(ebpf, "program_entry", &entry, entry_offset, pid)
 }
 
 fn attach_one(
     ebpf: &mut Ebpf,
     program: &'static str,
     entry: &EntryPoint,
+    offset: u64,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
     let probe: &mut UProbe = ebpf
@@ -199,7 +201,7 @@ fn attach_one(
             source: Box::new(source),
         })?;
     }
-    let location = UProbeAttachLocation::AbsoluteOffset(entry.offset);
+    let location = UProbeAttachLocation::AbsoluteOffset(offset);
     probe
         .attach(
             UProbeAttachPoint {

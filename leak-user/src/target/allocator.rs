@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use super::{
     elf::{ElfError, ElfObject},
+    probe_site::skip_flag_only_prologue,
     process::{MappedObject, TargetProcess},
 };
 
@@ -74,7 +75,11 @@ pub struct EntryPoint {
     pub path: String,
     /// The same object, openable from here.
     pub host_path: PathBuf,
+    /// File offset of the function's first instruction (where the return probe goes).
     pub offset: u64,
+    /// File offset for the entry probe: past a leading flag-only instruction the kernel would
+    /// have to single-step (see `probe_site`).
+    pub entry_offset: u64,
     /// Another entry point at the same address, already probed (glibc's memalign).
     pub alias_of: Option<&'static str>,
 }
@@ -317,28 +322,37 @@ fn choose(candidates: &[Candidate], exe: &str) -> Result<Allocator, Choice> {
 
     let mut entries: Vec<EntryPoint> = Vec::new();
     let mut missing = Vec::new();
-    let mut add = |specs: &[EntrySpec], owner: &Candidate, offsets: &HashMap<String, u64>| {
-        for spec in specs {
-            let Some(&offset) = offsets.get(spec.name) else {
-                missing.push(spec.name);
-                continue;
-            };
-            let alias_of = entries
-                .iter()
-                .find(|e| e.host_path == owner.host_path && e.offset == offset)
-                .map(|e| e.spec.name);
-            entries.push(EntryPoint {
-                spec: *spec,
-                path: owner.path.clone(),
-                host_path: owner.host_path.clone(),
-                offset,
-                alias_of,
-            });
-        }
+    let mut add =
+        |specs: &[EntrySpec], owner: &Candidate, offsets: &HashMap<String, u64>, code: &[u8]| {
+            for spec in specs {
+                let Some(&offset) = offsets.get(spec.name) else {
+                    missing.push(spec.name);
+                    continue;
+                };
+                let alias_of = entries
+                    .iter()
+                    .find(|e| e.host_path == owner.host_path && e.offset == offset)
+                    .map(|e| e.spec.name);
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let window = code.get(start..).map_or(&[][..], |c| &c[..c.len().min(32)]);
+                entries.push(EntryPoint {
+                    spec: *spec,
+                    path: owner.path.clone(),
+                    host_path: owner.host_path.clone(),
+                    offset,
+                    entry_offset: offset + skip_flag_only_prologue(window, offset),
+                    alias_of,
+                });
+            }
+        };
+    let code = |c: &Candidate| {
+        ElfObject::open(&c.host_path)
+            .map(|o| o.data().to_vec())
+            .unwrap_or_default()
     };
-    add(&HEAP_ENTRY_POINTS, &object, &offsets);
+    add(&HEAP_ENTRY_POINTS, &object, &offsets, &code(&object));
     match &maps {
-        Some((owner, offsets)) => add(&MAP_ENTRY_POINTS, owner, offsets),
+        Some((owner, offsets)) => add(&MAP_ENTRY_POINTS, owner, offsets, &code(owner)),
         None => missing.extend(MAP_ENTRY_POINTS.iter().map(|e| e.name)),
     }
     Ok(Allocator {
