@@ -1,4 +1,6 @@
 //! Reading the kernel side's maps into a snapshot.
+mod batch;
+
 use std::collections::HashMap;
 
 use aya::{
@@ -67,23 +69,7 @@ pub fn monotonic_ns() -> u64 {
 /// while we iterate: keys are deduplicated and the walk is bounded.
 pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64) -> Result<Snapshot, CollectError> {
     let taken_ns = monotonic_ns();
-    let allocs: BpfHashMap<&MapData, u64, Allocation> = hash_map(ebpf, "ALLOCS")?;
-    let mut blocks: HashMap<u64, Allocation> = HashMap::new();
-    for entry in allocs.iter() {
-        match entry {
-            Ok((addr, block)) => {
-                blocks.insert(addr, block);
-            }
-            // The entry vanished between reading its key and its value: it was freed.
-            Err(MapError::KeyNotFound) => continue,
-            Err(source) => {
-                return Err(CollectError::Map {
-                    map: "ALLOCS",
-                    source,
-                });
-            }
-        }
-    }
+    let blocks: HashMap<u64, Allocation> = entries(ebpf, "ALLOCS")?.into_iter().collect();
 
     let mut snapshot = Snapshot {
         taken_ns,
@@ -106,21 +92,7 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64) -> Result<Snapshot, CollectError> 
         snapshot.outstanding_allocs += 1;
     }
 
-    let totals: BpfHashMap<&MapData, u64, StackTotals> = hash_map(ebpf, "STACK_TOTALS")?;
-    for entry in totals.iter() {
-        match entry {
-            Ok((id, t)) => {
-                snapshot.totals.insert(id, t);
-            }
-            Err(MapError::KeyNotFound) => continue,
-            Err(source) => {
-                return Err(CollectError::Map {
-                    map: "STACK_TOTALS",
-                    source,
-                });
-            }
-        }
-    }
+    snapshot.totals = entries(ebpf, "STACK_TOTALS")?.into_iter().collect();
     snapshot.counters = counters(ebpf)?;
     Ok(snapshot)
 }
@@ -161,6 +133,41 @@ pub fn stack(ebpf: &Ebpf, id: u64) -> Result<Option<StackTrace>, CollectError> {
             source,
         }),
     }
+}
+
+/// Every entry of a hash map keyed by u64: in batches, or key by key on kernels without batch
+/// lookups. The kernel keeps changing the map meanwhile; a key walk may see an entry vanish.
+fn entries<V: aya::Pod + Default>(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<Vec<(u64, V)>, CollectError> {
+    let map = ebpf.map(name).ok_or(CollectError::MissingMap(name))?;
+    if let aya::maps::Map::HashMap(data) = map {
+        match batch::lookup_all::<u64, V>(data) {
+            Ok(entries) => return Ok(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(e) => {
+                return Err(CollectError::Map {
+                    map: name,
+                    source: MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_lookup_batch",
+                        io_error: e,
+                    }),
+                });
+            }
+        }
+    }
+    let map: BpfHashMap<&MapData, u64, V> = hash_map(ebpf, name)?;
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        match entry {
+            Ok(kv) => out.push(kv),
+            // Freed between reading its key and its value.
+            Err(MapError::KeyNotFound) => continue,
+            Err(source) => return Err(CollectError::Map { map: name, source }),
+        }
+    }
+    Ok(out)
 }
 
 fn hash_map<'a, V: aya::Pod>(
