@@ -160,7 +160,9 @@ pub mod unwind_state {
     /// Number of mappings in table 0; table 1's count follows.
     pub const LEN0: u32 = 1;
     pub const LEN1: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Bumped at every table change; keys the probes' cache of rules.
+    pub const GENERATION: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Bytes of an `oom:mark_victim` tracepoint record handed to user space, which decodes them with

@@ -1,5 +1,6 @@
 //! The maps shared with user space. Sizes here are defaults; user space sets the real ones
 //! (`--max-allocs`, `--max-stacks`, ...) before loading.
+use crate::unwind::Rule;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -43,6 +44,10 @@ pub static UNWIND_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(2 * MAX
 
 #[map]
 pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUNT, 0);
+
+/// Unwind rules already looked up, by (table generation, pc).
+#[map]
+pub static RULE_CACHE: LruHashMap<u64, Rule> = LruHashMap::with_max_entries(1 << 16, 0);
 
 /// OOM victims (`oom:mark_victim`), a few records at most per kill.
 #[map]

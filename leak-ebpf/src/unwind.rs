@@ -14,13 +14,14 @@ use aya_ebpf::{
 };
 use leak_common::{MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
 
-use crate::maps::{SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count};
+use crate::maps::{RULE_CACHE, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count};
 
 /// `-EEXIST`: the stack is already stored.
 const EEXIST: i32 = -17;
 
+#[repr(C)]
 #[derive(Clone, Copy)]
-struct Rule {
+pub struct Rule {
     cfa_reg: u8,
     rbp_saved: u8,
     rbp_offset: i16,
@@ -51,11 +52,33 @@ struct Walk {
     len: u64,
     table: u32,
     table_len: u32,
+    /// Bumped by user space at every table change; part of the rule cache's key.
+    generation: u64,
+}
+
+/// The rule for `pc`, from the cache of rules already looked up: the same few hundred return
+/// addresses recur in every stack, and a hash lookup is much cheaper than two binary searches.
+fn cached_rule(walk: &Walk, pc: u64) -> Rule {
+    // User addresses fit in 47 bits; the table generation takes the top bits, so rules of
+    // objects since unmapped are never reused.
+    let key = pc | (walk.generation << 48);
+    if let Some(rule) = RULE_CACHE.get_ptr(key) {
+        return unsafe { *rule };
+    }
+    let rule = find_rule(walk.table, walk.table_len, pc);
+    let _ = RULE_CACHE.insert(key, rule, 0);
+    rule
 }
 
 /// Walks the current user stack, stores it in `STACKS` and returns its id (0 if not stored).
 pub fn capture(ctx: &ProbeContext) -> u64 {
     let regs = unsafe { &*ctx.regs };
+    // Generation before table: user space switches the table first and bumps the generation
+    // after, so rules cached under a generation always come from its table or a newer one.
+    let generation = UNWIND_STATE
+        .get(unwind_state::GENERATION)
+        .copied()
+        .unwrap_or(0) as u64;
     let (table, table_len) = active_table();
     let mut walk = Walk {
         ip: regs.rip,
@@ -65,6 +88,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
         len: 0,
         table,
         table_len,
+        generation,
     };
     // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
     unsafe {
@@ -111,7 +135,7 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     let ip = walk.ip;
     // A return address points past its call; the call's own rule is the one that applies.
     let lookup = if depth == 0 { ip } else { ip - 1 };
-    let rule = find_rule(walk.table, walk.table_len, lookup);
+    let rule = cached_rule(walk, lookup);
     // A caller outside every known executable mapping is garbage from a broken frame-pointer
     // chain: stop rather than split one leak over many made-up stacks.
     if rule.cfa_reg == UNMAPPED && depth > 0 {
@@ -163,28 +187,66 @@ fn active_table() -> (u32, u32) {
     (active * MAX_MAPPINGS, len & (MAX_MAPPINGS - 1))
 }
 
-#[inline(never)]
-fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
-    // The last mapping that starts at or below pc.
-    let (mut lo, mut hi) = (0u32, table_len);
-    for _ in 0..11 {
-        if lo >= hi {
-            break;
-        }
-        let mid = (lo + hi) / 2;
-        let Some(mapping) = UNWIND_MAPPINGS.get(table + mid) else {
-            return UNKNOWN;
-        };
-        if mapping.start <= pc {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+/// A binary search's state, for `bpf_loop`: find the last entry whose start is <= `pc` among
+/// `[base + lo, base + hi)`; `lo` ends one past it.
+#[repr(C)]
+struct Search {
+    pc: u64,
+    base: u32,
+    lo: u32,
+    hi: u32,
+}
+
+/// One halving step over the mapping table.
+unsafe extern "C" fn mapping_step(_: u64, search: *mut c_void) -> i64 {
+    let s = unsafe { &mut *search.cast::<Search>() };
+    if s.lo >= s.hi {
+        return 1;
     }
-    if lo == 0 {
+    let mid = (s.lo + s.hi) / 2;
+    let Some(mapping) = UNWIND_MAPPINGS.get(s.base + mid) else {
+        return 1;
+    };
+    if mapping.start <= s.pc {
+        s.lo = mid + 1;
+    } else {
+        s.hi = mid;
+    }
+    0
+}
+
+/// One halving step over an object's rows.
+unsafe extern "C" fn row_step(_: u64, search: *mut c_void) -> i64 {
+    let s = unsafe { &mut *search.cast::<Search>() };
+    if s.lo >= s.hi {
+        return 1;
+    }
+    let mid = (s.lo + s.hi) / 2;
+    let Some(row) = UNWIND_ROWS.get(s.base + mid) else {
+        return 1;
+    };
+    if row.pc <= s.pc {
+        s.lo = mid + 1;
+    } else {
+        s.hi = mid;
+    }
+    0
+}
+
+/// The unwind rule at `pc`: two binary searches (mapping, then row), each a `bpf_loop` so the
+/// verifier checks one step instead of every path through the search.
+fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
+    let mut search = Search {
+        pc,
+        base: table,
+        lo: 0,
+        hi: table_len,
+    };
+    unsafe { bpf_loop(11, mapping_step as *mut c_void, (&raw mut search).cast(), 0) };
+    if search.lo == 0 {
         return NOT_MAPPED;
     }
-    let Some(mapping) = UNWIND_MAPPINGS.get(table + lo - 1) else {
+    let Some(mapping) = UNWIND_MAPPINGS.get(table + search.lo - 1) else {
         return UNKNOWN;
     };
     if pc >= mapping.end {
@@ -193,29 +255,17 @@ fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
     if mapping.rows_len == 0 {
         return UNKNOWN;
     }
-    let object_pc = pc.wrapping_sub(mapping.bias);
-    let rows_start = mapping.rows_start;
-
-    // The last row that starts at or below the object's pc.
-    let (mut lo, mut hi) = (0u32, mapping.rows_len);
-    for _ in 0..24 {
-        if lo >= hi {
-            break;
-        }
-        let mid = (lo + hi) / 2;
-        let Some(row) = UNWIND_ROWS.get(rows_start + mid) else {
-            return UNKNOWN;
-        };
-        if row.pc <= object_pc {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if lo == 0 {
+    let mut search = Search {
+        pc: pc.wrapping_sub(mapping.bias),
+        base: mapping.rows_start,
+        lo: 0,
+        hi: mapping.rows_len,
+    };
+    unsafe { bpf_loop(24, row_step as *mut c_void, (&raw mut search).cast(), 0) };
+    if search.lo == 0 {
         return UNKNOWN;
     }
-    match UNWIND_ROWS.get(rows_start + lo - 1) {
+    match UNWIND_ROWS.get(mapping.rows_start + search.lo - 1) {
         Some(row) => Rule {
             cfa_reg: row.cfa_reg,
             rbp_saved: row.rbp_saved,

@@ -43,6 +43,7 @@ pub struct UnwindTables {
     next_row: u32,
     capacity: u32,
     active: u32,
+    generation: u32,
     installed: Vec<ExecMapping>,
     /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
     /// pointers.
@@ -57,6 +58,7 @@ impl UnwindTables {
             next_row: 0,
             capacity,
             active: 0,
+            generation: 0,
             installed: Vec::new(),
             objects_without_room: Vec::new(),
         }
@@ -184,6 +186,11 @@ impl UnwindTables {
             .set(unwind_state::ACTIVE, next, 0)
             .map_err(err("UNWIND_STATE"))?;
         self.active = next;
+        // New generation: rules cached for the old mappings stop matching.
+        self.generation = (self.generation + 1) & 0x7fff;
+        state
+            .set(unwind_state::GENERATION, self.generation, 0)
+            .map_err(err("UNWIND_STATE"))?;
         Ok(())
     }
 }
