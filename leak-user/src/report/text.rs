@@ -110,19 +110,47 @@ fn header(out: &mut Lines, report: &Report) {
     }
 
     let memory = &report.memory;
-    let figures: Vec<String> = [
+    let mut figures: Vec<String> = [
         ("rss", memory.rss_bytes),
         ("anon", memory.anon_bytes),
+        ("file", memory.file_bytes),
+        ("shmem", memory.shmem_bytes),
         ("go heap", memory.go_heap_bytes),
-        ("cgroup limit", memory.cgroup_limit_bytes),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| format!("{name} {}", units::bytes(v))))
     .collect();
     if figures.is_empty() {
         out.push("memory:      unknown".to_string());
-    } else {
-        out.wrap("memory:      ", &figures, ", ");
+        return;
+    }
+    figures.push(format!(
+        "tracked native {}",
+        units::bytes(memory.native_tracked_bytes)
+    ));
+    if let Some(rest) = memory.unexplained_bytes {
+        figures.push(format!("unexplained anon {}", units::bytes(rest)));
+    }
+    if let Some(growth) = memory.growth_bytes_per_s {
+        figures.push(format!("anon {}", units::rate(growth)));
+    }
+    out.wrap("memory:      ", &figures, ", ");
+    if let Some(cgroup) = &memory.cgroup {
+        let mut parts = vec![format!("{} ({})", cgroup.path, cgroup.version)];
+        if let Some(usage) = cgroup.usage_bytes {
+            parts.push(format!("usage {}", units::bytes(usage)));
+        }
+        match cgroup.limit_bytes {
+            Some(limit) => parts.push(format!("limit {}", units::bytes(limit))),
+            None => parts.push("no limit".to_owned()),
+        }
+        if let Some(kills) = cgroup.oom_kills {
+            parts.push(format!("{kills} OOM kills"));
+        }
+        if let Some(secs) = memory.time_to_limit_s {
+            parts.push(format!("limit in ~{} at this rate", units::duration(secs)));
+        }
+        out.wrap("cgroup:      ", &parts, ", ");
     }
 }
 
@@ -131,6 +159,7 @@ fn ended_by(reason: &str) -> &str {
         "duration" => "duration reached",
         "signal" => "interrupted",
         "target_exited" => "target exited",
+        "oom_killed" => "KILLED BY THE OOM KILLER",
         other => other,
     }
 }
