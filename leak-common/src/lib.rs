@@ -112,6 +112,9 @@ pub struct InFlight {
     pub kind: u32,
     /// Allocator calls nested inside this one that have not returned yet.
     pub depth: u32,
+    /// 0 when byte sampling passed this call over: it is tracked only to keep nesting right.
+    pub sampled: u32,
+    pub _pad: u32,
 }
 
 /// How the canonical frame address (CFA) of a frame is found.

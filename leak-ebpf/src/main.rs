@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod maps;
+mod sampling;
 mod track;
 mod unwind;
 
@@ -28,6 +29,19 @@ use leak_common::{OOM_RECORD_BYTES, OomRecord, kind};
 const MAP_ANONYMOUS: u64 = 0x20;
 const PROT_NONE: u64 = 0;
 
+/// Set to 1 by user space (`--empty-probes`, the floor of `cargo xtask bench`): every allocator
+/// probe returns at once, so only the cost of the probes themselves remains. A read-only global:
+/// the verifier sees its value and drops the dead branch.
+#[unsafe(no_mangle)]
+static EMPTY_PROBES: u8 = 0;
+
+#[inline(always)]
+fn empty_probes() -> bool {
+    // SAFETY: a plain read of a global; volatile so the compiler keeps the load that user space
+    // patches before loading.
+    unsafe { core::ptr::read_volatile(&EMPTY_PROBES) != 0 }
+}
+
 fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
 }
@@ -36,6 +50,9 @@ fn arg(ctx: &ProbeContext, n: usize) -> u64 {
 /// program is verified once, where one per function took the verifier a second in all).
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     // SAFETY: the context pointer comes from the kernel.
     let kind = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let a0 = arg(&ctx, 0);
@@ -68,18 +85,27 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 /// The return probe shared by every allocating entry point: the in-flight record says which.
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     track::exit(ctx.ret::<u64>());
     0
 }
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     track::release_from_user(arg(&ctx, 0), false);
     0
 }
 
 #[uprobe]
 pub fn munmap_enter(ctx: ProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
     track::release_from_user(arg(&ctx, 0), true);
     0
 }

@@ -45,6 +45,10 @@ pub static UNWIND_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(2 * MAX
 #[map]
 pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUNT, 0);
 
+/// Bytes left before each thread's next sampled allocation (`--sample-bytes`).
+#[map]
+pub static SAMPLE_COUNTDOWN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(1 << 14, 0);
+
 /// Unwind rules already looked up, by (table generation, pc).
 #[map]
 pub static RULE_CACHE: LruHashMap<u64, Rule> = LruHashMap::with_max_entries(1 << 16, 0);

@@ -10,7 +10,7 @@ use leak_common::{Allocation, InFlight, StackTotals, counter, kind};
 
 use crate::{
     maps::{ALLOCS, IN_FLIGHT, STACK_TOTALS, count},
-    unwind,
+    sampling, unwind,
 };
 
 fn current_tid() -> u32 {
@@ -36,12 +36,18 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     if nest(tid) {
         return;
     }
+    // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
+    // and realloc must still release its old block at return. It skips the stack walk and,
+    // at return, the record.
+    let sampled = sampling::sampled(tid, size);
     let call = InFlight {
         size,
         ptr_arg,
-        stack_id: unwind::capture(ctx),
+        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
         kind,
         depth: 0,
+        sampled: sampled as u32,
+        _pad: 0,
     };
     if IN_FLIGHT.insert(tid, call, 0).is_err() {
         count(counter::DROP_IN_FLIGHT_FULL);
@@ -53,12 +59,15 @@ pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
     if nest(tid) || !tracked {
         return;
     }
+    let sampled = sampling::sampled(tid, len);
     let call = InFlight {
         size: len,
         ptr_arg: 0,
-        stack_id: unwind::capture(ctx),
+        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
         kind: kind::MMAP,
         depth: 0,
+        sampled: sampled as u32,
+        _pad: 0,
     };
     if IN_FLIGHT.insert(tid, call, 0).is_err() {
         count(counter::DROP_IN_FLIGHT_FULL);
@@ -130,6 +139,9 @@ pub fn release_from_user(addr: u64, unmap: bool) {
 }
 
 fn record(addr: u64, call: &InFlight, tid: u32) {
+    if call.sampled == 0 {
+        return;
+    }
     let block = Allocation {
         size: call.size,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },

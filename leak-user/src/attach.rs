@@ -45,12 +45,16 @@ pub enum AttachError {
     },
 }
 
-/// Sizes of the kernel-side maps.
+/// Sizes of the kernel-side maps, and how the programs are set up at load time.
 #[derive(Debug, Clone, Copy)]
 pub struct MapLimits {
     pub allocs: u32,
     pub stacks: u32,
     pub unwind_rows: u32,
+    /// `--empty-probes`: every allocator probe returns at once (the bench's floor).
+    pub empty_probes: bool,
+    /// `--sample-bytes`: mean bytes between sampled allocations (0: record every one).
+    pub sample_bytes: u64,
 }
 
 impl MapLimits {
@@ -60,6 +64,8 @@ impl MapLimits {
             allocs: 1024,
             stacks: 64,
             unwind_rows: 1024,
+            empty_probes: false,
+            sample_bytes: 0,
         }
     }
 }
@@ -92,6 +98,8 @@ fn has_bpf_capabilities() -> bool {
 pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
     raise_memlock_limit();
     EbpfLoader::new()
+        .override_global("EMPTY_PROBES", &u8::from(limits.empty_probes), true)
+        .override_global("SAMPLE_BYTES", &limits.sample_bytes, true)
         .map_max_entries("ALLOCS", limits.allocs)
         .map_max_entries("STACKS", limits.stacks)
         .map_max_entries("STACK_TOTALS", limits.stacks)

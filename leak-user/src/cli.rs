@@ -1,5 +1,5 @@
 //! Command-line interface (clap derive).
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -35,6 +35,23 @@ pub enum Command {
     },
     /// List past OOM kills from the kernel log; --follow streams new ones live.
     Oom(OomArgs),
+    /// Print shell completions or the man page (for packagers and `cargo xtask install`).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Generate {
+    /// Completions for SHELL, on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff), on stdout.
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,7 +91,8 @@ pub struct TraceOptions {
     #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
     pub min_age: Duration,
 
-    /// How many call sites to report.
+    /// How many call sites to report (and to give their own metrics series); pprof, folded
+    /// and svg output has every site.
     #[arg(short, long, global = true, default_value_t = 10)]
     pub top: usize,
 
@@ -85,6 +103,10 @@ pub struct TraceOptions {
     /// Write the report to this file instead of stdout.
     #[arg(short, long, global = true)]
     pub output: Option<PathBuf>,
+
+    /// Serve OpenMetrics (Prometheus) metrics at http://ADDR/metrics, updated every interval.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// Outstanding allocations the kernel side can track at once.
     #[arg(long, global = true, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -98,9 +120,35 @@ pub struct TraceOptions {
     #[arg(long, global = true, default_value_t = 1 << 21, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_unwind_rows: u32,
 
-    /// No periodic reports or progress on stderr; only the final report and errors.
+    /// No periodic text reports, live status line or progress on stderr: only the report
+    /// (with --format jsonl, all its lines) and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Sample allocations by bytes, one per SIZE on average (e.g. 512KiB), as Go's and tcmalloc's
+    /// heap profilers do: much cheaper, and reported figures become unbiased estimates with
+    /// their standard error. Default: record every allocation.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    pub sample_bytes: Option<ByteSize>,
+
+    /// Attach every probe but make its program return at once: `cargo xtask bench`'s floor.
+    #[arg(long, global = true, hide = true)]
+    pub empty_probes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ByteSize, parse_size};
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("512KiB"), Ok(ByteSize(512 << 10)));
+        assert_eq!(parse_size("4096"), Ok(ByteSize(4096)));
+        assert_eq!(parse_size("1m"), Ok(ByteSize(1 << 20)));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("KiB").is_err());
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +157,47 @@ pub enum Format {
     Text,
     /// One JSON object when the run ends (see the report schema).
     Json,
+    /// One JSON object per interval, one per line; the last one has "final": true.
+    Jsonl,
+    /// A gzipped pprof profile of every site older than --min-age (needs --output or a
+    /// redirected stdout).
+    Pprof,
+    /// Folded stacks (`outer;...;inner bytes`) for flamegraph.pl and inferno.
+    Folded,
+    /// An interactive flame graph of outstanding bytes (SVG).
+    Svg,
+}
+
+impl Format {
+    /// Profile formats show every site older than `--min-age`: `--top` does not cut them.
+    pub fn is_profile(self) -> bool {
+        matches!(self, Format::Pprof | Format::Folded | Format::Svg)
+    }
+}
+
+/// A byte count given as `4096`, `512KiB`, `1MiB` (or KB/MB/K/M, all powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 512KiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("`{s}` is not a usable size"))?;
+    Ok(ByteSize(bytes))
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

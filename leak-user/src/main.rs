@@ -6,18 +6,20 @@ mod cli;
 mod collect;
 mod launch;
 mod memory;
+mod metrics;
 mod oom;
 mod report;
 mod session;
+mod status;
 mod symbolize;
 mod target;
 mod unwind;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, Generate};
 use session::TargetSpec;
 
 fn main() -> ExitCode {
@@ -42,9 +44,13 @@ fn main() -> ExitCode {
             Err(error) => fail(&format!("{error:#}")),
         };
     }
+    if let Some(Command::Generate { what }) = cli.command {
+        return generate(what);
+    }
     let spec = match (cli.pid, cli.command) {
         (Some(pid), None) => TargetSpec::Pid(pid),
         (None, Some(Command::Run { command })) => TargetSpec::Run(command),
+        (_, Some(Command::Generate { .. })) => return fail("`generate` takes no target"),
         (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
         (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),
         (_, Some(Command::Oom(_))) => return fail("--pid goes after `oom` to filter its kills"),
@@ -52,6 +58,27 @@ fn main() -> ExitCode {
     match runtime.block_on(session::run(cli.trace, spec)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&format!("{error:#}")),
+    }
+}
+
+/// `leaktrace generate completions SHELL` / `generate man`: from the clap definitions, on
+/// stdout.
+fn generate(what: Generate) -> ExitCode {
+    let mut command = Cli::command();
+    let mut stdout = std::io::stdout().lock();
+    match what {
+        Generate::Completions { shell } => {
+            clap_complete::generate(shell, &mut command, "leaktrace", &mut stdout);
+        }
+        Generate::Man => {
+            if let Err(error) = clap_mangen::Man::new(command).render(&mut stdout) {
+                return fail(&format!("cannot write the man page: {error}"));
+            }
+        }
+    }
+    match std::io::Write::flush(&mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("cannot write to stdout: {error}")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One tracing run: find the target, attach, sample at every interval, end on the duration,
 //! a signal or the target's exit, and write the final report.
 use std::{
+    io::IsTerminal as _,
     num::NonZeroU32,
     os::fd::{FromRawFd, OwnedFd},
     path::Path,
@@ -9,6 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::Ebpf;
+use leak_common::counter;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -22,11 +24,14 @@ use crate::{
     collect::{self, Snapshot},
     launch::{self, Launched},
     memory,
+    metrics::{self, Metrics},
     oom::watch::{OomWatch, Victim, WatchError},
     report::{
         self, RunInfo,
         model::{Memory, OomKill, Settings},
+        output::{self, Sink},
     },
+    status::{self, Status},
     symbolize::Symbolizer,
     target::{Allocator, TargetProcess, allocator, elf::ElfObject},
     unwind::loader::UnwindTables,
@@ -44,7 +49,17 @@ const STARTUP_REFRESH: Duration = Duration::from_millis(5);
 const STARTUP_WINDOW: Duration = Duration::from_secs(2);
 
 pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
+    output::check(
+        options.format,
+        options.output.as_deref(),
+        std::io::stdout().is_terminal(),
+    )?;
     attach::preflight()?;
+    // Before attaching: a port in use ends the run before it starts.
+    let metrics_listener = match options.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let started_at = report::now_utc();
     let started = Instant::now();
 
@@ -86,6 +101,8 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         allocs: options.max_allocs,
         stacks: options.max_stacks,
         unwind_rows: options.max_unwind_rows,
+        empty_probes: options.empty_probes,
+        sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
     })?;
     // Tables first: allocations seen before them would have truncated stacks.
     let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
@@ -128,10 +145,26 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         );
     }
 
+    let metrics = metrics_listener.map(|listener| {
+        let metrics = Metrics::new(options.top);
+        if !options.quiet
+            && let Ok(addr) = listener.local_addr()
+        {
+            eprintln!("leaktrace: serving metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, metrics.registry()));
+        metrics
+    });
+    let mut sink = Sink::new(options.output.clone());
+    let mut status = Status::new(options.quiet);
+    let mut status_tick = interval(status::EVERY);
+    status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    status_tick.tick().await;
+
     let settings = Settings {
         min_age_s: options.min_age.as_secs_f64(),
         interval_s: options.interval.as_secs_f64(),
-        sample_bytes: 0,
+        sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
     };
     let mut session = Session {
         options: &options,
@@ -176,9 +209,29 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         tokio::select! {
             _ = sample_tick.tick() => {
                 let snapshot = session.sample(&ebpf)?;
-                if options.format == Format::Text && options.output.is_none() && !options.quiet {
-                    let report = session.report(&ebpf, &snapshot, &mut symbolizer, None);
-                    print!("{}", report::text::render(&report));
+                status.sampled(snapshot.outstanding_bytes);
+                let text = options.format == Format::Text && options.output.is_none() && !options.quiet;
+                let jsonl = options.format == Format::Jsonl;
+                if text || jsonl || metrics.is_some() {
+                    let report = session.report(&ebpf, &snapshot, &mut symbolizer, None, options.top);
+                    if let Some(metrics) = &metrics {
+                        metrics.update(&report);
+                    }
+                    if text {
+                        status.clear();
+                        print!("{}", report::text::render(&report));
+                    }
+                    if jsonl {
+                        sink.write(output::json_line(&report).as_bytes())?;
+                    }
+                }
+            }
+            _ = status_tick.tick(), if status.enabled() => {
+                if let Ok(c) = collect::counters(&ebpf) {
+                    let dropped = c.get(counter::DROP_ALLOC_MAP_FULL)
+                        + c.get(counter::DROP_STACK_MAP_FULL)
+                        + c.get(counter::DROP_IN_FLIGHT_FULL);
+                    status.show(started.elapsed(), c.get(counter::ALLOCS), dropped);
                 }
             }
             _ = refresh_tick.tick() => {
@@ -214,26 +267,25 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     {
         ended_by = "oom_killed";
     }
+    status.clear();
     let snapshot = session.sample(&ebpf)?;
-    let report = session.report(&ebpf, &snapshot, &mut symbolizer, Some(ended_by));
+    // Profiles show every site older than --min-age; --top cuts the other formats.
+    let top = if options.format.is_profile() {
+        usize::MAX
+    } else {
+        options.top
+    };
+    let report = session.report(&ebpf, &snapshot, &mut symbolizer, Some(ended_by), top);
+    if let Some(metrics) = &metrics {
+        metrics.update(&report);
+    }
     if !tables.objects_without_room.is_empty() {
         log::warn!(
             "unwind rows ran out (--max-unwind-rows): frame pointers used for {}",
             tables.objects_without_room.join(", ")
         );
     }
-    let rendered = match options.format {
-        Format::Text => report::text::render(&report),
-        Format::Json => report::json::render(&report),
-    };
-    match &options.output {
-        Some(path) => std::fs::write(path, rendered)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        None => {
-            print!("{rendered}");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        }
-    }
+    sink.write(&output::render(options.format, &report)?)?;
     // Detaching waits for the kernel to retire each probe (a grace period apiece), so it comes
     // after the report is out.
     drop(ebpf);
@@ -262,7 +314,7 @@ struct Session<'a> {
 impl Session<'_> {
     fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
         let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
-        let snapshot = collect::snapshot(ebpf, min_age_ns)?;
+        let snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
         // Gone (exited, killed): keep the last reading, which is what it held.
@@ -321,6 +373,7 @@ impl Session<'_> {
         snapshot: &Snapshot,
         symbolizer: &mut Symbolizer,
         ended_by: Option<&str>,
+        top: usize,
     ) -> report::model::Report {
         let run = RunInfo {
             target: self.target,
@@ -330,7 +383,7 @@ impl Session<'_> {
             settings: self.settings.clone(),
             started_at: self.started_at,
             duration_s: self.started.elapsed().as_secs_f64(),
-            top: self.options.top,
+            top,
         };
         let stack = |id| match collect::stack(ebpf, id) {
             Ok(trace) => trace,

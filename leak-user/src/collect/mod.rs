@@ -19,7 +19,7 @@ pub enum CollectError {
 }
 
 /// Outstanding allocations of one stack.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StackOutstanding {
     /// Allocations at least `min_age` old.
     pub aged_bytes: u64,
@@ -29,6 +29,8 @@ pub struct StackOutstanding {
     pub allocs: u64,
     pub oldest_ns: u64,
     pub kind: u32,
+    /// Standard error of `aged_bytes` under byte sampling (0 when every allocation counts).
+    pub aged_stderr_bytes: f64,
 }
 
 /// The kernel's counters, summed over CPUs.
@@ -65,9 +67,20 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Reads every outstanding allocation and the counters. The kernel keeps changing the maps
-/// while we iterate: keys are deduplicated and the walk is bounded.
-pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64) -> Result<Snapshot, CollectError> {
+/// The weight of one sampled allocation of `size` bytes under byte sampling of mean
+/// `sample_bytes` (1 when every allocation is recorded): it was recorded with probability
+/// p = 1 - exp(-size / mean), so it stands for 1/p allocations.
+pub fn sample_weight(size: u64, sample_bytes: u64) -> f64 {
+    if sample_bytes == 0 {
+        return 1.0;
+    }
+    let p = -(-(size as f64) / sample_bytes as f64).exp_m1();
+    if p > 0.0 { 1.0 / p } else { 1.0 }
+}
+
+/// Reads every outstanding allocation and the counters. Under byte sampling the figures are
+/// unbiased estimates, each allocation weighted by the inverse of its sampling probability.
+pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snapshot, CollectError> {
     let taken_ns = monotonic_ns();
     let blocks: HashMap<u64, Allocation> = entries(ebpf, "ALLOCS")?.into_iter().collect();
 
@@ -75,22 +88,41 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64) -> Result<Snapshot, CollectError> 
         taken_ns,
         ..Snapshot::default()
     };
+    // Estimates in floating point, rounded once at the end.
+    let mut estimates: HashMap<u64, [f64; 5]> = HashMap::new();
+    let (mut total_bytes, mut total_allocs) = (0.0, 0.0);
     for block in blocks.values() {
+        let w = sample_weight(block.size, sample_bytes);
+        let bytes = block.size as f64 * w;
+        let e = estimates.entry(block.stack_id).or_default();
+        e[0] += bytes;
+        e[1] += w;
         let stack = snapshot.by_stack.entry(block.stack_id).or_default();
-        stack.bytes += block.size;
-        stack.allocs += 1;
         stack.kind = block.kind;
         let age = taken_ns.saturating_sub(block.timestamp_ns);
         if age >= min_age_ns {
-            stack.aged_bytes += block.size;
-            stack.aged_allocs += 1;
+            e[2] += bytes;
+            e[3] += w;
+            // Variance of this term of the estimator: size^2 (1 - p) / p^2.
+            e[4] += (block.size as f64).powi(2) * (w - 1.0) * w;
             if stack.oldest_ns == 0 || block.timestamp_ns < stack.oldest_ns {
                 stack.oldest_ns = block.timestamp_ns;
             }
         }
-        snapshot.outstanding_bytes += block.size;
-        snapshot.outstanding_allocs += 1;
+        total_bytes += bytes;
+        total_allocs += w;
     }
+    for (id, e) in estimates {
+        if let Some(stack) = snapshot.by_stack.get_mut(&id) {
+            stack.bytes = e[0].round() as u64;
+            stack.allocs = e[1].round() as u64;
+            stack.aged_bytes = e[2].round() as u64;
+            stack.aged_allocs = e[3].round() as u64;
+            stack.aged_stderr_bytes = e[4].sqrt();
+        }
+    }
+    snapshot.outstanding_bytes = total_bytes.round() as u64;
+    snapshot.outstanding_allocs = total_allocs.round() as u64;
 
     snapshot.totals = entries(ebpf, "STACK_TOTALS")?.into_iter().collect();
     snapshot.counters = counters(ebpf)?;
@@ -176,4 +208,20 @@ fn hash_map<'a, V: aya::Pod>(
 ) -> Result<BpfHashMap<&'a MapData, u64, V>, CollectError> {
     let map = ebpf.map(name).ok_or(CollectError::MissingMap(name))?;
     BpfHashMap::try_from(map).map_err(|source| CollectError::Map { map: name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_weight;
+
+    #[test]
+    fn sampling_weights_are_inverse_probabilities() {
+        assert_eq!(sample_weight(100, 0), 1.0);
+        // A block of the mean size is sampled with probability 1 - 1/e.
+        let w = sample_weight(524_288, 524_288);
+        assert!((w - 1.0 / (1.0 - (-1.0f64).exp())).abs() < 1e-12);
+        // Small blocks stand for many; huge ones are always sampled.
+        assert!((sample_weight(512, 524_288) - 1024.5).abs() < 0.01);
+        assert!((sample_weight(1 << 40, 524_288) - 1.0).abs() < 1e-12);
+    }
 }

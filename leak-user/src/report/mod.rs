@@ -1,6 +1,10 @@
 //! Building the report from a snapshot, and writing it out.
+pub mod flamegraph;
+pub mod folded;
 pub mod json;
 pub mod model;
+pub mod output;
+pub mod pprof;
 pub mod text;
 pub mod units;
 
@@ -90,6 +94,8 @@ pub fn build(
                 total_allocs: kept.total_allocs,
                 total_bytes: kept.total_bytes,
                 truncated,
+                estimate_stderr_bytes: (run.settings.sample_bytes > 0)
+                    .then_some(outstanding.aged_stderr_bytes),
             }
         })
         .collect();

@@ -93,6 +93,9 @@ pub struct Site {
     pub total_bytes: u64,
     /// Extension: the stack was cut at the deepest frame kept.
     pub truncated: bool,
+    /// Extension: with `--sample-bytes`, the standard error of `outstanding_bytes` (an
+    /// estimate then); null when every allocation is recorded.
+    pub estimate_stderr_bytes: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -427,6 +427,7 @@ mod tests {
             total_allocs: 100,
             total_bytes: 100_000,
             truncated: false,
+            estimate_stderr_bytes: None,
         }
     }
 

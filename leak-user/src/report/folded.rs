@@ -1,0 +1,115 @@
+//! `--format folded`: one line per stack, `outer;...;inner bytes`, root (outermost frame)
+//! first, as `flamegraph.pl` and inferno read them. Every call site holding allocations older
+//! than `--min-age` is written (the report is built without the `--top` cut); stacks that fold
+//! to the same function names are one line with their bytes added up.
+use std::collections::BTreeMap;
+
+use super::model::{Frame, Report};
+
+pub fn render(report: &Report) -> String {
+    stacks(report)
+        .into_iter()
+        .map(|(stack, bytes)| format!("{stack} {bytes}\n"))
+        .collect()
+}
+
+/// Folded stacks and their outstanding bytes, sorted by stack.
+pub fn stacks(report: &Report) -> Vec<(String, u64)> {
+    let mut folded: BTreeMap<String, u64> = BTreeMap::new();
+    for site in report.sites.iter().filter(|s| s.outstanding_bytes > 0) {
+        let stack = if site.frames.is_empty() {
+            "[no stack]".to_owned()
+        } else {
+            site.frames
+                .iter()
+                .rev()
+                .map(frame_name)
+                .collect::<Vec<_>>()
+                .join(";")
+        };
+        let bytes = folded.entry(stack).or_default();
+        *bytes = bytes.saturating_add(site.outstanding_bytes);
+    }
+    folded.into_iter().collect()
+}
+
+/// The function, else `[module]` or `[unknown]` as perf's folded stacks have it. The separators
+/// of the format (`;` between frames, newlines) cannot appear inside a name.
+fn frame_name(frame: &Frame) -> String {
+    let name = match (&frame.function, &frame.module) {
+        (Some(function), _) => function.clone(),
+        (None, Some(module)) => format!("[{}]", module.rsplit('/').next().unwrap_or(module)),
+        (None, None) => "[unknown]".to_owned(),
+    };
+    name.replace(';', ":").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{Site, Verdict};
+
+    fn frame(function: Option<&str>, module: Option<&str>) -> Frame {
+        Frame {
+            address: "0x1".into(),
+            function: function.map(str::to_owned),
+            file: None,
+            line: None,
+            module: module.map(str::to_owned),
+            inlined: false,
+        }
+    }
+
+    fn site(bytes: u64, frames: Vec<Frame>) -> Site {
+        Site {
+            outstanding_bytes: bytes,
+            outstanding_allocs: 1,
+            oldest_age_s: 1.0,
+            growth_bytes_per_s: 0.0,
+            verdict: Verdict::Young,
+            allocator: "malloc".into(),
+            frames,
+            total_allocs: 1,
+            total_bytes: bytes,
+            truncated: false,
+            estimate_stderr_bytes: None,
+        }
+    }
+
+    #[test]
+    fn root_first_merged_and_sorted() {
+        let libc = Some("/lib/libc.so.6");
+        let report = crate::report::pprof::tests::report(vec![
+            site(
+                100,
+                vec![
+                    frame(Some("malloc"), libc),
+                    frame(Some("leak"), None),
+                    frame(Some("main"), None),
+                ],
+            ),
+            site(
+                5,
+                vec![
+                    frame(Some("malloc"), libc),
+                    frame(Some("leak"), None),
+                    frame(Some("main"), None),
+                ],
+            ),
+            site(
+                7,
+                vec![
+                    frame(Some("a;b"), libc),
+                    frame(None, libc),
+                    frame(None, None),
+                ],
+            ),
+            site(9, vec![]),
+            site(0, vec![frame(Some("zero"), None)]),
+        ]);
+        assert_eq!(
+            render(&report),
+            "[no stack] 9\n[unknown];[libc.so.6];a:b 7\nmain;leak;malloc 105\n"
+        );
+    }
+}
