@@ -105,9 +105,13 @@ fn linear_leak_is_growing() {
         "growth_bytes_per_s {} (the leak grows {LINEAR_RATE} B/s)\n{ctx}",
         site.growth_bytes_per_s
     );
-    assert_eq!(
-        site.total_allocs, site.outstanding_allocs,
-        "nothing of it is ever freed\n{ctx}"
+    // Nothing of it is ever freed; the kernel's running total is read just after the
+    // outstanding blocks, while the target keeps leaking, so it may be one or two ahead.
+    assert!(
+        (site.outstanding_allocs..=site.outstanding_allocs + 2).contains(&site.total_allocs),
+        "nothing of it is ever freed: total {} vs outstanding {}\n{ctx}",
+        site.total_allocs,
+        site.outstanding_allocs
     );
     site.assert_chain(&["leak_linear", "run_forever", "main"]);
 }
