@@ -1,6 +1,7 @@
 //! One tracing run: find the target, attach, sample at every interval, end on the duration,
 //! a signal or the target's exit, and write the final report.
 use std::{
+    collections::HashMap,
     io::IsTerminal as _,
     num::NonZeroU32,
     os::fd::{FromRawFd, OwnedFd},
@@ -179,6 +180,8 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         memory: Memory::default(),
         memory_trend: Trend::default(),
         oom_kills: Vec::new(),
+        stack_activity: HashMap::new(),
+        stacks_evicted: 0,
     };
     // Optional: without the tracepoint the run goes on, and an OOM kill reads as an exit.
     let mut oom_watch = match OomWatch::attach(&mut ebpf) {
@@ -209,6 +212,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         tokio::select! {
             _ = sample_tick.tick() => {
                 let snapshot = session.sample(&ebpf)?;
+                session.make_room_for_stacks(&mut ebpf, &snapshot)?;
                 status.sampled(snapshot.outstanding_bytes);
                 let text = options.format == Format::Text && options.output.is_none() && !options.quiet;
                 let jsonl = options.format == Format::Jsonl;
@@ -309,6 +313,9 @@ struct Session<'a> {
     memory: Memory,
     memory_trend: Trend,
     oom_kills: Vec<OomKill>,
+    /// Each stack's allocation count at the last sample, to tell idle stacks.
+    stack_activity: HashMap<u64, u64>,
+    stacks_evicted: u64,
 }
 
 impl Session<'_> {
@@ -331,6 +338,37 @@ impl Session<'_> {
             );
         }
         Ok(snapshot)
+    }
+
+    /// Long runs: when the stack map nears full, evicts the stacks that hold nothing and made
+    /// no allocation since the last sample (transient call paths), so new leaks still get a
+    /// stack. Stacks that hold memory are never evicted.
+    fn make_room_for_stacks(&mut self, ebpf: &mut Ebpf, snapshot: &Snapshot) -> Result<()> {
+        let previous = std::mem::take(&mut self.stack_activity);
+        self.stack_activity = snapshot
+            .totals
+            .iter()
+            .map(|(&id, t)| (id, t.total_allocs))
+            .collect();
+        let capacity = u64::from(self.options.max_stacks);
+        if (snapshot.totals.len() as u64) * 10 < capacity * 9 {
+            return Ok(());
+        }
+        let idle: Vec<u64> = snapshot
+            .totals
+            .iter()
+            .filter(|(id, t)| {
+                t.outstanding_allocs == 0
+                    && !snapshot.by_stack.contains_key(id)
+                    && previous.get(id) == Some(&t.total_allocs)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        self.stacks_evicted += collect::evict_stacks(ebpf, &idle)?;
+        for id in &idle {
+            self.stack_activity.remove(id);
+        }
+        Ok(())
     }
 
     /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
@@ -394,6 +432,7 @@ impl Session<'_> {
         };
         let mut report = report::build(&run, snapshot, &self.history, stack, symbolizer, ended_by);
         report.memory = self.memory.clone();
+        report.totals.stacks_evicted = self.stacks_evicted;
         report.oom_kills = self.oom_kills.clone();
         report
     }

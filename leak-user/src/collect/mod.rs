@@ -151,6 +151,33 @@ pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
     Ok(counters)
 }
 
+/// Removes stacks (their frames and totals) from the kernel's maps; returns how many went.
+pub fn evict_stacks(ebpf: &mut Ebpf, ids: &[u64]) -> Result<u64, CollectError> {
+    let err = |map| move |source| CollectError::Map { map, source };
+    let mut evicted = 0;
+    {
+        let map = ebpf
+            .map_mut("STACKS")
+            .ok_or(CollectError::MissingMap("STACKS"))?;
+        let mut stacks: BpfHashMap<&mut MapData, u64, StackTrace> =
+            BpfHashMap::try_from(map).map_err(err("STACKS"))?;
+        for id in ids {
+            if stacks.remove(id).is_ok() {
+                evicted += 1;
+            }
+        }
+    }
+    let map = ebpf
+        .map_mut("STACK_TOTALS")
+        .ok_or(CollectError::MissingMap("STACK_TOTALS"))?;
+    let mut totals: BpfHashMap<&mut MapData, u64, StackTotals> =
+        BpfHashMap::try_from(map).map_err(err("STACK_TOTALS"))?;
+    for id in ids {
+        let _ = totals.remove(id);
+    }
+    Ok(evicted)
+}
+
 /// The frames of a stack, innermost first.
 pub fn stack(ebpf: &Ebpf, id: u64) -> Result<Option<StackTrace>, CollectError> {
     if id == 0 {

@@ -55,6 +55,7 @@ pub fn build(
             + drop_reasons.stack_map_full
             + drop_reasons.in_flight_map_full,
         drop_reasons,
+        stacks_evicted: 0,
     };
 
     let mut aged: Vec<_> = snapshot

@@ -64,6 +64,9 @@ pub struct Totals {
     /// Allocations not tracked (or tracked without a stack) because a map was full.
     pub dropped: u64,
     pub drop_reasons: DropReasons,
+    /// Extension: stacks removed from the kernel's full stack map to make room, none of them
+    /// holding memory (long runs: the map stays bounded and nothing outstanding is lost).
+    pub stacks_evicted: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -466,6 +466,7 @@ mod tests {
                     in_flight_map_full: 0,
                     totals_map_full: 0,
                 },
+                stacks_evicted: 0,
             },
             sites: vec![
                 Site {

@@ -1,0 +1,42 @@
+//! Long runs keep the kernel's stack map bounded: when it nears full, stacks that hold nothing
+//! and are idle are evicted, so a leak that starts late still gets its stack.
+//! targets/churn.c makes ~128 transient call paths, then leaks 10 x 100 bytes from a new one.
+
+use leaktrace_tests::*;
+
+#[test]
+fn idle_stacks_make_room_for_a_late_leak() {
+    let built = build("churn", Variant::O0);
+    let mut s = trace(
+        &built,
+        &SessionOpts {
+            tracer_args: &[
+                "--format",
+                "json",
+                "--duration",
+                "3500ms",
+                "--interval",
+                "300ms",
+                "--min-age",
+                "0s",
+                "--max-stacks",
+                "64",
+            ],
+            ..SessionOpts::default()
+        },
+    );
+    s.target.kill();
+    s.finished.assert_success();
+    let r = s.finished.report();
+    let site = r.site_with("leak_late");
+    assert_eq!(
+        (site.outstanding_bytes, site.outstanding_allocs),
+        (1000, 10)
+    );
+    site.assert_chain(&["leak_late", "main"]);
+    let evicted = r.raw["totals"]["stacks_evicted"]
+        .as_u64()
+        .expect("stacks_evicted");
+    assert!(evicted > 0, "no stack evicted\n{}", r.describe());
+    assert_eq!(r.totals.outstanding_allocs, 10, "{}", r.describe());
+}
