@@ -80,6 +80,9 @@ pub fn launch_paused(command: &[String]) -> Result<Launched, LaunchError> {
     match unsafe { libc::fork() } {
         -1 => Err(spawn_error(io::Error::last_os_error())),
         0 => unsafe {
+            // Our copy of the write end would keep the pipe open: without it, the read ends
+            // (EOF) when leaktrace goes away before releasing us, and we exit unrun.
+            libc::close(write_end.as_raw_fd());
             let mut byte = 0u8;
             if libc::read(read_end.as_raw_fd(), (&raw mut byte).cast(), 1) == 1 {
                 libc::execv(path.as_ptr(), argv.as_ptr());

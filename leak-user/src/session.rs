@@ -324,8 +324,11 @@ impl Session<'_> {
         let snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
-        // Gone (exited, killed): keep the last reading, which is what it held.
-        if let Ok(process) = memory::process_memory(self.target.pid) {
+        // Gone (exited, killed, a zombie without figures): keep the last reading, which is
+        // what it held.
+        if let Ok(process) = memory::process_memory(self.target.pid)
+            && process.rss_bytes.is_some()
+        {
             if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
                 self.memory_trend.record(t_s, anon);
             }
