@@ -1,11 +1,23 @@
-//! `cargo xtask bench`: what tracing costs per malloc/free pair.
+//! `cargo xtask bench`: what tracing costs per malloc/free pair, next to its floor and a peer.
 //!
 //! Runs the workload `bench/alloc_loop.c` (each thread frees one of its 64 live blocks and
-//! mallocs a new one, `pairs` times) untraced and under the release build of leaktrace, each
-//! [`RUNS`] times with the runs interleaved, and reports the medians: ns per pair, slowdown,
-//! leaktrace's own CPU time and peak RSS, and how long leaktrace takes to attach. The traced
-//! runs double as a correctness check: leaktrace must see every malloc and free of the loop
-//! and drop nothing.
+//! mallocs a new one, `pairs` times) in four ways, each [`RUNS`] times with the runs
+//! interleaved, and reports the medians:
+//!
+//! - **untraced**;
+//! - **floor**: the release build of leaktrace with `--empty-probes`: the same probe sites as
+//!   full tracing, with programs that return at once, so only the cost of the uprobes remains;
+//! - **leaktrace**: full tracing;
+//! - **peer**: `bench/memleak_classic.bt` under bpftrace, the classic per-event design
+//!   (malloc entry + return probes, a probe at free's first instruction). bpftrace comes from
+//!   Debian's package ([`setup::bpftrace`]); when it is missing or cannot run here, the table says
+//!   so instead of failing.
+//!
+//! The columns are ns per pair, slowdown vs untraced, ratio to the floor, peer/leaktrace, the
+//! tracer's own CPU time and peak RSS, and the time from launching the tracer to its probes
+//! being attached. The traced runs double as correctness checks: leaktrace must see every malloc
+//! and free of the loop and drop nothing, and the floor must record nothing. Only those checks
+//! (and leaktrace failing to run) make the bench fail; slow numbers never do.
 //!
 //! Prints a table on stdout and writes the same as JSON to `target/bench/results.json`.
 
@@ -13,7 +25,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Read, Write as _},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
     thread,
@@ -26,9 +38,13 @@ use crate::{Workspace, cmd, cmd::say, setup};
 
 /// Runs of every scenario; the table shows their median.
 const RUNS: usize = 5;
+/// Rounds stop early (never below [`MIN_RUNS`]) when another would end past this, so the whole
+/// bench stays within about four minutes on a slow machine.
+const TIME_BUDGET: Duration = Duration::from_secs(200);
+const MIN_RUNS: usize = 3;
 /// Blocks each workload thread keeps live (`LIVE_BLOCKS` in alloc_loop.c).
 const LIVE_BLOCKS: u64 = 64;
-/// Allocations outside the loop that leaktrace may legitimately see on top of it.
+/// Allocations outside the loop that a tracer may legitimately see on top of it.
 const STRAY_ALLOCS: u64 = 16;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,10 +52,12 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const LOOP_TIMEOUT: Duration = Duration::from_secs(120);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-const PEERS_NOTE: &str = "peers (bcc memleak, bpftrace: the classic per-event design), sampling \
-                          and startup goals are not in this table yet; they come in a later issue";
+/// The peer's script, relative to the workspace root.
+const PEER_SCRIPT: &str = "bench/memleak_classic.bt";
+/// The line the peer's BEGIN probe prints once every probe is attached.
+const PEER_READY: &str = "memleak_classic: attached";
 
-/// One workload configuration, run untraced and traced.
+/// One workload configuration, run in every [`Mode`].
 struct Workload {
     name: &'static str,
     /// For file names.
@@ -49,7 +67,7 @@ struct Workload {
     threads: u64,
 }
 
-const WORKLOADS: [Workload; 2] = [
+static WORKLOADS: [Workload; 2] = [
     Workload {
         name: "C 1 thread",
         slug: "c-1-thread",
@@ -64,15 +82,60 @@ const WORKLOADS: [Workload; 2] = [
     },
 ];
 
-/// What one traced run measured about leaktrace itself.
+/// How a scenario runs the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Untraced,
+    /// leaktrace `--empty-probes`: its probe sites, programs that return at once.
+    Floor,
+    /// leaktrace, full tracing.
+    Leaktrace,
+    /// bpftrace running [`PEER_SCRIPT`].
+    Peer,
+}
+
+impl Mode {
+    /// The order of the table, and of the scenarios within a round.
+    const ALL: [Self; 4] = [Self::Untraced, Self::Floor, Self::Leaktrace, Self::Peer];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::Floor => "floor (empty probes)",
+            Self::Leaktrace => "leaktrace",
+            Self::Peer => "peer (bpftrace)",
+        }
+    }
+
+    /// For JSON and file names.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::Floor => "floor",
+            Self::Leaktrace => "leaktrace",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+/// What one traced run measured about the tracer.
 struct TracerRun {
     /// User + system time up to the end of the workload's loop.
     cpu_s: f64,
     /// VmHWM up to the end of the workload's loop.
     peak_rss_mib: f64,
-    /// From launching leaktrace to its `leaktrace: attached` line.
+    /// From launching the tracer to its probes being attached.
     attach_ms: f64,
-    totals: Totals,
+    outcome: Outcome,
+}
+
+/// What a traced run's tracer reported, for the correctness checks.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// The `totals` of leaktrace's report (full tracing or floor).
+    Report(Totals),
+    /// The blocks the peer still held when stopped (its `@allocs` entries).
+    Peer { outstanding: u64 },
 }
 
 /// The report's `totals` fields the correctness check reads.
@@ -115,33 +178,64 @@ impl Totals {
             Err(problems.join("; "))
         }
     }
+
+    /// The floor's programs return at once: its report must be empty, or the floor is not one.
+    fn check_empty(&self) -> std::result::Result<(), String> {
+        if self.allocs_seen == 0 && self.frees_seen == 0 && self.dropped == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "--empty-probes recorded allocs_seen {}, frees_seen {}, dropped {} (expected all 0)",
+                self.allocs_seen, self.frees_seen, self.dropped
+            ))
+        }
+    }
 }
 
-/// All runs of one scenario (a workload, untraced or traced).
+/// All runs of one scenario (a workload in one mode).
 struct Scenario<'a> {
     workload: &'a Workload,
-    traced: bool,
+    mode: Mode,
     ns_per_pair: Vec<f64>,
     tracer: Vec<TracerRun>,
 }
 
 impl Scenario<'_> {
     fn name(&self) -> String {
-        let how = if self.traced { "leaktrace" } else { "untraced" };
-        format!("{}, {how}", self.workload.name)
+        format!("{}, {}", self.workload.name, self.mode.label())
+    }
+
+    fn ns_median(&self) -> Option<f64> {
+        median(self.ns_per_pair.clone())
     }
 
     fn tracer_median(&self, field: impl Fn(&TracerRun) -> f64) -> Option<f64> {
         median(self.tracer.iter().map(field).collect())
     }
 
-    fn failures(&self) -> Vec<String> {
+    /// What is wrong with each run, as `name run N: problem`. For leaktrace and the floor these
+    /// are failures; for the peer, warnings (it is not ours to fix, but its figures are suspect).
+    fn problems(&self) -> Vec<String> {
+        let live = LIVE_BLOCKS * self.workload.threads;
         self.tracer
             .iter()
             .enumerate()
             .filter_map(|(i, run)| {
-                run.totals
-                    .check(self.workload)
+                let checked = match (self.mode, run.outcome) {
+                    (Mode::Leaktrace, Outcome::Report(t)) => t.check(self.workload),
+                    (Mode::Floor, Outcome::Report(t)) => t.check_empty(),
+                    (Mode::Peer, Outcome::Peer { outstanding }) => {
+                        if (live..=live + STRAY_ALLOCS).contains(&outstanding) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "held {outstanding} blocks when stopped (expected {live})"
+                            ))
+                        }
+                    }
+                    (mode, outcome) => Err(format!("{mode:?} run with outcome {outcome:?}")),
+                };
+                checked
                     .err()
                     .map(|problem| format!("{} run {}: {problem}", self.name(), i + 1))
             })
@@ -175,12 +269,60 @@ impl Machine {
     }
 }
 
+/// The peer: bpftrace and the script it runs, or why it cannot run here.
+struct Peer {
+    bpftrace: PathBuf,
+    script: PathBuf,
+    /// `bpftrace --version`.
+    version: Option<String>,
+    /// Set when bpftrace is missing or a run failed; no further peer runs are made.
+    unavailable: Option<String>,
+}
+
+impl Peer {
+    fn find(root: &Path) -> Self {
+        let script = root.join(PEER_SCRIPT);
+        let mut peer = Self {
+            bpftrace: PathBuf::from("bpftrace"),
+            script,
+            version: None,
+            unavailable: None,
+        };
+        if !setup::bpftrace() {
+            peer.unavailable = Some("bpftrace is not installed and could not be installed".into());
+            return peer;
+        }
+        if let Some(path) = cmd::which("bpftrace") {
+            peer.bpftrace = path;
+        }
+        match cmd::output(&mut cmd::new(
+            &peer.bpftrace.to_string_lossy(),
+            ["--version"],
+        )) {
+            Ok(version) => peer.version = Some(version.trim().to_owned()),
+            Err(err) => peer.unavailable = Some(format!("`bpftrace --version` failed: {err:#}")),
+        }
+        peer
+    }
+
+    /// "bpftrace v0.17.0 running bench/memleak_classic.bt".
+    fn describe(&self) -> String {
+        format!(
+            "{} running {PEER_SCRIPT}",
+            self.version.as_deref().unwrap_or("bpftrace")
+        )
+    }
+}
+
 impl Workspace {
     /// `cargo xtask bench`; setup has run. Returns 1 when a correctness check failed.
     pub(crate) fn bench(&self) -> Result<u8> {
         if !setup::is_root() {
-            say!("bench: not running as root; leaktrace needs root (or CAP_BPF and CAP_PERFMON)");
+            say!(
+                "bench: not running as root; leaktrace and bpftrace need root (or CAP_BPF and CAP_PERFMON)"
+            );
         }
+        let mut peer = Peer::find(&self.root);
         self.build(true)?;
         let leaktrace = self.target.join("release/leaktrace");
         let out_dir = self.target.join("bench");
@@ -198,9 +340,9 @@ impl Workspace {
         let mut scenarios: Vec<Scenario> = WORKLOADS
             .iter()
             .flat_map(|workload| {
-                [false, true].map(|traced| Scenario {
+                Mode::ALL.map(|mode| Scenario {
                     workload,
-                    traced,
+                    mode,
                     ns_per_pair: Vec::new(),
                     tracer: Vec::new(),
                 })
@@ -212,50 +354,50 @@ impl Workspace {
             Target::start(&exe, workload)?.run_untraced()?;
         }
         // Interleaved, so drift over the run affects every scenario alike.
-        for run in 1..=RUNS {
+        let mut runs = 0;
+        while runs < RUNS {
+            let round_started = Instant::now();
+            runs += 1;
             for scenario in &mut scenarios {
-                let workload = scenario.workload;
-                let target = Target::start(&exe, workload)?;
-                if scenario.traced {
-                    let report = out_dir.join(format!("leaktrace-{}.json", workload.slug));
-                    let (ns, tracer) = target.run_traced(&leaktrace, &report)?;
-                    let t = tracer.totals;
-                    say!(
-                        "bench: {} run {run}/{RUNS}: {ns:.1} ns/pair; attach {:.0} ms, CPU {:.2} s, peak RSS {:.1} MiB; allocs_seen {}, frees_seen {} (gap {}, expected {}), outstanding {}, dropped {}",
-                        scenario.name(),
-                        tracer.attach_ms,
-                        tracer.cpu_s,
-                        tracer.peak_rss_mib,
-                        t.allocs_seen,
-                        t.frees_seen,
-                        t.allocs_seen.saturating_sub(t.frees_seen),
-                        LIVE_BLOCKS * workload.threads,
-                        t.outstanding_allocs,
-                        t.dropped,
-                    );
-                    scenario.ns_per_pair.push(ns);
-                    scenario.tracer.push(tracer);
-                } else {
-                    let ns = target.run_untraced()?;
-                    say!(
-                        "bench: {} run {run}/{RUNS}: {ns:.1} ns/pair",
-                        scenario.name()
-                    );
-                    scenario.ns_per_pair.push(ns);
-                }
+                self.bench_run(scenario, runs, &exe, &leaktrace, &out_dir, &mut peer)?;
+            }
+            let ends_at = started.elapsed() + round_started.elapsed();
+            if (MIN_RUNS..RUNS).contains(&runs) && ends_at > TIME_BUDGET {
+                say!(
+                    "bench: stopping after {runs} runs: another would end past {} s",
+                    TIME_BUDGET.as_secs()
+                );
+                break;
             }
         }
-        say!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+        let elapsed_s = started.elapsed().as_secs_f64();
+        say!("bench: done in {elapsed_s:.0} s");
 
         let rows = rows(&scenarios);
-        let failures: Vec<String> = scenarios.iter().flat_map(Scenario::failures).collect();
-        print!("{}", render_table(&machine, &rows, &scenarios, &failures));
+        let failures: Vec<String> = scenarios
+            .iter()
+            .filter(|s| s.mode != Mode::Peer)
+            .flat_map(Scenario::problems)
+            .collect();
+        let peer_warnings: Vec<String> = scenarios
+            .iter()
+            .filter(|s| s.mode == Mode::Peer)
+            .flat_map(Scenario::problems)
+            .collect();
+        let report = Report {
+            machine: &machine,
+            runs,
+            elapsed_s,
+            rows: &rows,
+            scenarios: &scenarios,
+            failures: &failures,
+            peer: &peer,
+            peer_warnings: &peer_warnings,
+        };
+        print!("{}", report.table());
         let results = out_dir.join("results.json");
-        fs::write(
-            &results,
-            render_json(&machine, &rows, &scenarios, &failures),
-        )
-        .with_context(|| format!("could not write {}", results.display()))?;
+        fs::write(&results, report.json())
+            .with_context(|| format!("could not write {}", results.display()))?;
         say!("bench: wrote {}", self.short(&results).display());
         if failures.is_empty() {
             Ok(0)
@@ -267,13 +409,95 @@ impl Workspace {
             Ok(1)
         }
     }
+
+    /// One run of one scenario; a peer that fails is marked unavailable, not an error.
+    fn bench_run(
+        &self,
+        scenario: &mut Scenario,
+        run: usize,
+        exe: &Path,
+        leaktrace: &Path,
+        out_dir: &Path,
+        peer: &mut Peer,
+    ) -> Result<()> {
+        let workload = scenario.workload;
+        let name = scenario.name();
+        let measured = match scenario.mode {
+            Mode::Untraced => {
+                let ns = Target::start(exe, workload)?.run_untraced()?;
+                say!("bench: {name} run {run}: {ns:.1} ns/pair");
+                scenario.ns_per_pair.push(ns);
+                return Ok(());
+            }
+            Mode::Floor | Mode::Leaktrace => {
+                let empty = scenario.mode == Mode::Floor;
+                let report = out_dir.join(format!(
+                    "leaktrace-{}-{}.json",
+                    scenario.mode.key(),
+                    workload.slug
+                ));
+                Target::start(exe, workload)?.run_leaktrace(leaktrace, &report, empty)?
+            }
+            Mode::Peer => {
+                if peer.unavailable.is_some() {
+                    return Ok(());
+                }
+                match Target::start(exe, workload)
+                    .and_then(|target| target.run_peer(&peer.bpftrace, &peer.script))
+                {
+                    Ok(measured) => measured,
+                    Err(err) => {
+                        say!("bench: {name} run {run}: the peer failed: {err:#}");
+                        say!("bench: no further peer runs");
+                        peer.unavailable = Some(format!("{err:#}"));
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let (ns, tracer) = measured;
+        let outcome = match tracer.outcome {
+            Outcome::Report(t) => format!(
+                "allocs_seen {}, frees_seen {} (gap {}, expected {}), outstanding {}, dropped {}",
+                t.allocs_seen,
+                t.frees_seen,
+                t.allocs_seen.saturating_sub(t.frees_seen),
+                if scenario.mode == Mode::Floor {
+                    0
+                } else {
+                    LIVE_BLOCKS * workload.threads
+                },
+                t.outstanding_allocs,
+                t.dropped,
+            ),
+            Outcome::Peer { outstanding } => format!(
+                "outstanding {outstanding} (expected {})",
+                LIVE_BLOCKS * workload.threads
+            ),
+        };
+        say!(
+            "bench: {name} run {run}: {ns:.1} ns/pair; attach {:.0} ms, CPU {:.2} s, peak RSS {:.1} MiB; {outcome}",
+            tracer.attach_ms,
+            tracer.cpu_s,
+            tracer.peak_rss_mib,
+        );
+        scenario.ns_per_pair.push(ns);
+        scenario.tracer.push(tracer);
+        Ok(())
+    }
 }
 
 /// One line of the table.
 struct Row {
     name: String,
-    ns_per_pair: f64,
-    slowdown: f64,
+    mode: Mode,
+    ns_per_pair: Option<f64>,
+    /// vs untraced.
+    slowdown: Option<f64>,
+    /// vs the floor (traced modes).
+    vs_floor: Option<f64>,
+    /// The peer's ns/pair over leaktrace's (peer rows).
+    peer_vs_leaktrace: Option<f64>,
     cpu_s: Option<f64>,
     peak_rss_mib: Option<f64>,
     attach_ms: Option<f64>,
@@ -283,16 +507,29 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
     scenarios
         .iter()
         .map(|scenario| {
-            let ns_per_pair = median(scenario.ns_per_pair.clone()).unwrap_or(f64::NAN);
-            let untraced = scenarios
-                .iter()
-                .find(|s| !s.traced && std::ptr::eq(s.workload, scenario.workload))
-                .and_then(|s| median(s.ns_per_pair.clone()))
-                .unwrap_or(f64::NAN);
+            let ns_per_pair = scenario.ns_median();
+            let of = |mode: Mode| {
+                scenarios
+                    .iter()
+                    .find(|s| s.mode == mode && s.workload.slug == scenario.workload.slug)
+                    .and_then(Scenario::ns_median)
+            };
+            let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
             Row {
                 name: scenario.name(),
+                mode: scenario.mode,
                 ns_per_pair,
-                slowdown: ns_per_pair / untraced,
+                slowdown: ratio(ns_per_pair, of(Mode::Untraced)),
+                vs_floor: if scenario.mode == Mode::Untraced {
+                    None
+                } else {
+                    ratio(ns_per_pair, of(Mode::Floor))
+                },
+                peer_vs_leaktrace: if scenario.mode == Mode::Peer {
+                    ratio(ns_per_pair, of(Mode::Leaktrace))
+                } else {
+                    None
+                },
                 cpu_s: scenario.tracer_median(|t| t.cpu_s),
                 peak_rss_mib: scenario.tracer_median(|t| t.peak_rss_mib),
                 attach_ms: scenario.tracer_median(|t| t.attach_ms),
@@ -301,207 +538,348 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
         .collect()
 }
 
-fn render_table(
-    machine: &Machine,
-    rows: &[Row],
-    scenarios: &[Scenario],
-    failures: &[String],
-) -> String {
-    let opt = |value: Option<f64>, decimals: usize| {
-        value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
-    };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "leaktrace bench: cost per malloc/free pair, median of {RUNS} runs"
-    );
-    let _ = writeln!(
-        out,
-        "machine: {} CPUs, kernel {}, {}",
-        machine.nproc, machine.kernel, machine.cpu
-    );
-    let _ = writeln!(out);
-    let header = [
-        "scenario",
-        "ns/pair",
-        "slowdown",
-        "tracer CPU s",
-        "tracer RSS MiB",
-        "attach ms",
-    ];
-    let cells: Vec<[String; 6]> = rows
-        .iter()
-        .map(|row| {
-            [
-                row.name.clone(),
-                format!("{:.1}", row.ns_per_pair),
-                format!("{:.1}x", row.slowdown),
-                opt(row.cpu_s, 2),
-                opt(row.peak_rss_mib, 1),
-                opt(row.attach_ms, 0),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|row| row[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i == 0 {
-                let _ = write!(s, "{cell:<w$}", w = widths[i]);
-            } else {
-                let _ = write!(s, " | {cell:>w$}", w = widths[i]);
-            }
-        }
-        s.trim_end().to_owned()
-    };
-    let _ = writeln!(out, "{}", line(&header));
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    let _ = writeln!(out, "{}", rule.join("-+-"));
-    for row in &cells {
-        let refs: Vec<&str> = row.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "{}", line(&refs));
-    }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "ns/pair: wall time of the timed loop / pairs per thread (with N threads: wall time per pair per thread)."
-    );
-    let _ = writeln!(
-        out,
-        "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair."
-    );
-    let _ = writeln!(
-        out,
-        "tracer CPU s / RSS: leaktrace's user+system time and VmHWM, read when the loop ends (before SIGINT)."
-    );
-    let _ = writeln!(
-        out,
-        "attach ms: from launching leaktrace to its `leaktrace: attached` line (not timed in ns/pair)."
-    );
-    let _ = writeln!(out);
-    let _ = writeln!(out, "correctness (leaktrace's totals, every traced run):");
-    for scenario in scenarios.iter().filter(|s| s.traced) {
-        let t: Vec<Totals> = scenario.tracer.iter().map(|r| r.totals).collect();
-        let list = |f: fn(&Totals) -> u64| {
-            t.iter()
-                .map(|t| f(t).to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let ok = scenario.tracer.len() - scenario.failures().len();
-        let _ = writeln!(
-            out,
-            "  {}: {ok}/{} ok; allocs_seen {}; frees_seen {}; expected gap {} ({LIVE_BLOCKS} live x {}); outstanding {}; dropped {}",
-            scenario.name(),
-            scenario.tracer.len(),
-            list(|t| t.allocs_seen),
-            list(|t| t.frees_seen),
-            LIVE_BLOCKS * scenario.workload.threads,
-            scenario.workload.threads,
-            list(|t| t.outstanding_allocs),
-            list(|t| t.dropped),
-        );
-    }
-    for failure in failures {
-        let _ = writeln!(out, "  FAILED: {failure}");
-    }
-    let _ = writeln!(out);
-    let _ = writeln!(out, "note: {PEERS_NOTE}.");
-    out
+/// Everything the table and the JSON file show.
+struct Report<'a> {
+    machine: &'a Machine,
+    /// Runs per scenario actually made.
+    runs: usize,
+    elapsed_s: f64,
+    rows: &'a [Row],
+    scenarios: &'a [Scenario<'a>],
+    failures: &'a [String],
+    peer: &'a Peer,
+    peer_warnings: &'a [String],
 }
 
-fn render_json(
-    machine: &Machine,
-    rows: &[Row],
-    scenarios: &[Scenario],
-    failures: &[String],
-) -> String {
-    let num = |v: f64| {
-        if v.is_finite() {
-            format!("{v:.3}")
-        } else {
-            "null".to_owned()
-        }
-    };
-    let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), num);
-    let list = |values: Vec<String>| format!("[{}]", values.join(", "));
-    let mut out = String::new();
-    let _ = writeln!(out, "{{");
-    let _ = writeln!(
-        out,
-        "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}}},",
-        machine.nproc,
-        json_str(&machine.kernel),
-        json_str(&machine.cpu)
-    );
-    let _ = writeln!(out, "  \"runs\": {RUNS},");
-    let _ = writeln!(out, "  \"scenarios\": [");
-    for (i, (row, scenario)) in rows.iter().zip(scenarios).enumerate() {
-        let correctness = if scenario.traced {
-            let totals = scenario
-                .tracer
-                .iter()
-                .map(|r| {
-                    let t = r.totals;
-                    format!(
-                        "{{\"allocs_seen\": {}, \"frees_seen\": {}, \"outstanding_allocs\": {}, \"dropped\": {}}}",
-                        t.allocs_seen, t.frees_seen, t.outstanding_allocs, t.dropped
-                    )
-                })
-                .collect();
-            format!(
-                "{{\"ok\": {}, \"expected_gap\": {}, \"totals\": {}}}",
-                scenario.failures().is_empty(),
-                LIVE_BLOCKS * scenario.workload.threads,
-                list(totals)
-            )
-        } else {
-            "null".to_owned()
+impl Report<'_> {
+    /// Per workload: what the probes alone, leaktrace's programs and the peer add per pair.
+    fn breakdown(&self) -> Vec<(&'static str, [Option<f64>; 3])> {
+        WORKLOADS
+            .iter()
+            .map(|workload| {
+                let ns = |mode: Mode| {
+                    self.rows
+                        .iter()
+                        .zip(self.scenarios)
+                        .find(|(_, s)| s.mode == mode && s.workload.slug == workload.slug)
+                        .and_then(|(row, _)| row.ns_per_pair)
+                };
+                let minus = |a: Mode, b: Mode| Some(ns(a)? - ns(b)?);
+                (
+                    workload.name,
+                    [
+                        minus(Mode::Floor, Mode::Untraced),
+                        minus(Mode::Leaktrace, Mode::Floor),
+                        minus(Mode::Peer, Mode::Untraced),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    fn table(&self) -> String {
+        let opt = |value: Option<f64>, decimals: usize, suffix: &str| {
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}{suffix}"))
         };
-        let runs =
-            |f: fn(&TracerRun) -> f64| list(scenario.tracer.iter().map(|r| num(f(r))).collect());
+        let mut out = String::new();
         let _ = writeln!(
             out,
-            "    {{\"name\": {}, \"threads\": {}, \"pairs_per_thread\": {}, \"traced\": {}, \
-             \"ns_per_pair_median\": {}, \"slowdown\": {}, \"tracer_cpu_s\": {}, \
-             \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
-             \"tracer_cpu_s_runs\": {}, \"tracer_peak_rss_mib_runs\": {}, \"attach_ms_runs\": {}, \
-             \"correctness\": {}}}{}",
-            json_str(&row.name),
-            scenario.workload.threads,
-            scenario.workload.pairs,
-            scenario.traced,
-            num(row.ns_per_pair),
-            num(row.slowdown),
-            opt(row.cpu_s),
-            opt(row.peak_rss_mib),
-            opt(row.attach_ms),
-            list(scenario.ns_per_pair.iter().map(|v| num(*v)).collect()),
-            runs(|t| t.cpu_s),
-            runs(|t| t.peak_rss_mib),
-            runs(|t| t.attach_ms),
-            correctness,
-            if i + 1 < rows.len() { "," } else { "" }
+            "leaktrace bench: cost per malloc/free pair, median of {} runs ({:.0} s in all)",
+            self.runs, self.elapsed_s
         );
+        let _ = writeln!(
+            out,
+            "machine: {} vCPUs, kernel {}, {}",
+            self.machine.nproc, self.machine.kernel, self.machine.cpu
+        );
+        let _ = writeln!(out, "peer: {}", self.peer.describe());
+        let _ = writeln!(out);
+        let header = [
+            "scenario",
+            "ns/pair",
+            "slowdown",
+            "vs floor",
+            "peer/leaktrace",
+            "tracer CPU s",
+            "tracer RSS MiB",
+            "attach ms",
+        ];
+        let cells: Vec<[String; 8]> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let ns = match row.ns_per_pair {
+                    None if row.mode == Mode::Peer && self.peer.unavailable.is_some() => {
+                        "unavailable".to_owned()
+                    }
+                    ns => opt(ns, 1, ""),
+                };
+                [
+                    row.name.clone(),
+                    ns,
+                    opt(row.slowdown, 1, "x"),
+                    opt(row.vs_floor, 2, "x"),
+                    opt(row.peer_vs_leaktrace, 1, "x"),
+                    opt(row.cpu_s, 2, ""),
+                    opt(row.peak_rss_mib, 1, ""),
+                    opt(row.attach_ms, 0, ""),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|row| row[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[&str]| {
+            let mut s = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i == 0 {
+                    let _ = write!(s, "{cell:<w$}", w = widths[i]);
+                } else {
+                    let _ = write!(s, " | {cell:>w$}", w = widths[i]);
+                }
+            }
+            s.trim_end().to_owned()
+        };
+        let _ = writeln!(out, "{}", line(&header));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        let _ = writeln!(out, "{}", rule.join("-+-"));
+        for (i, row) in cells.iter().enumerate() {
+            if i > 0 && i % Mode::ALL.len() == 0 {
+                let _ = writeln!(out, "{}", rule.join("-+-"));
+            }
+            let refs: Vec<&str> = row.iter().map(String::as_str).collect();
+            let _ = writeln!(out, "{}", line(&refs));
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "added per pair:");
+        for (workload, [probes, programs, peer]) in self.breakdown() {
+            let _ = writeln!(
+                out,
+                "  {workload}: probes alone (floor - untraced) {} ns; leaktrace's programs (leaktrace - floor) {} ns; peer (peer - untraced) {} ns",
+                opt(probes, 0, ""),
+                opt(programs, 0, ""),
+                opt(peer, 0, ""),
+            );
+        }
+        let _ = writeln!(out);
+        for note in [
+            "ns/pair: wall time of the timed loop / pairs per thread (with N threads: wall time per pair per thread).",
+            "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair.",
+            "floor: leaktrace --empty-probes, the same probe sites (malloc entry + return, free past its first instruction, ...) with programs that return at once.",
+            "vs floor: ns/pair over the floor's. peer/leaktrace: the peer's ns/pair over leaktrace's.",
+            "tracer CPU s / RSS: the tracer's user+system time (bpftrace's includes compiling its script) and VmHWM, read when the loop ends.",
+            "attach ms: from launching the tracer to its probes being attached (leaktrace's `attached` line, the peer's BEGIN line).",
+        ] {
+            let _ = writeln!(out, "{note}");
+        }
+        if let Some(why) = &self.peer.unavailable {
+            let first = why.lines().next().unwrap_or_default();
+            let short: String = first.chars().take(400).collect();
+            let more = if short.len() < first.len() {
+                " ..."
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "peer unavailable here (full reason in results.json): {short}{more}"
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "correctness (every traced run):");
+        for scenario in self.scenarios.iter().filter(|s| s.mode != Mode::Untraced) {
+            let reports: Vec<Totals> = scenario
+                .tracer
+                .iter()
+                .filter_map(|r| match r.outcome {
+                    Outcome::Report(t) => Some(t),
+                    Outcome::Peer { .. } => None,
+                })
+                .collect();
+            let list = |values: Vec<u64>| {
+                values
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let ok = scenario.tracer.len() - scenario.problems().len();
+            let live = LIVE_BLOCKS * scenario.workload.threads;
+            let detail = match scenario.mode {
+                Mode::Peer => format!(
+                    "outstanding {} (expected {live})",
+                    list(
+                        scenario
+                            .tracer
+                            .iter()
+                            .filter_map(|r| match r.outcome {
+                                Outcome::Peer { outstanding } => Some(outstanding),
+                                Outcome::Report(_) => None,
+                            })
+                            .collect()
+                    )
+                ),
+                mode => format!(
+                    "allocs_seen {}; frees_seen {}; expected gap {}; outstanding {}; dropped {}",
+                    list(reports.iter().map(|t| t.allocs_seen).collect()),
+                    list(reports.iter().map(|t| t.frees_seen).collect()),
+                    if mode == Mode::Floor {
+                        "0 (nothing recorded)".to_owned()
+                    } else {
+                        format!(
+                            "{live} ({LIVE_BLOCKS} live x {})",
+                            scenario.workload.threads
+                        )
+                    },
+                    list(reports.iter().map(|t| t.outstanding_allocs).collect()),
+                    list(reports.iter().map(|t| t.dropped).collect()),
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {ok}/{} ok; {detail}",
+                scenario.name(),
+                scenario.tracer.len()
+            );
+        }
+        for failure in self.failures {
+            let _ = writeln!(out, "  FAILED: {failure}");
+        }
+        for warning in self.peer_warnings {
+            let _ = writeln!(out, "  warning (peer): {warning}");
+        }
+        out
     }
-    let _ = writeln!(out, "  ],");
-    let _ = writeln!(
-        out,
-        "  \"failures\": {},",
-        list(failures.iter().map(|f| json_str(f)).collect())
-    );
-    let _ = writeln!(out, "  \"note\": {}", json_str(PEERS_NOTE));
-    let _ = writeln!(out, "}}");
-    out
+
+    fn json(&self) -> String {
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.3}")
+            } else {
+                "null".to_owned()
+            }
+        };
+        let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), num);
+        let list = |values: Vec<String>| format!("[{}]", values.join(", "));
+        let mut out = String::new();
+        let _ = writeln!(out, "{{");
+        let _ = writeln!(
+            out,
+            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}}},",
+            self.machine.nproc,
+            json_str(&self.machine.kernel),
+            json_str(&self.machine.cpu)
+        );
+        let _ = writeln!(out, "  \"runs\": {},", self.runs);
+        let _ = writeln!(out, "  \"elapsed_s\": {},", num(self.elapsed_s));
+        let _ = writeln!(
+            out,
+            "  \"peer\": {{\"tracer\": {}, \"script\": {}, \"available\": {}, \"unavailable_reason\": {}}},",
+            self.peer
+                .version
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_str),
+            json_str(PEER_SCRIPT),
+            self.peer.unavailable.is_none(),
+            self.peer
+                .unavailable
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_str),
+        );
+        let _ = writeln!(out, "  \"scenarios\": [");
+        for (i, (row, scenario)) in self.rows.iter().zip(self.scenarios).enumerate() {
+            let outcomes: Vec<String> = scenario
+                .tracer
+                .iter()
+                .map(|r| match r.outcome {
+                    Outcome::Report(t) => format!(
+                        "{{\"allocs_seen\": {}, \"frees_seen\": {}, \"outstanding_allocs\": {}, \"dropped\": {}}}",
+                        t.allocs_seen, t.frees_seen, t.outstanding_allocs, t.dropped
+                    ),
+                    Outcome::Peer { outstanding } => {
+                        format!("{{\"outstanding_allocs\": {outstanding}}}")
+                    }
+                })
+                .collect();
+            let correctness = match scenario.mode {
+                Mode::Untraced => "null".to_owned(),
+                mode => format!(
+                    "{{\"ok\": {}, \"expected_gap\": {}, \"totals\": {}}}",
+                    scenario.problems().is_empty(),
+                    if mode == Mode::Floor {
+                        0
+                    } else {
+                        LIVE_BLOCKS * scenario.workload.threads
+                    },
+                    list(outcomes)
+                ),
+            };
+            let runs = |f: fn(&TracerRun) -> f64| {
+                list(scenario.tracer.iter().map(|r| num(f(r))).collect())
+            };
+            let _ = writeln!(
+                out,
+                "    {{\"name\": {}, \"mode\": {}, \"threads\": {}, \"pairs_per_thread\": {}, \
+                 \"traced\": {}, \"ns_per_pair_median\": {}, \"slowdown\": {}, \
+                 \"ratio_to_floor\": {}, \"peer_to_leaktrace\": {}, \"tracer_cpu_s\": {}, \
+                 \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
+                 \"tracer_cpu_s_runs\": {}, \"tracer_peak_rss_mib_runs\": {}, \
+                 \"attach_ms_runs\": {}, \"correctness\": {}}}{}",
+                json_str(&row.name),
+                json_str(scenario.mode.key()),
+                scenario.workload.threads,
+                scenario.workload.pairs,
+                scenario.mode != Mode::Untraced,
+                opt(row.ns_per_pair),
+                opt(row.slowdown),
+                opt(row.vs_floor),
+                opt(row.peer_vs_leaktrace),
+                opt(row.cpu_s),
+                opt(row.peak_rss_mib),
+                opt(row.attach_ms),
+                list(scenario.ns_per_pair.iter().map(|v| num(*v)).collect()),
+                runs(|t| t.cpu_s),
+                runs(|t| t.peak_rss_mib),
+                runs(|t| t.attach_ms),
+                correctness,
+                if i + 1 < self.rows.len() { "," } else { "" }
+            );
+        }
+        let _ = writeln!(out, "  ],");
+        let breakdown: Vec<String> = self
+            .breakdown()
+            .into_iter()
+            .map(|(workload, [probes, programs, peer])| {
+                format!(
+                    "{{\"workload\": {}, \"probes_ns\": {}, \"leaktrace_programs_ns\": {}, \"peer_ns\": {}}}",
+                    json_str(workload),
+                    opt(probes),
+                    opt(programs),
+                    opt(peer)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  \"added_per_pair\": {},", list(breakdown));
+        let _ = writeln!(
+            out,
+            "  \"failures\": {},",
+            list(self.failures.iter().map(|f| json_str(f)).collect())
+        );
+        let _ = writeln!(
+            out,
+            "  \"peer_warnings\": {}",
+            list(self.peer_warnings.iter().map(|f| json_str(f)).collect())
+        );
+        let _ = writeln!(out, "}}");
+        out
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -546,6 +924,15 @@ fn line_reader(source: impl Read + Send + 'static) -> Receiver<String> {
         }
     });
     rx
+}
+
+/// The lines still to come from `lines` until its end (the process exited) or `deadline`.
+fn drain(lines: &Receiver<String>, deadline: Instant) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        out.push(line);
+    }
+    out
 }
 
 /// Waits for a line starting with `prefix`; `seen` collects every line read, for errors.
@@ -662,25 +1049,66 @@ impl Target {
         Ok(ns)
     }
 
-    /// Attaches leaktrace, runs the loop, measures leaktrace, stops it with SIGINT and reads
-    /// its report from `report`.
-    fn run_traced(mut self, leaktrace: &Path, report: &Path) -> Result<(f64, TracerRun)> {
-        let _ = fs::remove_file(report);
-        let mut tracer = Tracer::start(leaktrace, self.pid, report)?;
+    /// Starts `tracer`, waits until it is attached, runs the loop, measures the tracer, stops it
+    /// with SIGINT while the loop's last blocks are still live, and lets the workload exit.
+    /// Returns ns/pair, the tracer's figures, and everything it printed on stdout.
+    fn run_traced(mut self, tracer: Command, ready: Ready) -> Result<(f64, Usage, Vec<String>)> {
+        let mut tracer = Tracer::start(tracer, ready)?;
         let ns = self.run_loop()?;
-        let (cpu_s, peak_rss_mib) = tracer.usage()?;
-        tracer.stop()?;
+        let usage = tracer.usage()?;
+        let stdout = tracer.stop()?;
         self.finish()?;
+        Ok((ns, usage, stdout))
+    }
+
+    /// Under leaktrace (`--empty-probes` for the floor), which writes its JSON report to
+    /// `report`.
+    fn run_leaktrace(
+        self,
+        leaktrace: &Path,
+        report: &Path,
+        empty_probes: bool,
+    ) -> Result<(f64, TracerRun)> {
+        let _ = fs::remove_file(report);
+        let mut command = Command::new(leaktrace);
+        command
+            .arg("--pid")
+            .arg(self.pid.to_string())
+            .args(["--interval", "1s", "--min-age", "0s", "--format", "json"])
+            .arg("--output")
+            .arg(report);
+        if empty_probes {
+            command.arg("--empty-probes");
+        }
+        let ready = Ready {
+            stream: Stream::Stderr,
+            prefix: "leaktrace: attached",
+        };
+        let (ns, usage, _) = self.run_traced(command, ready)?;
         let totals = read_totals(report)?;
-        Ok((
-            ns,
-            TracerRun {
-                cpu_s,
-                peak_rss_mib,
-                attach_ms: tracer.attach_ms,
-                totals,
-            },
-        ))
+        Ok((ns, usage.with(Outcome::Report(totals))))
+    }
+
+    /// Under the peer: bpftrace running `script` on this process and the libc it maps.
+    fn run_peer(self, bpftrace: &Path, script: &Path) -> Result<(f64, TracerRun)> {
+        let libc = mapped_libc(self.pid)?;
+        let mut command = Command::new(bpftrace);
+        // -B line: the BEGIN line must not wait in a buffer.
+        command
+            .args(["-B", "line"])
+            .arg(script)
+            .arg(self.pid.to_string())
+            .arg(libc);
+        let ready = Ready {
+            stream: Stream::Stdout,
+            prefix: PEER_READY,
+        };
+        let (ns, usage, stdout) = self.run_traced(command, ready)?;
+        let outstanding = stdout
+            .iter()
+            .filter(|line| line.starts_with("@allocs["))
+            .count() as u64;
+        Ok((ns, usage.with(Outcome::Peer { outstanding })))
     }
 }
 
@@ -694,63 +1122,118 @@ impl Drop for Target {
     }
 }
 
-/// A running leaktrace, attached to a [`Target`].
+/// The libc mapped by `pid` (the object that provides malloc and free for alloc_loop).
+fn mapped_libc(pid: u32) -> Result<String> {
+    let maps_path = format!("/proc/{pid}/maps");
+    let maps =
+        fs::read_to_string(&maps_path).with_context(|| format!("could not read {maps_path}"))?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libc.so") || name.starts_with("libc-"))
+        })
+        .map(str::to_owned)
+        .with_context(|| format!("no libc in {maps_path}"))
+}
+
+/// Where a tracer says it is attached.
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The line a tracer prints once its probes are attached.
+#[derive(Clone, Copy)]
+struct Ready {
+    stream: Stream,
+    prefix: &'static str,
+}
+
+/// A tracer's own figures from one run.
+struct Usage {
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    attach_ms: f64,
+}
+
+impl Usage {
+    fn with(self, outcome: Outcome) -> TracerRun {
+        TracerRun {
+            cpu_s: self.cpu_s,
+            peak_rss_mib: self.peak_rss_mib,
+            attach_ms: self.attach_ms,
+            outcome,
+        }
+    }
+}
+
+/// A running tracer (leaktrace or bpftrace), attached to a [`Target`].
 struct Tracer {
     child: Child,
+    /// The program's file name, for messages.
+    name: String,
+    stdout: Receiver<String>,
     stderr: Receiver<String>,
     pid: u32,
     attach_ms: f64,
 }
 
 impl Tracer {
-    fn start(leaktrace: &Path, pid: u32, report: &Path) -> Result<Self> {
-        let mut command = Command::new(leaktrace);
+    fn start(mut command: Command, ready: Ready) -> Result<Self> {
+        let name = Path::new(command.get_program())
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         command
-            .arg("--pid")
-            .arg(pid.to_string())
-            .args(["--interval", "1s", "--min-age", "0s", "--format", "json"])
-            .arg("--output")
-            .arg(report)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let launched = Instant::now();
         let mut child = command
             .spawn()
             .with_context(|| format!("could not start `{}`", cmd::display(&command)))?;
+        let stdout = line_reader(child.stdout.take().context("no stdout pipe")?);
         let stderr = line_reader(child.stderr.take().context("no stderr pipe")?);
         let mut tracer = Self {
             pid: child.id(),
             child,
+            name,
+            stdout,
             stderr,
             attach_ms: 0.0,
         };
+        let lines = match ready.stream {
+            Stream::Stdout => &tracer.stdout,
+            Stream::Stderr => &tracer.stderr,
+        };
         let mut seen = Vec::new();
-        if let Err(why) = wait_for_line(
-            &tracer.stderr,
-            "leaktrace: attached",
-            ATTACH_TIMEOUT,
-            &mut seen,
-        ) {
-            let status = match tracer.child.try_wait() {
-                Ok(Some(status)) => format!(" ({})", cmd::describe(status)),
-                _ => String::new(),
+        if let Err(why) = wait_for_line(lines, ready.prefix, ATTACH_TIMEOUT, &mut seen) {
+            // Its exit status, and what it said on the other stream too.
+            let status = match wait_timeout(&mut tracer.child, Duration::from_secs(1)) {
+                Ok(status) => format!(" ({})", cmd::describe(status)),
+                Err(_) => String::new(),
             };
+            let deadline = Instant::now() + Duration::from_secs(1);
+            seen.extend(drain(&tracer.stdout, deadline));
+            seen.extend(drain(&tracer.stderr, deadline));
             bail!(
-                "`{}` did not attach: {why}{status}; stderr:\n{}",
+                "`{}` did not attach: {why}{status}; it printed: {}",
                 cmd::display(&command),
-                seen.join("\n")
+                seen.join(" / ")
             );
         }
         tracer.attach_ms = launched.elapsed().as_secs_f64() * 1e3;
         Ok(tracer)
     }
 
-    /// leaktrace's CPU time (user + system, s) and peak RSS (MiB) so far, from /proc.
-    fn usage(&self) -> Result<(f64, f64)> {
+    /// The tracer's CPU time (user + system, s) and peak RSS (MiB) so far, from /proc.
+    fn usage(&self) -> Result<Usage> {
         let stat_path = format!("/proc/{}/stat", self.pid);
         let stat = fs::read_to_string(&stat_path)
-            .with_context(|| format!("could not read {stat_path}: has leaktrace exited?"))?;
+            .with_context(|| format!("could not read {stat_path}: has {} exited?", self.name))?;
         // Fields after the command name, which is in parentheses and may contain spaces:
         // state is field 3, utime 14, stime 15.
         let fields: Vec<&str> = stat
@@ -777,29 +1260,36 @@ impl Tracer {
             .find_map(|line| line.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .with_context(|| format!("no VmHWM in {status_path}"))?;
-        Ok((cpu_s, hwm_kib as f64 / 1024.0))
+        Ok(Usage {
+            cpu_s,
+            peak_rss_mib: hwm_kib as f64 / 1024.0,
+            attach_ms: self.attach_ms,
+        })
     }
 
-    /// SIGINT, then waits for leaktrace to write its report and exit 0.
-    fn stop(&mut self) -> Result<()> {
+    /// SIGINT, then waits for the tracer to write its report and exit 0; returns its stdout.
+    fn stop(&mut self) -> Result<Vec<String>> {
         let pid = libc::pid_t::try_from(self.pid).context("pid out of range")?;
         // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
         if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
             bail!(
-                "could not send SIGINT to leaktrace (pid {pid}): {}",
+                "could not send SIGINT to {} (pid {pid}): {}",
+                self.name,
                 std::io::Error::last_os_error()
             );
         }
         let status = wait_timeout(&mut self.child, EXIT_TIMEOUT)?;
         if !status.success() {
-            let stderr: Vec<String> = self.stderr.try_iter().collect();
+            let stderr = drain(&self.stderr, Instant::now() + Duration::from_secs(1));
             bail!(
-                "leaktrace failed ({}); stderr:\n{}",
+                "{} failed ({}); stderr:\n{}",
+                self.name,
                 cmd::describe(status),
                 stderr.join("\n")
             );
         }
-        Ok(())
+        // The reader thread hands over the rest of the output until EOF.
+        Ok(drain(&self.stdout, Instant::now() + Duration::from_secs(5)))
     }
 }
 
