@@ -22,10 +22,11 @@ pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16,
 #[map]
 pub static STACK_TOTALS: HashMap<u64, StackTotals> = HashMap::with_max_entries(1 << 16, 0);
 
-/// Allocator calls between entry and return, by thread id. LRU: a thread that dies inside the
-/// allocator must not hold its slot forever.
+/// Allocator calls between entry and return, by thread id. A plain hash, cheaper than an LRU
+/// one on this path of every call: only a thread that dies inside the allocator leaves its
+/// entry behind, and a full map is counted (in_flight_map_full), never silent.
 #[map]
-pub static IN_FLIGHT: LruHashMap<u32, InFlight> = LruHashMap::with_max_entries(1 << 14, 0);
+pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(1 << 14, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -49,9 +50,10 @@ pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUN
 #[map]
 pub static SAMPLE_COUNTDOWN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(1 << 14, 0);
 
-/// Unwind rules already looked up, by (table generation, pc).
+/// Unwind rules already looked up, by (table generation, pc). A plain hash (an LRU one costs
+/// more per lookup): once full, further rules are searched each time.
 #[map]
-pub static RULE_CACHE: LruHashMap<u64, Rule> = LruHashMap::with_max_entries(1 << 16, 0);
+pub static RULE_CACHE: HashMap<u64, Rule> = HashMap::with_max_entries(1 << 16, 0);
 
 /// OOM victims (`oom:mark_victim`), a few records at most per kill.
 #[map]

@@ -111,6 +111,10 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
     }
 
     let id = walk.hash | 1; // 0 means "no stack"
+    // Most stacks are known already: a lookup takes no bucket lock, an insert does.
+    if STACKS.get_ptr(id).is_some() {
+        return id;
+    }
     match STACKS.insert(id, &*trace, BPF_NOEXIST as u64) {
         Ok(()) => id,
         Err(EEXIST) => id,
