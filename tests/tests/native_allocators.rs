@@ -30,27 +30,6 @@ fn transient(v: Variant) -> &'static Traced {
     shared(cell, || trace_report("transient", v, &["--top", "100"]))
 }
 
-/// Runs a check once per build variant, as three tests.
-macro_rules! per_variant {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            use leaktrace_tests::Variant;
-            #[test]
-            fn o0() {
-                super::$check(Variant::O0)
-            }
-            #[test]
-            fn o2_nofp() {
-                super::$check(Variant::O2NoFramePointer)
-            }
-            #[test]
-            fn static_o2() {
-                super::$check(Variant::Static)
-            }
-        }
-    )*};
-}
-
 per_variant!(
     malloc,
     calloc,

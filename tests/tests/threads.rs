@@ -17,26 +17,6 @@ fn threads(v: Variant) -> &'static Traced {
     shared(cell, || trace_report("threads", v, &["--top", "100"]))
 }
 
-macro_rules! per_variant {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            use leaktrace_tests::Variant;
-            #[test]
-            fn o0() {
-                super::$check(Variant::O0)
-            }
-            #[test]
-            fn o2_nofp() {
-                super::$check(Variant::O2NoFramePointer)
-            }
-            #[test]
-            fn static_o2() {
-                super::$check(Variant::Static)
-            }
-        }
-    )*};
-}
-
 per_variant!(
     freed_by_another_thread,
     producer_consumer_concurrent,

@@ -17,26 +17,6 @@ fn native(v: Variant) -> &'static Traced {
     shared(cell, || trace_report("native", v, &["--top", "100"]))
 }
 
-macro_rules! per_variant {
-    ($($check:ident),* $(,)?) => {$(
-        mod $check {
-            use leaktrace_tests::Variant;
-            #[test]
-            fn o0() {
-                super::$check(Variant::O0)
-            }
-            #[test]
-            fn o2_nofp() {
-                super::$check(Variant::O2NoFramePointer)
-            }
-            #[test]
-            fn static_o2() {
-                super::$check(Variant::Static)
-            }
-        }
-    )*};
-}
-
 per_variant!(
     malloc_chain_with_lines,
     every_leak_reaches_main,
