@@ -368,17 +368,22 @@ mod tests {
         }
     }
 
-    /// Prints table rows from the DWARF of each toolchain's build:
-    /// `cargo test generate_table_rows -- --ignored --nocapture`.
+    /// The table's rows are the toolchains' DWARF: on a mismatch (a new toolchain), the rows to
+    /// embed are printed (`cargo test table_rows -- --nocapture`).
     #[test]
-    #[ignore = "generator: prints rows for TABLE"]
-    fn generate_table_rows() {
+    fn table_rows_are_the_toolchains_dwarf() {
         for toolchain in TOOLCHAINS {
             let elf = testutil::read(&testutil::build(toolchain, Variant::Plain));
             let version = buildinfo::go_version(&elf).unwrap();
             let o = RuntimeOffsets::from_dwarf(&elf).unwrap();
             // Debug output is a valid struct literal; rustfmt re-indents it.
             println!("({}, {:?}, {o:?}),", version.minor, version.raw);
+            assert_eq!(
+                RuntimeOffsets::for_version(&version),
+                Some(o),
+                "{}",
+                version.raw
+            );
         }
     }
 }
