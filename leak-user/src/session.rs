@@ -64,30 +64,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let started_at = report::now_utc();
     let started = Instant::now();
 
-    let (target, allocator, mut launched) = match spec {
-        TargetSpec::Pid(pid) => {
-            let target = TargetProcess::inspect(pid)?;
-            let objects = target.executable_objects()?;
-            let allocator = allocator::for_process(&target, &objects)?;
-            (target, allocator, None)
-        }
-        TargetSpec::Run(command) => {
-            let program = launch::resolve_program(&command[0])?;
-            let allocator = allocator::for_program(&program)?;
-            let launched = launch::launch_paused(&command)?;
-            let target = TargetProcess {
-                pid: launched.pid,
-                comm: program
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                exe: program.clone(),
-                root: format!("/proc/{}/root", launched.pid).into(),
-                preload: Vec::new(),
-            };
-            (target, allocator, Some(launched))
-        }
-    };
+    let (target, allocator, mut launched) = prepare_target(spec)?;
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
         "go"
@@ -105,30 +82,15 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         empty_probes: options.empty_probes,
         sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
     })?;
-    // Tables first: allocations seen before them would have truncated stacks.
     let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
-    if launched.is_none() {
-        tables.sync(&mut ebpf)?;
-    }
-    let probed = attach::attach(&mut ebpf, &allocator, pid).map_err(|e| {
-        if !target.is_alive() {
-            anyhow::anyhow!("PID {pid} exited while leaktrace was attaching")
-        } else {
-            anyhow::Error::from(e)
-        }
-    })?;
-    if let Some(launched) = launched.as_mut() {
-        let entry = ElfObject::open(&launched.program)?
-            .entry_offset()
-            .with_context(|| format!("{} has no entry point", launched.program.display()))?;
-        attach::attach_entry_stop(&mut ebpf, &launched.program, entry, pid)?;
-        launched.release().context("cannot start the command")?;
-        let stopped = wait_for_stop(launched).await;
-        tables.sync(&mut ebpf)?;
-        if stopped {
-            launched.resume();
-        }
-    }
+    let probed = attach_probes(
+        &mut ebpf,
+        &mut tables,
+        &target,
+        &allocator,
+        launched.as_mut(),
+    )
+    .await?;
     let mut symbolizer = Symbolizer::new(target.pid)?;
     if !options.quiet {
         eprintln!(
@@ -297,6 +259,71 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         stop_child(&launched);
     }
     Ok(())
+}
+
+/// The process to trace, the allocator it uses, and for `run` the command held before exec.
+fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<Launched>)> {
+    match spec {
+        TargetSpec::Pid(pid) => {
+            let target = TargetProcess::inspect(pid)?;
+            let objects = target.executable_objects()?;
+            let allocator = allocator::for_process(&target, &objects)?;
+            Ok((target, allocator, None))
+        }
+        TargetSpec::Run(command) => {
+            let program = launch::resolve_program(&command[0])?;
+            let allocator = allocator::for_program(&program)?;
+            let launched = launch::launch_paused(&command)?;
+            let target = TargetProcess {
+                pid: launched.pid,
+                comm: program
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                exe: program.clone(),
+                root: format!("/proc/{}/root", launched.pid).into(),
+                preload: Vec::new(),
+            };
+            Ok((target, allocator, Some(launched)))
+        }
+    }
+}
+
+/// Unwind tables and probes, in the order that loses nothing: with `--pid` the tables go in
+/// before the probes (allocations seen before them would have truncated stacks); a launched
+/// command is let go only with the probes in place, and its tables are installed while it is
+/// stopped at its entry point. Returns the probed entry points.
+async fn attach_probes(
+    ebpf: &mut Ebpf,
+    tables: &mut UnwindTables,
+    target: &TargetProcess,
+    allocator: &Allocator,
+    launched: Option<&mut Launched>,
+) -> Result<Vec<String>> {
+    let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
+    if launched.is_none() {
+        tables.sync(ebpf)?;
+    }
+    let probed = attach::attach(ebpf, allocator, pid).map_err(|e| {
+        if !target.is_alive() {
+            anyhow::anyhow!("PID {pid} exited while leaktrace was attaching")
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
+    if let Some(launched) = launched {
+        let entry = ElfObject::open(&launched.program)?
+            .entry_offset()
+            .with_context(|| format!("{} has no entry point", launched.program.display()))?;
+        attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
+        launched.release().context("cannot start the command")?;
+        let stopped = wait_for_stop(launched).await;
+        tables.sync(ebpf)?;
+        if stopped {
+            launched.resume();
+        }
+    }
+    Ok(probed)
 }
 
 struct Session<'a> {
