@@ -881,6 +881,22 @@ impl Traced {
     }
 }
 
+/// Builds NAME in VARIANT, traces it with exactly TRACER_ARGS (besides `--pid`), kills the
+/// target and returns the report of a successful run.
+pub fn traced_report(name: &str, variant: Variant, tracer_args: &[&str]) -> Report {
+    let built = build(name, variant);
+    let mut session = trace(
+        &built,
+        &SessionOpts {
+            tracer_args,
+            ..SessionOpts::default()
+        },
+    );
+    session.target.kill();
+    session.finished.assert_success();
+    session.finished.report()
+}
+
 /// Builds NAME in VARIANT, traces it with the default options (2 s, 300 ms interval, min-age 0)
 /// plus EXTRA tracer args, kills the target and returns the report of a successful run.
 pub fn trace_report(name: &str, variant: Variant, extra: &[&str]) -> Traced {

@@ -6,28 +6,22 @@ use leaktrace_tests::*;
 
 #[test]
 fn idle_stacks_make_room_for_a_late_leak() {
-    let built = build("churn", Variant::O0);
-    let mut s = trace(
-        &built,
-        &SessionOpts {
-            tracer_args: &[
-                "--format",
-                "json",
-                "--duration",
-                "3500ms",
-                "--interval",
-                "300ms",
-                "--min-age",
-                "0s",
-                "--max-stacks",
-                "64",
-            ],
-            ..SessionOpts::default()
-        },
+    let r = traced_report(
+        "churn",
+        Variant::O0,
+        &[
+            "--format",
+            "json",
+            "--duration",
+            "3500ms",
+            "--interval",
+            "300ms",
+            "--min-age",
+            "0s",
+            "--max-stacks",
+            "64",
+        ],
     );
-    s.target.kill();
-    s.finished.assert_success();
-    let r = s.finished.report();
     let site = r.site_with("leak_late");
     assert_eq!(
         (site.outstanding_bytes, site.outstanding_allocs),

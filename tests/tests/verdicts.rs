@@ -144,26 +144,20 @@ fn verdict_run_totals() {
 /// A 2 s run with the default 5 s interval has fewer than three samples: every site is young.
 #[test]
 fn short_run_is_young() {
-    let built = build("native", Variant::O0);
-    let mut s = trace(
-        &built,
-        &SessionOpts {
-            tracer_args: &[
-                "--format",
-                "json",
-                "--duration",
-                "2s",
-                "--min-age",
-                "0s",
-                "--top",
-                "100",
-            ],
-            ..SessionOpts::default()
-        },
+    let r = traced_report(
+        "native",
+        Variant::O0,
+        &[
+            "--format",
+            "json",
+            "--duration",
+            "2s",
+            "--min-age",
+            "0s",
+            "--top",
+            "100",
+        ],
     );
-    s.target.kill();
-    s.finished.assert_success();
-    let r = s.finished.report();
     let ctx = r.describe();
     assert!(!r.sites.is_empty(), "{ctx}");
     for site in &r.sites {
@@ -186,28 +180,22 @@ fn short_run_is_young() {
 /// but not in the site; the cache (filled at the start) is all there.
 #[test]
 fn min_age_hides_young_allocations() {
-    let built = build("verdict", Variant::O0);
-    let mut s = trace(
-        &built,
-        &SessionOpts {
-            tracer_args: &[
-                "--format",
-                "json",
-                "--duration",
-                "3500ms",
-                "--interval",
-                "500ms",
-                "--min-age",
-                "1500ms",
-                "--top",
-                "100",
-            ],
-            ..SessionOpts::default()
-        },
+    let r = traced_report(
+        "verdict",
+        Variant::O0,
+        &[
+            "--format",
+            "json",
+            "--duration",
+            "3500ms",
+            "--interval",
+            "500ms",
+            "--min-age",
+            "1500ms",
+            "--top",
+            "100",
+        ],
     );
-    s.target.kill();
-    s.finished.assert_success();
-    let r = s.finished.report();
     let ctx = r.describe();
     assert!(
         (r.min_age_s - 1.5).abs() < 1e-6,
@@ -265,26 +253,20 @@ fn min_age_hides_young_allocations() {
 /// `--min-age` longer than the run: no site, but the totals still hold everything outstanding.
 #[test]
 fn min_age_longer_than_run_reports_no_site() {
-    let built = build("native", Variant::O0);
-    let mut s = trace(
-        &built,
-        &SessionOpts {
-            tracer_args: &[
-                "--format",
-                "json",
-                "--duration",
-                "2s",
-                "--interval",
-                "300ms",
-                "--min-age",
-                "1m",
-            ],
-            ..SessionOpts::default()
-        },
+    let r = traced_report(
+        "native",
+        Variant::O0,
+        &[
+            "--format",
+            "json",
+            "--duration",
+            "2s",
+            "--interval",
+            "300ms",
+            "--min-age",
+            "1m",
+        ],
     );
-    s.target.kill();
-    s.finished.assert_success();
-    let r = s.finished.report();
     let ctx = r.describe();
     assert!(r.sites.is_empty(), "nothing is a minute old\n{ctx}");
     assert_eq!(
