@@ -145,6 +145,8 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         stack_activity: HashMap::new(),
         stacks_evicted: 0,
     };
+    // A first reading now: a target killed before the first interval still has its figures.
+    session.read_memory(0.0, 0);
     // Optional: without the tracepoint the run goes on, and an OOM kill reads as an exit.
     let mut oom_watch = match OomWatch::attach(&mut ebpf) {
         Ok(watch) => Some(watch),
@@ -351,23 +353,29 @@ impl Session<'_> {
         let snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
-        // Gone (exited, killed, a zombie without figures): keep the last reading, which is
-        // what it held.
-        if let Ok(process) = memory::process_memory(self.target.pid)
-            && process.rss_bytes.is_some()
-        {
-            if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
-                self.memory_trend.record(t_s, anon);
-            }
-            let cgroup = memory::cgroup_of(self.target.pid);
-            self.memory = memory::report_memory(
-                Some(&process),
-                cgroup.as_ref(),
-                snapshot.outstanding_bytes,
-                self.memory_trend.bytes_per_s(),
-            );
-        }
+        self.read_memory(t_s, snapshot.outstanding_bytes);
         Ok(snapshot)
+    }
+
+    /// Reads the target's memory and cgroup figures. Gone (exited, killed, a zombie without
+    /// figures): the last reading stays, which is what it held.
+    fn read_memory(&mut self, t_s: f64, native_tracked_bytes: u64) {
+        let Ok(process) = memory::process_memory(self.target.pid) else {
+            return;
+        };
+        if process.rss_bytes.is_none() {
+            return;
+        }
+        if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
+            self.memory_trend.record(t_s, anon);
+        }
+        let cgroup = memory::cgroup_of(self.target.pid);
+        self.memory = memory::report_memory(
+            Some(&process),
+            cgroup.as_ref(),
+            native_tracked_bytes,
+            self.memory_trend.bytes_per_s(),
+        );
     }
 
     /// Long runs: when the stack map nears full, evicts the stacks that hold nothing and made
