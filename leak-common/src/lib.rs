@@ -64,7 +64,55 @@ pub mod counter {
     pub const NESTED_CALLS: u32 = 7;
     /// Anonymous mmaps recorded as allocations.
     pub const MMAPS: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Goroutines created / exited while traced (Go targets).
+    pub const GOROUTINES_CREATED: u32 = 9;
+    pub const GOROUTINES_EXITED: u32 = 10;
+    /// Goroutines not tracked because `GOROUTINES` was full.
+    pub const DROP_GOROUTINE_MAP_FULL: u32 = 11;
+    /// Bytes the Go runtime mapped through libc's mmap (`x_cgo_mmap`): Go memory, not native.
+    pub const GO_RUNTIME_MMAP_BYTES: u32 = 12;
+    /// Native stacks joined to the Go stack of the cgo call that led to them.
+    pub const CGO_STACKS_JOINED: u32 = 13;
+    pub const COUNT: u32 = 14;
+}
+
+/// Go frames kept per cgo call (the Go stack that called into C).
+pub const GO_FRAMES: usize = 32;
+
+/// A goroutine created while traced, keyed by its `g` address in `GOROUTINES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Goroutine {
+    pub goid: u64,
+    /// pc of the `go` statement (a return address: look it up at pc - 1).
+    pub gopc: u64,
+    /// The function the goroutine started in.
+    pub startpc: u64,
+    /// CLOCK_MONOTONIC at creation.
+    pub created_ns: u64,
+}
+
+/// The Go stack of a thread's cgo call, captured at `runtime.cgocall` entry (`GO_STACKS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoStack {
+    pub len: u32,
+    pub _pad: u32,
+    pub pcs: [u64; GO_FRAMES],
+}
+
+/// Indexes of `GO_PARAMS`: run-time addresses (load bias applied) user space writes once the
+/// target's executable is mapped. A zero range matches nothing.
+pub mod go_param {
+    /// `runtime.asmcgocall` and `runtime.asmcgocall_landingpad`: the C stack's outer end.
+    pub const ASMCGOCALL_START: u32 = 0;
+    pub const ASMCGOCALL_END: u32 = 1;
+    pub const LANDINGPAD_START: u32 = 2;
+    pub const LANDINGPAD_END: u32 = 3;
+    /// `x_cgo_mmap`: the Go runtime's mmap through libc in cgo binaries.
+    pub const CGO_MMAP_START: u32 = 4;
+    pub const CGO_MMAP_END: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// One outstanding allocation, keyed by its address in `ALLOCS`.
@@ -192,4 +240,6 @@ mod pod {
     unsafe impl aya::Pod for UnwindRow {}
     unsafe impl aya::Pod for ExecMapping {}
     unsafe impl aya::Pod for OomRecord {}
+    unsafe impl aya::Pod for Goroutine {}
+    unsafe impl aya::Pod for GoStack {}
 }

@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod golang;
 mod maps;
 mod sampling;
 mod track;
@@ -72,7 +73,11 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
             // PROT_NONE ones only reserve address space (glibc's arenas, made inside free too,
             // where no outer call marks them as the allocator's own). An untracked call still
             // counts as nesting so that the return probe stays balanced.
-            let tracked = arg(&ctx, 3) & MAP_ANONYMOUS != 0 && arg(&ctx, 2) != PROT_NONE;
+            // In cgo binaries the Go runtime maps its heap through libc (`x_cgo_mmap`): Go
+            // memory, accounted apart.
+            let tracked = arg(&ctx, 3) & MAP_ANONYMOUS != 0
+                && arg(&ctx, 2) != PROT_NONE
+                && !(golang::go_target() && golang::mmap_by_go_runtime(&ctx, a1));
             track::enter_mmap(&ctx, a1, tracked);
             return 0;
         }

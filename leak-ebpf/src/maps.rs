@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use leak_common::{
-    Allocation, ExecMapping, InFlight, MAX_MAPPINGS, StackTotals, StackTrace, UnwindRow, counter,
-    unwind_state,
+    Allocation, ExecMapping, GoStack, Goroutine, InFlight, MAX_MAPPINGS, StackTotals, StackTrace,
+    UnwindRow, counter, go_param, unwind_state,
 };
 
 /// Outstanding allocations by address.
@@ -58,6 +58,30 @@ pub static RULE_CACHE: HashMap<u64, Rule> = HashMap::with_max_entries(1 << 16, 0
 /// OOM victims (`oom:mark_victim`), a few records at most per kill.
 #[map]
 pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);
+
+/// Goroutines created while traced and not exited, by `g` address (Go targets).
+#[map]
+pub static GOROUTINES: HashMap<u64, Goroutine> = HashMap::with_max_entries(1 << 17, 0);
+
+/// The Go stack of each thread's current cgo call, by thread id.
+#[map]
+pub static GO_STACKS: HashMap<u32, GoStack> = HashMap::with_max_entries(1 << 14, 0);
+
+/// Room to build one Go stack.
+#[map]
+pub static GO_SCRATCH: PerCpuArray<GoStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Addresses in the target's Go runtime (`go_param::*`).
+#[map]
+pub static GO_PARAMS: Array<u64> = Array::with_max_entries(go_param::COUNT, 0);
+
+#[inline(always)]
+pub fn add(index: u32, amount: u64) {
+    if let Some(value) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other CPU writes it.
+        unsafe { *value += amount };
+    }
+}
 
 #[inline(always)]
 pub fn count(index: u32) {

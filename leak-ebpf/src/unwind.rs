@@ -9,12 +9,17 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_probe_read_user, generated::bpf_loop},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_loop},
     programs::ProbeContext,
 };
-use leak_common::{MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
+use leak_common::{GO_FRAMES, GoStack, MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
 
-use crate::maps::{RULE_CACHE, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count};
+use crate::{
+    golang,
+    maps::{
+        GO_STACKS, RULE_CACHE, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count,
+    },
+};
 
 /// `-EEXIST`: the stack is already stored.
 const EEXIST: i32 = -17;
@@ -54,6 +59,8 @@ struct Walk {
     table_len: u32,
     /// Bumped by user space at every table change; part of the rule cache's key.
     generation: u64,
+    /// 1 when the walk ended at the Go side of a cgo call (`asmcgocall`).
+    reached_go: u64,
 }
 
 /// The rule for `pc`, from the cache of rules already looked up: the same few hundred return
@@ -89,6 +96,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
         table,
         table_len,
         generation,
+        reached_go: 0,
     };
     // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
     unsafe {
@@ -99,6 +107,9 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
             0,
         )
     };
+    if walk.reached_go != 0 {
+        join_go_stack(&mut walk);
+    }
     let Some(trace) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -137,6 +148,12 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
         return 1;
     }
     let ip = walk.ip;
+    // The C code of a cgo call returns into asmcgocall, on the thread's g0 stack: the Go frames
+    // that made the call come from the capture at `runtime.cgocall`.
+    if depth > 0 && golang::go_target() && golang::is_cgo_boundary(ip) {
+        walk.reached_go = 1;
+        return 1;
+    }
     // A return address points past its call; the call's own rule is the one that applies.
     let lookup = if depth == 0 { ip } else { ip - 1 };
     let rule = cached_rule(walk, lookup);
@@ -176,6 +193,51 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     }
     walk.sp = frame;
     walk.ip = ret;
+    0
+}
+
+/// Appends the Go stack of this thread's cgo call (if one is in progress) after the C frames.
+fn join_go_stack(walk: &mut Walk) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(go) = GO_STACKS.get_ptr(tid) else {
+        return;
+    };
+    let mut join = Join {
+        walk,
+        go: go.cast(),
+    };
+    unsafe {
+        bpf_loop(
+            GO_FRAMES as u32,
+            join_step as *mut c_void,
+            (&raw mut join).cast(),
+            0,
+        )
+    };
+    count(counter::CGO_STACKS_JOINED);
+}
+
+struct Join<'a> {
+    walk: &'a mut Walk,
+    go: *const GoStack,
+}
+
+/// Copies Go frame `i` after the C frames. Returns 1 at the end of either stack.
+unsafe extern "C" fn join_step(i: u64, join: *mut c_void) -> i64 {
+    let join = unsafe { &mut *join.cast::<Join<'_>>() };
+    let go = unsafe { &*join.go };
+    let Some(trace) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let trace = unsafe { &mut *trace };
+    let (src, dst) = (i as usize, join.walk.len as usize);
+    if src >= GO_FRAMES || src >= go.len as usize || dst >= MAX_FRAMES {
+        return 1;
+    }
+    let pc = go.pcs[src];
+    trace.pcs[dst] = pc;
+    join.walk.hash = (join.walk.hash ^ pc).wrapping_mul(0x0000_0100_0000_01b3);
+    join.walk.len += 1;
     0
 }
 

@@ -31,12 +31,19 @@ pub struct Assessment {
 impl History {
     /// Records every stack's outstanding bytes (of any age) at `t_s` seconds into the run.
     pub fn record(&mut self, t_s: f64, totals: &HashMap<u64, StackTotals>) {
-        for (&stack, t) in totals {
+        self.record_values(
+            t_s,
+            totals
+                .iter()
+                .map(|(&stack, t)| (stack, t.outstanding_bytes)),
+        );
+    }
+
+    /// Records one figure per key (a stack's bytes, a goroutine site's count).
+    pub fn record_values(&mut self, t_s: f64, values: impl IntoIterator<Item = (u64, u64)>) {
+        for (stack, bytes) in values {
             let samples = self.stacks.entry(stack).or_default();
-            samples.push(Sample {
-                t_s,
-                bytes: t.outstanding_bytes,
-            });
+            samples.push(Sample { t_s, bytes });
             if samples.len() > MAX_SAMPLES {
                 // Keep the first and every other one after it.
                 let mut keep = 0;

@@ -13,6 +13,10 @@ use aya::{
 };
 use thiserror::Error;
 
+use aya::maps::Array;
+use leak_common::go_param;
+
+use crate::golang::{offsets::RuntimeOffsets, probes::GoProbes};
 use crate::target::{Allocator, EntryPoint};
 
 /// The eBPF object built from `leak-ebpf` by build.rs.
@@ -36,6 +40,10 @@ pub enum AttachError {
         program: &'static str,
         source: Box<ProgramError>,
     },
+    #[error("the eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("cannot write the eBPF map {0}: {1}")]
+    Map(&'static str, #[source] Box<aya::maps::MapError>),
     #[error("cannot attach {program} to {function} in {path}: {source}")]
     Attach {
         program: &'static str,
@@ -55,6 +63,8 @@ pub struct MapLimits {
     pub empty_probes: bool,
     /// `--sample-bytes`: mean bytes between sampled allocations (0: record every one).
     pub sample_bytes: u64,
+    /// Go targets: the `runtime.g` offsets the goroutine probes read.
+    pub go: Option<RuntimeOffsets>,
 }
 
 impl MapLimits {
@@ -66,6 +76,7 @@ impl MapLimits {
             unwind_rows: 1024,
             empty_probes: false,
             sample_bytes: 0,
+            go: None,
         }
     }
 }
@@ -97,9 +108,14 @@ fn has_bpf_capabilities() -> bool {
 
 pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
     raise_memlock_limit();
+    let go = limits.go;
     EbpfLoader::new()
         .override_global("EMPTY_PROBES", &u8::from(limits.empty_probes), true)
         .override_global("SAMPLE_BYTES", &limits.sample_bytes, true)
+        .override_global("GO_TARGET", &u8::from(go.is_some()), true)
+        .override_global("GO_G_GOID", &go.map_or(0, |g| g.g_goid), true)
+        .override_global("GO_G_GOPC", &go.map_or(0, |g| g.g_gopc), true)
+        .override_global("GO_G_STARTPC", &go.map_or(0, |g| g.g_startpc), true)
         .map_max_entries("ALLOCS", limits.allocs)
         .map_max_entries("STACKS", limits.stacks)
         .map_max_entries("STACK_TOTALS", limits.stacks)
@@ -195,6 +211,31 @@ fn attach_one(
     offset: u64,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
+    let site = Site {
+        host_path: &entry.host_path,
+        path: &entry.path,
+        function: entry.spec.name,
+        offset,
+        cookie: entry.spec.cookie.map(u64::from),
+    };
+    attach_at(ebpf, program, &site, pid)
+}
+
+/// Where one probe goes: a file offset in an object, named for error messages.
+struct Site<'a> {
+    host_path: &'a Path,
+    path: &'a str,
+    function: &'static str,
+    offset: u64,
+    cookie: Option<u64>,
+}
+
+fn attach_at(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    site: &Site<'_>,
+    pid: NonZeroU32,
+) -> Result<(), AttachError> {
     let probe: &mut UProbe = ebpf
         .program_mut(program)
         .ok_or(AttachError::MissingProgram { program })?
@@ -209,21 +250,80 @@ fn attach_one(
             source: Box::new(source),
         })?;
     }
-    let location = UProbeAttachLocation::AbsoluteOffset(offset);
+    let location = UProbeAttachLocation::AbsoluteOffset(site.offset);
     probe
         .attach(
             UProbeAttachPoint {
                 location,
-                cookie: entry.spec.cookie.map(u64::from),
+                cookie: site.cookie,
             },
-            &entry.host_path,
+            site.host_path,
             UProbeScope::OneProcess(pid),
         )
         .map_err(|source| AttachError::Attach {
             program,
-            function: entry.spec.name,
-            path: entry.path.clone(),
+            function: site.function,
+            path: site.path.to_owned(),
             source: Box::new(source),
         })?;
+    Ok(())
+}
+
+/// Goroutine and cgo probes in a Go executable. Exits go in before creations (no goroutine is
+/// recorded whose exit could be missed), and a cgo call's RET sites before its entry.
+/// Returns the number of probes.
+pub fn attach_go(
+    ebpf: &mut Ebpf,
+    probes: &GoProbes,
+    host_path: &Path,
+    path: &str,
+    pid: NonZeroU32,
+) -> Result<usize, AttachError> {
+    let mut attached = 0;
+    let mut at = |ebpf: &mut Ebpf, program: &'static str, function: &'static str, offset: u64| {
+        let site = Site {
+            host_path,
+            path,
+            function,
+            offset,
+            cookie: None,
+        };
+        attached += 1;
+        attach_at(ebpf, program, &site, pid)
+    };
+    at(ebpf, "go_goroutine_exit", probes.exit.0, probes.exit.1)?;
+    if let Some((entry, rets)) = &probes.cgocall {
+        for &ret in rets {
+            at(ebpf, "go_cgocall_ret", "runtime.cgocall", ret)?;
+        }
+        at(ebpf, "go_cgocall_enter", "runtime.cgocall", *entry)?;
+    }
+    for &ret in &probes.newproc1_rets {
+        at(ebpf, "go_newproc1_ret", "runtime.newproc1", ret)?;
+    }
+    Ok(attached)
+}
+
+/// Tells the probes where the Go runtime's cgo trampolines are in the running target
+/// (`bias`: run-time minus link-time address of the executable).
+pub fn set_go_params(ebpf: &mut Ebpf, probes: &GoProbes, bias: u64) -> Result<(), AttachError> {
+    let map = ebpf
+        .map_mut("GO_PARAMS")
+        .ok_or(AttachError::MissingMap("GO_PARAMS"))?;
+    let mut params: Array<_, u64> =
+        Array::try_from(map).map_err(|e| AttachError::Map("GO_PARAMS", Box::new(e)))?;
+    let ranges = [
+        (go_param::ASMCGOCALL_START, probes.asmcgocall),
+        (go_param::LANDINGPAD_START, probes.landingpad),
+        (go_param::CGO_MMAP_START, probes.cgo_mmap),
+    ];
+    for (index, range) in ranges {
+        let (start, end) = range.map_or((0, 0), |(s, e)| (s + bias, e + bias));
+        for (i, value) in [(index, start), (index + 1, end)] {
+            params
+                .set(i, value, 0)
+                .map_err(|e| AttachError::Map("GO_PARAMS", Box::new(e)))?;
+        }
+    }
     Ok(())
 }

@@ -23,6 +23,10 @@ use crate::{
     attach::{self, MapLimits},
     cli::{Format, TraceOptions},
     collect::{self, Snapshot},
+    golang::{
+        probes::GoProbes,
+        tracker::{LiveGoroutine, ProbeCounts, Tracker},
+    },
     launch::{self, Launched},
     memory,
     metrics::{self, Metrics},
@@ -34,7 +38,10 @@ use crate::{
     },
     status::{self, Status},
     symbolize::Symbolizer,
-    target::{Allocator, TargetProcess, allocator, elf::ElfObject},
+    target::{
+        Allocator, TargetProcess, allocator,
+        elf::{self, ElfObject},
+    },
     unwind::loader::UnwindTables,
 };
 
@@ -66,11 +73,26 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
 
     let (target, allocator, mut launched) = prepare_target(spec)?;
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
-    let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
-        "go"
-    } else {
-        "c"
+    let exe_elf = ElfObject::open(&target.host_path(&target.exe)).ok();
+    let is_go = exe_elf.as_ref().is_some_and(ElfObject::is_go);
+    let language = if is_go { "go" } else { "c" };
+    let go_probes = match exe_elf.as_ref().filter(|_| is_go) {
+        Some(elf) => match GoProbes::for_binary(elf.data()) {
+            Ok(probes) => Some(probes),
+            Err(error) if allocator.entries.is_empty() => {
+                bail!(
+                    "cannot trace the goroutines of {}: {error}",
+                    target.exe.display()
+                )
+            }
+            Err(error) => {
+                log::warn!("goroutines will not be traced: {error}");
+                None
+            }
+        },
+        None => None,
     };
+    drop(exe_elf);
     // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
     // under us.
     let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
@@ -81,6 +103,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         unwind_rows: options.max_unwind_rows,
         empty_probes: options.empty_probes,
         sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
+        go: go_probes.as_ref().map(|p| p.offsets),
     })?;
     let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
     let probed = attach_probes(
@@ -88,6 +111,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         &mut tables,
         &target,
         &allocator,
+        go_probes.as_ref(),
         launched.as_mut(),
     )
     .await?;
@@ -144,6 +168,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         oom_kills: Vec::new(),
         stack_activity: HashMap::new(),
         stacks_evicted: 0,
+        go: go_probes.map(|_| GoState::default()),
     };
     // A first reading now: a target killed before the first interval still has its figures.
     session.read_memory(0.0, 0);
@@ -269,12 +294,12 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
         TargetSpec::Pid(pid) => {
             let target = TargetProcess::inspect(pid)?;
             let objects = target.executable_objects()?;
-            let allocator = allocator::for_process(&target, &objects)?;
+            let allocator = pure_go_has_none(allocator::for_process(&target, &objects))?;
             Ok((target, allocator, None))
         }
         TargetSpec::Run(command) => {
             let program = launch::resolve_program(&command[0])?;
-            let allocator = allocator::for_program(&program)?;
+            let allocator = pure_go_has_none(allocator::for_program(&program))?;
             let launched = launch::launch_paused(&command)?;
             let target = TargetProcess {
                 pid: launched.pid,
@@ -291,6 +316,42 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
     }
 }
 
+/// Run-time minus link-time address of the target's executable (0 unless it is PIE).
+fn exe_bias(target: &TargetProcess) -> Result<u64> {
+    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let segments = exe.load_segments();
+    let objects = target.executable_objects()?;
+    objects
+        .iter()
+        .filter(|o| o.path == target.exe)
+        .find_map(|o| {
+            let vaddr = elf::vaddr_of_offset(&segments, o.offset)?;
+            Some(o.start.wrapping_sub(vaddr))
+        })
+        .with_context(|| {
+            format!(
+                "PID {}: {} is not mapped executable",
+                target.pid,
+                target.exe.display()
+            )
+        })
+}
+
+/// A pure Go program has no C allocator: only its goroutines are traced.
+fn pure_go_has_none(
+    found: Result<Allocator, allocator::AllocatorError>,
+) -> Result<Allocator, allocator::AllocatorError> {
+    match found {
+        Err(allocator::AllocatorError::PureGo { .. }) => Ok(Allocator {
+            name: "none (pure Go)".to_owned(),
+            path: String::new(),
+            entries: Vec::new(),
+            missing: Vec::new(),
+        }),
+        other => other,
+    }
+}
+
 /// Unwind tables and probes, in the order that loses nothing: with `--pid` the tables go in
 /// before the probes (allocations seen before them would have truncated stacks); a launched
 /// command is let go only with the probes in place, and its tables are installed while it is
@@ -300,19 +361,30 @@ async fn attach_probes(
     tables: &mut UnwindTables,
     target: &TargetProcess,
     allocator: &Allocator,
+    go: Option<&GoProbes>,
     launched: Option<&mut Launched>,
 ) -> Result<Vec<String>> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
         tables.sync(ebpf)?;
+        if let Some(go) = go {
+            attach::set_go_params(ebpf, go, exe_bias(target)?)?;
+        }
     }
-    let probed = attach::attach(ebpf, allocator, pid).map_err(|e| {
+    let exited = |e: attach::AttachError| {
         if !target.is_alive() {
             anyhow::anyhow!("PID {pid} exited while leaktrace was attaching")
         } else {
             anyhow::Error::from(e)
         }
-    })?;
+    };
+    let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
+    if let Some(go) = go {
+        let exe = target.host_path(&target.exe);
+        let count = attach::attach_go(ebpf, go, &exe, &target.exe.display().to_string(), pid)
+            .map_err(exited)?;
+        probed.push(format!("{count} Go runtime probes"));
+    }
     if let Some(launched) = launched {
         let entry = ElfObject::open(&launched.program)?
             .entry_offset()
@@ -321,6 +393,9 @@ async fn attach_probes(
         launched.release().context("cannot start the command")?;
         let stopped = wait_for_stop(launched).await;
         tables.sync(ebpf)?;
+        if let Some(go) = go {
+            attach::set_go_params(ebpf, go, exe_bias(target)?)?;
+        }
         if stopped {
             launched.resume();
         }
@@ -345,6 +420,16 @@ struct Session<'a> {
     /// Each stack's allocation count at the last sample, to tell idle stacks.
     stack_activity: HashMap<u64, u64>,
     stacks_evicted: u64,
+    /// Go targets whose goroutines are traced.
+    go: Option<GoState>,
+}
+
+#[derive(Default)]
+struct GoState {
+    tracker: Tracker,
+    /// At the last sample.
+    live: Vec<LiveGoroutine>,
+    complete: bool,
 }
 
 impl Session<'_> {
@@ -354,6 +439,22 @@ impl Session<'_> {
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
         self.read_memory(t_s, snapshot.outstanding_bytes);
+        if let Some(go) = &mut self.go {
+            go.live = collect::goroutines(ebpf)?
+                .into_iter()
+                .map(|(g, r)| LiveGoroutine {
+                    g,
+                    goid: r.goid,
+                    gopc: r.gopc,
+                    startpc: r.startpc,
+                    created_ns: Some(r.created_ns),
+                    state: None,
+                    stack: Vec::new(),
+                })
+                .collect();
+            go.complete = false;
+            go.tracker.record(t_s, &go.live);
+        }
         Ok(snapshot)
     }
 
@@ -472,6 +573,21 @@ impl Session<'_> {
         report.memory = self.memory.clone();
         report.totals.stacks_evicted = self.stacks_evicted;
         report.oom_kills = self.oom_kills.clone();
+        if let Some(go) = &self.go {
+            let c = &snapshot.counters;
+            let counts = ProbeCounts {
+                created: c.get(counter::GOROUTINES_CREATED),
+                exited: c.get(counter::GOROUTINES_EXITED),
+                dropped: c.get(counter::DROP_GOROUTINE_MAP_FULL),
+            };
+            report.goroutines = Some(go.tracker.report(
+                &go.live,
+                counts,
+                go.complete,
+                snapshot.taken_ns,
+                symbolizer,
+            ));
+        }
         report
     }
 }

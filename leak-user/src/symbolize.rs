@@ -260,6 +260,18 @@ impl Symbolizer {
         frames
     }
 
+    /// The frames of one pc (inlined callees first); a return address is looked up at pc - 1.
+    pub fn frames_at(&mut self, pc: u64, is_return: bool) -> Vec<Frame> {
+        let key = (pc, is_return);
+        if !self.cache.contains_key(&key) {
+            self.resolve(&[key]);
+        }
+        self.cache
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| vec![unknown_frame(pc, None)])
+    }
+
     fn resolve(&mut self, misses: &[PcKey]) {
         let unmapped = misses.iter().any(|&key| {
             lookup_address(key)

@@ -7,7 +7,7 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use leak_common::{Allocation, StackTotals, StackTrace, counter};
+use leak_common::{Allocation, Goroutine, StackTotals, StackTrace, counter};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -149,6 +149,11 @@ pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
         *value = per_cpu.iter().sum();
     }
     Ok(counters)
+}
+
+/// Goroutines created since attaching and still alive, by `g` address (Go targets).
+pub fn goroutines(ebpf: &Ebpf) -> Result<Vec<(u64, Goroutine)>, CollectError> {
+    entries(ebpf, "GOROUTINES")
 }
 
 /// Removes stacks (their frames and totals) from the kernel's maps; returns how many went.

@@ -9,8 +9,10 @@ mod elf_data;
 mod moduledata;
 pub mod offsets;
 mod pclntab;
+pub mod probes;
 pub mod ret_sites;
 pub mod symbols;
+pub mod tracker;
 
 #[cfg(test)]
 mod testutil;

@@ -121,10 +121,48 @@ pub struct Frame {
     pub inlined: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Goroutines {
+    /// Goroutines alive at the report (the runtime's own, like its GC workers, excluded).
     pub live: u64,
-    pub sites: Vec<serde_json::Value>,
+    /// Most goroutines first.
+    pub sites: Vec<GoroutineSite>,
+    /// Extension: goroutines created / exited while traced (the probes' counts).
+    pub created: u64,
+    pub exited: u64,
+    /// Extension: goroutines not tracked because the kernel's map was full.
+    pub dropped: u64,
+    /// Extension: `all` when every goroutine was read from the runtime's list (`allgs`),
+    /// `created_while_traced` when only those the probes saw could be read (stripped
+    /// binaries whose goroutine list cannot be located).
+    pub coverage: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GoroutineSite {
+    /// The `go` statement.
+    pub created_by: CodeLocation,
+    pub start_function: Option<String>,
+    pub live: u64,
+    pub growth_per_s: f64,
+    /// Extension: `growing` (the count keeps rising: a goroutine leak), `steady`, `young`.
+    pub verdict: Verdict,
+    /// Live goroutines by state: the wait reason of blocked ones (`chan send`, `select`, ...),
+    /// else `running`, `runnable`, `syscall`.
+    pub states: std::collections::BTreeMap<String, u64>,
+    /// Where most of the blocked ones wait: the innermost frame outside the runtime.
+    pub blocked_at: Option<CodeLocation>,
+    /// Extension: how many of them wait at `blocked_at`.
+    pub blocked_at_count: u64,
+    /// Extension: age of the oldest one, when it was created while traced.
+    pub oldest_age_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CodeLocation {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
 /// What the process held at the last reading (its last one before it exited or was killed).

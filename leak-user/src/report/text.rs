@@ -1,8 +1,7 @@
 //! The text report: the same `Report` as the JSON one, for people, at most 80 columns wide.
-use serde_json::Value;
 
 use super::{
-    model::{Frame, Goroutines, OomKill, Report, Site, Verdict},
+    model::{CodeLocation, Frame, GoroutineSite, Goroutines, OomKill, Report, Site, Verdict},
     units,
 };
 
@@ -260,37 +259,57 @@ fn basename(path: &str) -> &str {
 }
 
 fn goroutine_sites(out: &mut Lines, goroutines: &Goroutines) {
-    out.push(format!("Goroutines: {} live", goroutines.live));
+    let mut head = format!("Goroutines: {} live", goroutines.live);
+    if goroutines.created + goroutines.exited > 0 {
+        head += &format!(
+            " ({} created, {} exited while traced)",
+            goroutines.created, goroutines.exited
+        );
+    }
+    out.push(head);
+    if goroutines.coverage != "all" {
+        out.push(format!(
+            "{INDENT}only goroutines created while traced: the runtime's list was not found"
+        ));
+    }
+    if goroutines.dropped > 0 {
+        out.push(format!(
+            "{INDENT}warning: {} goroutines not tracked (map full)",
+            goroutines.dropped
+        ));
+    }
     for (index, site) in goroutines.sites.iter().enumerate() {
         out.blank();
         goroutine_site(out, index + 1, site);
     }
 }
 
-/// The goroutine sites are free-form JSON: show the fields we know, else the JSON itself.
-fn goroutine_site(out: &mut Lines, rank: usize, site: &Value) {
-    let Some(fields) = site.as_object() else {
-        out.push(format!("#{rank}  {site}"));
-        return;
-    };
-    let mut head = vec![format!("#{rank}")];
-    if let Some(live) = fields.get("live").and_then(Value::as_u64) {
-        head.push(format!("{live} live"));
-    }
-    if let Some(growth) = fields.get("growth_per_s").and_then(Value::as_f64) {
-        head.push(format!("{growth:+.1}/s"));
-    }
-    if let Some(start) = fields.get("start_function").and_then(Value::as_str) {
-        head.push(start.to_string());
+fn goroutine_site(out: &mut Lines, rank: usize, site: &GoroutineSite) {
+    let mut head = vec![
+        format!("#{rank}"),
+        format!("{} live", site.live),
+        format!("{:+.1}/s", site.growth_per_s),
+        format!("{:?}", site.verdict).to_uppercase(),
+    ];
+    if let Some(start) = &site.start_function {
+        head.push(start.clone());
     }
     out.wrap_with("", INDENT, &head, "  ");
-    for (key, label) in [("created_by", "created by"), ("blocked_at", "blocked at")] {
-        if let Some(place) = fields.get(key).map(code_place) {
-            out.push(format!("{INDENT}{label} {place}"));
-        }
+    out.push(format!(
+        "{INDENT}created by {}",
+        code_place(&site.created_by)
+    ));
+    if let Some(blocked) = &site.blocked_at {
+        let share = if site.blocked_at_count < site.live {
+            format!(" ({} of them)", site.blocked_at_count)
+        } else {
+            String::new()
+        };
+        out.push(format!("{INDENT}blocked at {}{share}", code_place(blocked)));
     }
-    if let Some(states) = fields.get("states").and_then(Value::as_object) {
-        let states: Vec<String> = states
+    if !site.states.is_empty() {
+        let states: Vec<String> = site
+            .states
             .iter()
             .map(|(state, count)| format!("{state} {count}"))
             .collect();
@@ -298,15 +317,10 @@ fn goroutine_site(out: &mut Lines, rank: usize, site: &Value) {
     }
 }
 
-/// `main.leakTimeout  main.go:41` from `{"function", "file", "line"}`.
-fn code_place(value: &Value) -> String {
-    let function = value
-        .get("function")
-        .and_then(Value::as_str)
-        .unwrap_or("??");
-    let file = value.get("file").and_then(Value::as_str);
-    let line = value.get("line").and_then(Value::as_u64);
-    match (file, line) {
+/// `main.leakTimeout  main.go:41`.
+fn code_place(place: &CodeLocation) -> String {
+    let function = place.function.as_deref().unwrap_or("??");
+    match (&place.file, place.line) {
         (Some(file), Some(line)) => format!("{function}  {}:{line}", basename(file)),
         (Some(file), None) => format!("{function}  {}", basename(file)),
         _ => function.to_string(),
@@ -595,18 +609,28 @@ mod tests {
     fn goroutines_and_oom_kills_have_sections() {
         let mut go = report();
         go.target.language = "go".into();
+        let place = |function: &str, file: &str, line| CodeLocation {
+            function: Some(function.into()),
+            file: Some(file.into()),
+            line: Some(line),
+        };
         go.goroutines = Some(Goroutines {
             live: 412,
-            sites: vec![
-                serde_json::json!({
-                    "created_by": {"function": "main.leakTimeout", "file": "/src/main.go", "line": 41},
-                    "start_function": "main.leakTimeout.func1",
-                    "live": 100, "growth_per_s": 10.0,
-                    "states": {"chan send": 100},
-                    "blocked_at": {"function": "main.leakTimeout.func1", "file": "main.go", "line": 43}
-                }),
-                serde_json::json!("unexpected"),
-            ],
+            sites: vec![GoroutineSite {
+                created_by: place("main.leakTimeout", "/src/main.go", 41),
+                start_function: Some("main.leakTimeout.func1".into()),
+                live: 100,
+                growth_per_s: 10.0,
+                verdict: Verdict::Growing,
+                states: [("chan send".to_owned(), 100)].into(),
+                blocked_at: Some(place("main.leakTimeout.func1", "main.go", 43)),
+                blocked_at_count: 100,
+                oldest_age_s: Some(9.5),
+            }],
+            created: 120,
+            exited: 20,
+            dropped: 0,
+            coverage: "all",
         });
         go.oom_kills = vec![OomKill {
             pid: 1234,
@@ -619,12 +643,11 @@ mod tests {
         let text = render(&go);
         assert_fits(&text);
         for needle in [
-            "Goroutines: 412 live",
-            "#1  100 live  +10.0/s  main.leakTimeout.func1",
+            "Goroutines: 412 live (120 created, 20 exited while traced)",
+            "#1  100 live  +10.0/s  GROWING  main.leakTimeout.func1",
             "    created by main.leakTimeout  main.go:41",
             "    blocked at main.leakTimeout.func1  main.go:43",
             "    states: chan send 100",
-            "#2  \"unexpected\"",
             "OOM kills: 1",
             "pid 1234 (leaky)  anon-rss 63.8 MiB",
             "[tracepoint]",

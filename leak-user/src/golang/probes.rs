@@ -1,0 +1,233 @@
+//! Where goroutine and cgo tracing put their probes in a Go executable, and what the probes
+//! need to know about it (struct offsets, address ranges of the runtime's cgo trampolines).
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+use object::{Object, ObjectSymbol, SymbolKind};
+
+use super::buildinfo::{self, GoVersion};
+use super::offsets::{OffsetsError, OffsetsSource, RuntimeOffsets};
+use super::ret_sites::{file_offset, function_code, ret_offsets};
+use super::symbols::{GoSymbols, SymbolsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoProbesError {
+    #[error("no Go version in .go.buildinfo")]
+    NoVersion,
+    #[error("Go {0} is older than 1.18, whose runtime leaktrace does not know")]
+    TooOld(String),
+    #[error("reading the Go symbol table: {0}")]
+    Symbols(#[from] SymbolsError),
+    #[error("runtime.g offsets: {0}")]
+    Offsets(#[from] OffsetsError),
+    #[error("the Go runtime has no {0}")]
+    MissingFunction(&'static str),
+    #[error("{0} has no RET instruction to probe")]
+    NoReturn(&'static str),
+}
+
+/// A link-time address range `[start, end)`.
+pub type Range = (u64, u64);
+
+#[derive(Debug, Clone)]
+pub struct GoProbes {
+    pub version: GoVersion,
+    pub offsets: RuntimeOffsets,
+    pub offsets_source: OffsetsSource,
+    /// File offsets of `runtime.newproc1`'s RET instructions.
+    pub newproc1_rets: Vec<u64>,
+    /// `runtime.gdestroy` (or `goexit0`): name and the file offset of its probe.
+    pub exit: (&'static str, u64),
+    /// cgo binaries: `runtime.cgocall`'s probe past its stack check, and its RET sites.
+    pub cgocall: Option<(u64, Vec<u64>)>,
+    pub asmcgocall: Option<Range>,
+    pub landingpad: Option<Range>,
+    /// `x_cgo_mmap` (from `.symtab`; unknown in stripped binaries).
+    pub cgo_mmap: Option<Range>,
+}
+
+impl GoProbes {
+    pub fn for_binary(elf: &[u8]) -> Result<GoProbes, GoProbesError> {
+        let version = buildinfo::go_version(elf).ok_or(GoProbesError::NoVersion)?;
+        if version.major == 1 && version.minor < 18 {
+            return Err(GoProbesError::TooOld(format!(
+                "{}.{}",
+                version.major, version.minor
+            )));
+        }
+        let (offsets, offsets_source) = RuntimeOffsets::for_binary(elf)?;
+        let symbols = GoSymbols::open(elf)?;
+        let func = |name: &'static str| {
+            symbols
+                .function(name)
+                .ok_or(GoProbesError::MissingFunction(name))
+        };
+
+        let newproc1 = func("runtime.newproc1")?;
+        let newproc1_rets = rets(elf, newproc1);
+        if newproc1_rets.is_empty() {
+            return Err(GoProbesError::NoReturn("runtime.newproc1"));
+        }
+        // gdestroy is where every goroutine ends from Go 1.23 on (coroutines too); older
+        // runtimes end them in goexit0. Both take the g in RAX and run on g0.
+        let exit = match symbols.function("runtime.gdestroy") {
+            Some(f) => ("runtime.gdestroy", entry_probe(elf, f)),
+            None => (
+                "runtime.goexit0",
+                entry_probe(elf, func("runtime.goexit0")?),
+            ),
+        };
+        let exit = (
+            exit.0,
+            exit.1.ok_or(GoProbesError::MissingFunction(exit.0))?,
+        );
+
+        // The assembly bodies (ABI0), not their ABIInternal wrappers: C code returns into them.
+        let range = |name: &str| {
+            symbols
+                .function(&format!("{name}.abi0"))
+                .or_else(|| symbols.function(name))
+                .map(|(a, s)| (a, a + s))
+        };
+        let cgo_mmap = c_function(elf, "x_cgo_mmap");
+        let is_cgo = cgo_mmap.is_some() || has_cgo(elf);
+        let cgocall = match symbols.function("runtime.cgocall") {
+            Some(f) if is_cgo => entry_probe(elf, f).map(|entry| (entry, rets(elf, f))),
+            _ => None,
+        };
+        Ok(GoProbes {
+            version,
+            offsets,
+            offsets_source,
+            newproc1_rets,
+            exit,
+            cgocall,
+            asmcgocall: range("runtime.asmcgocall"),
+            landingpad: range("runtime.asmcgocall_landingpad"),
+            cgo_mmap,
+        })
+    }
+}
+
+/// File offsets of a function's RET instructions.
+fn rets(elf: &[u8], (addr, size): (u64, u64)) -> Vec<u64> {
+    let Some(code) = function_code(elf, addr, size) else {
+        return Vec::new();
+    };
+    ret_offsets(code, addr, size)
+        .into_iter()
+        .filter_map(|va| file_offset(elf, va))
+        .collect()
+}
+
+/// File offset of a Go function's entry probe: past the stack-bound check when the prologue
+/// has one (see [`skip_stack_check`]).
+fn entry_probe(elf: &[u8], (addr, size): (u64, u64)) -> Option<u64> {
+    let skip =
+        function_code(elf, addr, size.min(32)).map_or(0, |code| skip_stack_check(code, addr));
+    file_offset(elf, addr + skip)
+}
+
+/// Go's prologue compares SP with the goroutine's stack bound (`CMP SP|R12, 16(R14)`, after a
+/// `LEA -n(SP), R12` for large frames) and jumps to `morestack` when short, which copies the
+/// stack and restarts the function: a probe on the first instruction fires twice then, and a
+/// CMP is single-stepped (slow). The instruction after the `JBE` runs once per call, with
+/// SP, BP and the argument registers untouched; it is chosen when the kernel emulates it
+/// (`PUSH BP`), else the `JBE` itself. Returns the bytes to skip, 0 without such a prologue.
+pub fn skip_stack_check(code: &[u8], address: u64) -> u64 {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    for _ in 0..3 {
+        if !decoder.can_decode() {
+            return 0;
+        }
+        let instruction = decoder.decode();
+        match instruction.mnemonic() {
+            Mnemonic::Lea if instruction.op0_register() == Register::R12 => {}
+            Mnemonic::Cmp | Mnemonic::Test
+                if (0..instruction.op_count())
+                    .all(|i| instruction.op_kind(i) != OpKind::Memory)
+                    || instruction.memory_base() == Register::R14 => {}
+            Mnemonic::Jbe => {
+                let jbe = instruction.ip() - address;
+                if decoder.can_decode() {
+                    let next = decoder.decode();
+                    if next.mnemonic() == Mnemonic::Push {
+                        return next.ip() - address;
+                    }
+                }
+                return jbe;
+            }
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// A C function's range from `.symtab` (absent in stripped binaries).
+fn c_function(elf: &[u8], name: &str) -> Option<Range> {
+    let file = object::File::parse(elf).ok()?;
+    file.symbols()
+        .find(|s| s.kind() == SymbolKind::Text && s.name() == Ok(name) && s.size() > 0)
+        .map(|s| (s.address(), s.address() + s.size()))
+}
+
+/// Linked with cgo: the binary needs a C library (pure Go binaries are static).
+fn has_cgo(elf: &[u8]) -> bool {
+    object::File::parse(elf).is_ok_and(|file| {
+        file.imports()
+            .is_ok_and(|imports| imports.iter().any(|i| i.name() == b"malloc"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golang::testutil::{self, TOOLCHAINS, Variant};
+
+    #[test]
+    fn stack_check_prologues() {
+        // cmp 0x10(%r14),%rsp; jbe +0x40; push %rbp
+        let small = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55];
+        assert_eq!(skip_stack_check(&small, 0x1000), 6);
+        // lea -0x28(%rsp),%r12; cmp 0x10(%r14),%r12; jbe; sub $8,%rsp (not emulated)
+        let large = [
+            0x4c, 0x8d, 0x64, 0x24, 0xd8, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x48, 0x83, 0xec,
+            0x08,
+        ];
+        assert_eq!(skip_stack_check(&large, 0x1000), 9);
+        // push %rbp first (no stack check): stays at the entry.
+        assert_eq!(skip_stack_check(&[0x55, 0x48, 0x89, 0xe5], 0), 0);
+        assert_eq!(skip_stack_check(&[], 0), 0);
+    }
+
+    #[test]
+    fn probes_of_real_binaries() {
+        for toolchain in TOOLCHAINS {
+            for variant in [
+                Variant::Plain,
+                Variant::Stripped,
+                Variant::Cgo,
+                Variant::CgoStripped,
+            ] {
+                let elf = testutil::read(&testutil::build(toolchain, variant));
+                let probes = GoProbes::for_binary(&elf)
+                    .unwrap_or_else(|e| panic!("{toolchain:?} {variant:?}: {e}"));
+                assert!(!probes.newproc1_rets.is_empty());
+                let cgo = matches!(variant, Variant::Cgo | Variant::CgoStripped);
+                assert_eq!(probes.cgocall.is_some(), cgo, "{toolchain:?} {variant:?}");
+                if cgo {
+                    assert!(!probes.cgocall.as_ref().unwrap().1.is_empty());
+                    assert!(probes.asmcgocall.is_some());
+                }
+                assert_eq!(
+                    probes.cgo_mmap.is_some(),
+                    variant == Variant::Cgo,
+                    "{toolchain:?} {variant:?}"
+                );
+                let want_exit = match toolchain {
+                    testutil::Toolchain::Recent => "runtime.gdestroy",
+                    testutil::Toolchain::Go119 => "runtime.goexit0",
+                };
+                assert_eq!(probes.exit.0, want_exit);
+            }
+        }
+    }
+}
