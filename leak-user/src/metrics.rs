@@ -8,6 +8,8 @@
 //!   add up to all outstanding memory and their number stays bounded.
 //! - `allocations_seen_total`, `frees_seen_total`, `dropped_allocations_total{reason}`.
 //! - `target_rss_bytes`, `oom_kills_total`.
+//! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
+//!   statement `function file:line`), the `--top` largest plus `site="other"`.
 mod http;
 
 use std::sync::Arc;
@@ -46,6 +48,7 @@ pub struct Metrics {
     dropped: Family<ReasonLabels, Counter>,
     rss: Gauge,
     oom_kills: Counter,
+    goroutines: Family<SiteLabels, Gauge>,
 }
 
 impl Metrics {
@@ -59,6 +62,12 @@ impl Metrics {
         let dropped = Family::<ReasonLabels, Counter>::default();
         let rss = Gauge::default();
         let oom_kills = Counter::default();
+        let goroutines = Family::<SiteLabels, Gauge>::default();
+        registry.register(
+            "goroutines",
+            "Live goroutines per creation site (Go targets; site=\"other\": the rest)",
+            goroutines.clone(),
+        );
         registry.register_with_unit(
             "outstanding",
             "Bytes held by allocations older than --min-age, per call site (site=\"other\": \
@@ -104,6 +113,7 @@ impl Metrics {
             dropped,
             rss,
             oom_kills,
+            goroutines,
         }
     }
 
@@ -147,6 +157,36 @@ impl Metrics {
             self.rss.set(gauge(rss));
         }
         advance(&self.oom_kills, report.oom_kills.len() as u64);
+        self.goroutines.clear();
+        if let Some(goroutines) = &report.goroutines {
+            let mut shown = 0;
+            for site in goroutines.sites.iter().take(self.top) {
+                let place = &site.created_by;
+                let name = format!(
+                    "{} {}:{}",
+                    place.function.as_deref().unwrap_or("??"),
+                    place
+                        .file
+                        .as_deref()
+                        .map_or("??", |f| f.rsplit('/').next().unwrap_or(f)),
+                    place.line.unwrap_or(0)
+                );
+                let labels = SiteLabels {
+                    site: name.chars().take(MAX_SITE_NAME).collect(),
+                    verdict: verdict_name(site.verdict).to_owned(),
+                };
+                let gauge_ = self.goroutines.get_or_create(&labels);
+                gauge_.set(gauge_.get() + gauge(site.live));
+                shown += site.live;
+            }
+            let other = SiteLabels {
+                site: "other".to_owned(),
+                verdict: "mixed".to_owned(),
+            };
+            self.goroutines
+                .get_or_create(&other)
+                .set(gauge(goroutines.live.saturating_sub(shown)));
+        }
     }
 }
 

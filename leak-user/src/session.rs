@@ -41,6 +41,7 @@ use crate::{
     target::{
         Allocator, TargetProcess, allocator,
         elf::{self, ElfObject},
+        remote_memory::RemoteMemory,
     },
     unwind::loader::UnwindTables,
 };
@@ -76,7 +77,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let exe_elf = ElfObject::open(&target.host_path(&target.exe)).ok();
     let is_go = exe_elf.as_ref().is_some_and(ElfObject::is_go);
     let language = if is_go { "go" } else { "c" };
-    let go_probes = match exe_elf.as_ref().filter(|_| is_go) {
+    let mut go_probes = match exe_elf.as_ref().filter(|_| is_go) {
         Some(elf) => match GoProbes::for_binary(elf.data()) {
             Ok(probes) => Some(probes),
             Err(error) if allocator.entries.is_empty() => {
@@ -111,7 +112,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         &mut tables,
         &target,
         &allocator,
-        go_probes.as_ref(),
+        go_probes.as_mut(),
         launched.as_mut(),
     )
     .await?;
@@ -279,6 +280,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         );
     }
     sink.write(&output::render(options.format, &report)?)?;
+    if options.format == Format::Pprof {
+        write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
+    }
     // Detaching waits for the kernel to retire each probe (a grace period apiece), so it comes
     // after the report is out.
     drop(ebpf);
@@ -314,6 +318,21 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
             Ok((target, allocator, Some(launched)))
         }
     }
+}
+
+/// Tells the probes where the Go runtime's cgo trampolines are, once the target is mapped.
+fn set_go_params(ebpf: &mut Ebpf, go: &mut GoProbes, target: &TargetProcess) -> Result<()> {
+    let bias = exe_bias(target)?;
+    if go.cgo_mmap.is_none() && go.cgo_mmap_slot.is_some() {
+        let exe = ElfObject::open(&target.host_path(&target.exe))?;
+        let memory = RemoteMemory::open(target.pid)?;
+        go.resolve_cgo_mmap(exe.data(), bias, |addr| memory.read_u64(addr));
+        if go.cgo_mmap.is_none() {
+            log::warn!("x_cgo_mmap not found: the Go heap may show as native mmap sites");
+        }
+    }
+    attach::set_go_params(ebpf, go, bias)?;
+    Ok(())
 }
 
 /// Run-time minus link-time address of the target's executable (0 unless it is PIE).
@@ -361,14 +380,14 @@ async fn attach_probes(
     tables: &mut UnwindTables,
     target: &TargetProcess,
     allocator: &Allocator,
-    go: Option<&GoProbes>,
+    mut go: Option<&mut GoProbes>,
     launched: Option<&mut Launched>,
 ) -> Result<Vec<String>> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
         tables.sync(ebpf)?;
-        if let Some(go) = go {
-            attach::set_go_params(ebpf, go, exe_bias(target)?)?;
+        if let Some(go) = go.as_deref_mut() {
+            set_go_params(ebpf, go, target)?;
         }
     }
     let exited = |e: attach::AttachError| {
@@ -379,7 +398,7 @@ async fn attach_probes(
         }
     };
     let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
-    if let Some(go) = go {
+    if let Some(go) = go.as_deref() {
         let exe = target.host_path(&target.exe);
         let count = attach::attach_go(ebpf, go, &exe, &target.exe.display().to_string(), pid)
             .map_err(exited)?;
@@ -394,7 +413,7 @@ async fn attach_probes(
         let stopped = wait_for_stop(launched).await;
         tables.sync(ebpf)?;
         if let Some(go) = go {
-            attach::set_go_params(ebpf, go, exe_bias(target)?)?;
+            set_go_params(ebpf, go, target)?;
         }
         if stopped {
             launched.resume();
@@ -590,6 +609,27 @@ impl Session<'_> {
         }
         report
     }
+}
+
+/// Go targets: the goroutine profile beside the heap one (`leaks.goroutines.pb.gz`).
+fn write_goroutine_profile(
+    report: &report::model::Report,
+    output: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    let Some(profile) = report::pprof::render_goroutines(report)? else {
+        return Ok(());
+    };
+    let Some(output) = output else {
+        log::warn!("the goroutine profile needs --output FILE: it goes beside that file");
+        return Ok(());
+    };
+    let path = report::pprof::goroutine_profile_path(output);
+    std::fs::write(&path, profile).with_context(|| format!("cannot write {}", path.display()))?;
+    if !quiet {
+        eprintln!("leaktrace: goroutine profile written to {}", path.display());
+    }
+    Ok(())
 }
 
 /// The next OOM victims, or never when the tracepoint is not watched.

@@ -40,8 +40,10 @@ pub struct GoProbes {
     pub cgocall: Option<(u64, Vec<u64>)>,
     pub asmcgocall: Option<Range>,
     pub landingpad: Option<Range>,
-    /// `x_cgo_mmap` (from `.symtab`; unknown in stripped binaries).
+    /// `x_cgo_mmap` (from `.symtab`; in stripped binaries see [`GoProbes::resolve_cgo_mmap`]).
     pub cgo_mmap: Option<Range>,
+    /// Stripped cgo binaries: where the runtime's `_cgo_mmap` pointer to `x_cgo_mmap` is.
+    pub cgo_mmap_slot: Option<u64>,
 }
 
 impl GoProbes {
@@ -88,6 +90,13 @@ impl GoProbes {
                 .map(|(a, s)| (a, a + s))
         };
         let cgo_mmap = c_function(elf, "x_cgo_mmap");
+        let cgo_mmap_slot = match cgo_mmap {
+            Some(_) => None,
+            None => symbols
+                .function("runtime.callCgoMmap.abi0")
+                .or_else(|| symbols.function("runtime.callCgoMmap"))
+                .and_then(|f| pointer_loaded_into_rax(elf, f)),
+        };
         let is_cgo = cgo_mmap.is_some() || has_cgo(elf);
         let cgocall = match symbols.function("runtime.cgocall") {
             Some(f) if is_cgo => entry_probe(elf, f).map(|entry| (entry, rets(elf, f))),
@@ -103,8 +112,64 @@ impl GoProbes {
             asmcgocall: range("runtime.asmcgocall"),
             landingpad: range("runtime.asmcgocall_landingpad"),
             cgo_mmap,
+            cgo_mmap_slot,
         })
     }
+
+    /// Stripped cgo binaries: `x_cgo_mmap` from the `_cgo_mmap` pointer of the running
+    /// target (`read_u64` reads its memory; relocated already, so PIE works too), up to the
+    /// function's first RET, which comes after its call to mmap.
+    pub fn resolve_cgo_mmap(
+        &mut self,
+        elf: &[u8],
+        bias: u64,
+        read_u64: impl Fn(u64) -> Option<u64>,
+    ) {
+        if self.cgo_mmap.is_some() {
+            return;
+        }
+        let Some(slot) = self.cgo_mmap_slot else {
+            return;
+        };
+        let Some(function) = read_u64(slot.wrapping_add(bias)) else {
+            return;
+        };
+        self.cgo_mmap = c_function_extent(elf, function.wrapping_sub(bias));
+    }
+}
+
+/// The address `MOVQ sym(SB), AX` loads from, in a function's code.
+fn pointer_loaded_into_rax(elf: &[u8], (addr, size): (u64, u64)) -> Option<u64> {
+    let code = function_code(elf, addr, size)?;
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.mnemonic() == Mnemonic::Mov
+            && instruction.op0_register() == Register::RAX
+            && instruction.op1_kind() == OpKind::Memory
+            && instruction.memory_base() == Register::RIP
+        {
+            return Some(instruction.memory_displacement64());
+        }
+    }
+    None
+}
+
+/// `[addr, end of its first RET)`: enough of a small C function to hold its calls.
+fn c_function_extent(elf: &[u8], addr: u64) -> Option<Range> {
+    const MAX_SCAN: u64 = 256;
+    let code = function_code(elf, addr, MAX_SCAN).or_else(|| function_code(elf, addr, 64))?;
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.is_invalid() {
+            return None;
+        }
+        if instruction.mnemonic() == Mnemonic::Ret {
+            return Some((addr, instruction.next_ip()));
+        }
+    }
+    None
 }
 
 /// File offsets of a function's RET instructions.
@@ -222,6 +287,21 @@ mod tests {
                     variant == Variant::Cgo,
                     "{toolchain:?} {variant:?}"
                 );
+                if variant == Variant::CgoStripped {
+                    // The same program unstripped names x_cgo_mmap in .symtab.
+                    let plain = testutil::read(&testutil::build(toolchain, Variant::Cgo));
+                    let want = GoProbes::for_binary(&plain).unwrap().cgo_mmap.unwrap();
+                    let mut stripped = probes.clone();
+                    let slot_value = |at: u64| {
+                        let file = object::File::parse(&*elf).ok()?;
+                        let bytes = super::super::elf_data::read_va(&file, at, 8)?;
+                        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+                    };
+                    stripped.resolve_cgo_mmap(&elf, 0, slot_value);
+                    let (start, end) = stripped.cgo_mmap.expect("x_cgo_mmap located");
+                    assert_eq!(start, want.0, "{toolchain:?}");
+                    assert!(end > start && end <= want.1, "{toolchain:?}");
+                }
                 let want_exit = match toolchain {
                     testutil::Toolchain::Recent => "runtime.gdestroy",
                     testutil::Toolchain::Go119 => "runtime.goexit0",

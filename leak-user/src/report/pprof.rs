@@ -11,6 +11,7 @@
 //! - Mappings carry the object file and its GNU build ID (read from the file itself), and the
 //!   address range it is mapped at when the target is still running.
 //! - Labels per sample: `age_bucket` (age of its oldest allocation), `verdict` and `allocator`.
+pub mod goroutines;
 pub mod proto;
 
 use std::{
@@ -40,6 +41,31 @@ pub fn render(report: &Report) -> Result<Vec<u8>, PprofError> {
     gz.write_all(&profile.encode_to_vec())
         .map_err(PprofError::Compress)?;
     gz.finish().map_err(PprofError::Compress)
+}
+
+/// The gzipped goroutine profile of a Go target (see [`goroutines`]).
+pub fn render_goroutines(report: &Report) -> Result<Option<Vec<u8>>, PprofError> {
+    let Some(profile) = goroutines::profile(report) else {
+        return Ok(None);
+    };
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&profile.encode_to_vec())
+        .map_err(PprofError::Compress)?;
+    gz.finish().map_err(PprofError::Compress).map(Some)
+}
+
+/// Where the goroutine profile goes beside `--output FILE`: `leaks.pb.gz` gives
+/// `leaks.goroutines.pb.gz`.
+pub fn goroutine_profile_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match name.strip_suffix(".pb.gz") {
+        Some(stem) => format!("{stem}.goroutines.pb.gz"),
+        None => format!("{name}.goroutines.pb.gz"),
+    };
+    output.with_file_name(name)
 }
 
 /// What is known about one object file the stacks go through.

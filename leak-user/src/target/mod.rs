@@ -3,6 +3,7 @@ pub mod allocator;
 pub mod elf;
 pub mod probe_site;
 pub mod process;
+pub mod remote_memory;
 
 pub use allocator::{Allocator, EntryPoint};
 pub use process::{MappedObject, TargetProcess};
