@@ -118,13 +118,20 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     .await?;
     let mut symbolizer = Symbolizer::new(target.pid)?;
     if !options.quiet {
+        let probes = if allocator.entries.is_empty() {
+            "goroutine probes only (a pure Go program)".to_owned()
+        } else {
+            format!(
+                "{} probes on {} ({})",
+                probed.len(),
+                allocator.path,
+                allocator.name
+            )
+        };
         eprintln!(
-            "leaktrace: attached to {} (pid {}): {} probes on {} ({}); {} unwind rows{}",
+            "leaktrace: attached to {} (pid {}): {probes}; {} unwind rows{}",
             target.comm,
             target.pid,
-            probed.len(),
-            allocator.path,
-            allocator.name,
             tables.rows_used(),
             match options.duration {
                 Some(d) => format!("; tracing for {}", humantime::format_duration(d)),

@@ -90,14 +90,15 @@ impl GoProbes {
                 .map(|(a, s)| (a, a + s))
         };
         let cgo_mmap = c_function(elf, "x_cgo_mmap");
+        let is_cgo = cgo_mmap.is_some() || has_cgo(elf);
         let cgo_mmap_slot = match cgo_mmap {
             Some(_) => None,
+            None if !is_cgo => None,
             None => symbols
                 .function("runtime.callCgoMmap.abi0")
                 .or_else(|| symbols.function("runtime.callCgoMmap"))
                 .and_then(|f| pointer_loaded_into_rax(elf, f)),
         };
-        let is_cgo = cgo_mmap.is_some() || has_cgo(elf);
         let cgocall = match symbols.function("runtime.cgocall") {
             Some(f) if is_cgo => entry_probe(elf, f).map(|entry| (entry, rets(elf, f))),
             _ => None,
