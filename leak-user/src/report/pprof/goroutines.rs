@@ -85,3 +85,75 @@ fn site_frames(site: &GoroutineSite) -> Vec<Frame> {
     frames.push(frame(&site.created_by));
     frames
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{Goroutines, Verdict};
+    use crate::report::pprof::{goroutine_profile_path, tests::report};
+    use std::path::{Path, PathBuf};
+
+    fn place(function: &str, line: u32) -> CodeLocation {
+        CodeLocation {
+            function: Some(function.into()),
+            file: Some("/src/main.go".into()),
+            line: Some(line),
+        }
+    }
+
+    #[test]
+    fn one_sample_per_site_blocking_frame_first() {
+        let mut r = report(vec![]);
+        assert!(profile(&r).is_none(), "C targets have no goroutine profile");
+        r.goroutines = Some(Goroutines {
+            live: 9,
+            sites: vec![GoroutineSite {
+                created_by: place("main.leak", 41),
+                start_function: Some("main.leak.func1".into()),
+                live: 9,
+                growth_per_s: 1.5,
+                verdict: Verdict::Growing,
+                states: [("chan send".to_owned(), 9)].into(),
+                blocked_at: Some(place("main.leak.func1", 43)),
+                blocked_at_count: 9,
+                oldest_age_s: None,
+            }],
+            coverage: "all",
+            ..Goroutines::default()
+        });
+        let p = profile(&r).expect("a Go target's profile");
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        assert_eq!(s(p.sample_type[0].r#type), "goroutine");
+        assert_eq!(p.sample.len(), 1);
+        assert_eq!(p.sample[0].value, vec![9]);
+        // The start function is the blocking frame's function: one location for both.
+        let names: Vec<(&str, i64)> = p.sample[0]
+            .location_id
+            .iter()
+            .map(|&id| {
+                let line = &p.location[id as usize - 1].line[0];
+                let f = &p.function[line.function_id as usize - 1];
+                (s(f.name), line.line)
+            })
+            .collect();
+        assert_eq!(names, vec![("main.leak.func1", 43), ("main.leak", 41)]);
+        let labels: Vec<(&str, &str)> = p.sample[0]
+            .label
+            .iter()
+            .map(|l| (s(l.key), s(l.str)))
+            .collect();
+        assert_eq!(labels, vec![("verdict", "growing"), ("states", "chan send 9")]);
+    }
+
+    #[test]
+    fn profile_path_sits_beside_the_output() {
+        assert_eq!(
+            goroutine_profile_path(Path::new("/tmp/leaks.pb.gz")),
+            PathBuf::from("/tmp/leaks.goroutines.pb.gz")
+        );
+        assert_eq!(
+            goroutine_profile_path(Path::new("out/profile")),
+            PathBuf::from("out/profile.goroutines.pb.gz")
+        );
+    }
+}
