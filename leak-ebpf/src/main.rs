@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod golang;
+mod in_flight;
 mod maps;
 mod sampling;
 mod track;

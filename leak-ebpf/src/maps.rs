@@ -1,6 +1,6 @@
 //! The maps shared with user space. Sizes here are defaults; user space sets the real ones
 //! (`--max-allocs`, `--max-stacks`, ...) before loading.
-use crate::unwind::Rule;
+use crate::unwind::CachedRule;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -22,9 +22,25 @@ pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16,
 #[map]
 pub static STACK_TOTALS: HashMap<u64, StackTotals> = HashMap::with_max_entries(1 << 16, 0);
 
-/// Allocator calls between entry and return, by thread id. A plain hash, cheaper than an LRU
-/// one on this path of every call: only a thread that dies inside the allocator leaves its
-/// entry behind, and a full map is counted (in_flight_map_full), never silent.
+/// Allocator calls between entry and return, one slot per thread id modulo the slot count
+/// (see `in_flight`).
+#[map]
+pub static IN_FLIGHT_SLOTS: Array<InFlightSlot> = Array::with_max_entries(SLOT_MASK + 1, 0);
+
+pub const SLOT_MASK: u32 = (1 << 16) - 1;
+
+#[repr(C)]
+pub struct InFlightSlot {
+    /// The thread whose call this is; 0 when free.
+    pub owner: u32,
+    pub _pad: u32,
+    /// Calls of other threads with this slot's index, kept in `IN_FLIGHT` meanwhile.
+    pub spilled: u64,
+    pub call: InFlight,
+}
+
+/// The calls of threads whose slot was taken. A plain hash: only a thread that dies inside the
+/// allocator leaves its entry behind, and a full map is counted (in_flight_map_full).
 #[map]
 pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(1 << 14, 0);
 
@@ -50,10 +66,12 @@ pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUN
 #[map]
 pub static SAMPLE_COUNTDOWN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(1 << 14, 0);
 
-/// Unwind rules already looked up, by (table generation, pc). A plain hash (an LRU one costs
-/// more per lookup): once full, further rules are searched each time.
+/// Unwind rules already looked up, direct-mapped by pc: an array lookup the verifier inlines,
+/// where a hash lookup is a helper call, on every frame of every stack walk.
 #[map]
-pub static RULE_CACHE: HashMap<u64, Rule> = HashMap::with_max_entries(1 << 16, 0);
+pub static RULE_CACHE: Array<CachedRule> = Array::with_max_entries(RULE_CACHE_SLOTS, 0);
+
+pub const RULE_CACHE_SLOTS: u32 = 1 << 16;
 
 /// OOM victims (`oom:mark_victim`), a few records at most per kill.
 #[map]

@@ -9,7 +9,8 @@ use aya_ebpf::{
 use leak_common::{Allocation, InFlight, StackTotals, counter, kind};
 
 use crate::{
-    maps::{ALLOCS, IN_FLIGHT, STACK_TOTALS, count},
+    in_flight,
+    maps::{ALLOCS, STACK_TOTALS, count},
     sampling, unwind,
 };
 
@@ -21,7 +22,7 @@ fn current_tid() -> u32 {
 /// was an outer call (then the nested one is not a user allocation: glibc's realloc calls malloc
 /// and free, malloc calls mmap for arenas and large blocks).
 fn nest(tid: u32) -> bool {
-    match IN_FLIGHT.get_ptr_mut(tid) {
+    match in_flight::get(tid) {
         Some(outer) => {
             unsafe { (*outer).depth += 1 };
             count(counter::NESTED_CALLS);
@@ -49,9 +50,7 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
         sampled: sampled as u32,
         _pad: 0,
     };
-    if IN_FLIGHT.insert(tid, call, 0).is_err() {
-        count(counter::DROP_IN_FLIGHT_FULL);
-    }
+    in_flight::insert(tid, call);
 }
 
 pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
@@ -69,14 +68,12 @@ pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
         sampled: sampled as u32,
         _pad: 0,
     };
-    if IN_FLIGHT.insert(tid, call, 0).is_err() {
-        count(counter::DROP_IN_FLIGHT_FULL);
-    }
+    in_flight::insert(tid, call);
 }
 
 pub fn exit(ret: u64) {
     let tid = current_tid();
-    let Some(call) = IN_FLIGHT.get_ptr_mut(tid) else {
+    let Some(call) = in_flight::get(tid) else {
         return;
     };
     // SAFETY: a valid map value pointer, and only this thread touches its own entry.
@@ -87,7 +84,7 @@ pub fn exit(ret: u64) {
         }
         *call
     };
-    let _ = IN_FLIGHT.remove(tid);
+    in_flight::remove(tid);
 
     match call.kind {
         kind::REALLOC | kind::REALLOCARRAY => {
@@ -132,7 +129,7 @@ pub fn exit(ret: u64) {
 /// free/munmap from the program. Calls made inside another allocator call are the allocator's
 /// own business (realloc releasing the old block is handled at realloc's return).
 pub fn release_from_user(addr: u64, unmap: bool) {
-    if addr == 0 || IN_FLIGHT.get_ptr(current_tid()).is_some() {
+    if addr == 0 || in_flight::get(current_tid()).is_some() {
         return;
     }
     release(addr, unmap);

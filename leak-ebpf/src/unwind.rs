@@ -5,7 +5,10 @@
 //! User space compiles each executable object's CFI into compact rows (CFA = RSP|RBP + offset,
 //! where RBP was saved); here each frame takes two binary searches (mapping, then row) and two
 //! user reads. Code without CFI (JIT, Go) falls back to frame pointers.
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    ptr::{read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -17,7 +20,8 @@ use leak_common::{GO_FRAMES, GoStack, MAX_FRAMES, MAX_MAPPINGS, cfa, counter, un
 use crate::{
     golang,
     maps::{
-        GO_STACKS, RULE_CACHE, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count,
+        GO_STACKS, RULE_CACHE, RULE_CACHE_SLOTS, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS,
+        UNWIND_STATE, count,
     },
 };
 
@@ -31,6 +35,34 @@ pub struct Rule {
     rbp_saved: u8,
     rbp_offset: i16,
     cfa_offset: i32,
+}
+
+impl Rule {
+    fn bits(self) -> u64 {
+        self.cfa_reg as u64
+            | (self.rbp_saved as u64) << 8
+            | (self.rbp_offset as u16 as u64) << 16
+            | (self.cfa_offset as u32 as u64) << 32
+    }
+
+    fn from_bits(bits: u64) -> Rule {
+        Rule {
+            cfa_reg: bits as u8,
+            rbp_saved: (bits >> 8) as u8,
+            rbp_offset: (bits >> 16) as u16 as i16,
+            cfa_offset: (bits >> 32) as u32 as i32,
+        }
+    }
+}
+
+/// A slot of the rule cache. Two CPUs may fill one slot at once; `check` ties the rule to
+/// its key, so a slot mixed from two writes is a miss, never a wrong rule.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedRule {
+    key: u64,
+    rule: u64,
+    check: u64,
 }
 
 const UNKNOWN: Rule = Rule {
@@ -69,11 +101,28 @@ fn cached_rule(walk: &Walk, pc: u64) -> Rule {
     // User addresses fit in 47 bits; the table generation takes the top bits, so rules of
     // objects since unmapped are never reused.
     let key = pc | (walk.generation << 48);
-    if let Some(rule) = RULE_CACHE.get_ptr(key) {
-        return unsafe { *rule };
+    let slot = ((pc ^ (pc >> 16)) as u32) & (RULE_CACHE_SLOTS - 1);
+    let Some(cached) = RULE_CACHE.get_ptr_mut(slot) else {
+        return find_rule(walk.table, walk.table_len, pc);
+    };
+    // SAFETY: a valid array slot; racy writes are caught by `check`.
+    unsafe {
+        let (k, r, c) = (
+            read_volatile(&(*cached).key),
+            read_volatile(&(*cached).rule),
+            read_volatile(&(*cached).check),
+        );
+        if k == key && c == k ^ r {
+            return Rule::from_bits(r);
+        }
     }
     let rule = find_rule(walk.table, walk.table_len, pc);
-    let _ = RULE_CACHE.insert(key, rule, 0);
+    let bits = rule.bits();
+    unsafe {
+        write_volatile(&mut (*cached).key, key);
+        write_volatile(&mut (*cached).rule, bits);
+        write_volatile(&mut (*cached).check, key ^ bits);
+    }
     rule
 }
 

@@ -134,6 +134,11 @@ pub struct TraceOptions {
     /// Attach every probe but make its program return at once: `cargo xtask bench`'s floor.
     #[arg(long, global = true, hide = true)]
     pub empty_probes: bool,
+
+    /// Print each eBPF program's run count and mean run time on exit (kernel BPF stats):
+    /// `cargo xtask bench`'s per-event cost of the programs themselves.
+    #[arg(long, global = true, hide = true)]
+    pub bpf_stats: bool,
 }
 
 #[cfg(test)]

@@ -98,6 +98,12 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     // under us.
     let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
 
+    // Kernel run-time statistics stay on while this descriptor is open.
+    let bpf_stats = options
+        .bpf_stats
+        .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
+        .transpose()
+        .context("cannot enable BPF run-time statistics")?;
     let mut ebpf = attach::load(MapLimits {
         allocs: options.max_allocs,
         stacks: options.max_stacks,
@@ -289,6 +295,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     sink.write(&output::render(options.format, &report)?)?;
     if options.format == Format::Pprof {
         write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
+    }
+    if bpf_stats.is_some() {
+        print_bpf_stats(&ebpf);
     }
     // Detaching waits for the kernel to retire each probe (a grace period apiece), so it comes
     // after the report is out.
@@ -615,6 +624,18 @@ impl Session<'_> {
             ));
         }
         report
+    }
+}
+
+/// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
+fn print_bpf_stats(ebpf: &Ebpf) {
+    for (name, program) in ebpf.programs() {
+        let Ok(info) = program.info() else { continue };
+        let runs = info.run_count();
+        if runs > 0 {
+            let ns = info.run_time().as_nanos() as f64 / runs as f64;
+            eprintln!("leaktrace: bpf-stats {name} {runs} {ns:.1}");
+        }
     }
 }
 

@@ -142,7 +142,10 @@ mod tests {
             .iter()
             .map(|l| (s(l.key), s(l.str)))
             .collect();
-        assert_eq!(labels, vec![("verdict", "growing"), ("states", "chan send 9")]);
+        assert_eq!(
+            labels,
+            vec![("verdict", "growing"), ("states", "chan send 9")]
+        );
     }
 
     #[test]
