@@ -3,11 +3,12 @@
 //! for stripped binaries), function symbols and pc → file:line (`.symtab` or `.gopclntab`),
 //! the RET sites where return probes go (uretprobes are unsafe on Go functions), the runtime
 //! variables a sampler reads from a live process (goroutine list, wait reason names, heap
-//! in-use bytes).
+//! in-use bytes) and the decoding of the goroutines read there.
 //! Only linux/amd64 ELF binaries from Go >= 1.18 are handled.
 
 pub mod buildinfo;
 mod elf_data;
+pub mod goroutines;
 mod moduledata;
 pub mod offsets;
 mod pclntab;
