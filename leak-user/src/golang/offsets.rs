@@ -157,7 +157,7 @@ impl RuntimeOffsets {
     /// Offsets from the `runtime.g`, `runtime.m`, `runtime.gobuf`, `runtime.stack` and
     /// `runtime.sudog` struct members in the binary's DWARF.
     pub fn from_dwarf(elf: &[u8]) -> Result<RuntimeOffsets, OffsetsError> {
-        let structs = read_structs(elf)?;
+        let structs = read_structs(elf, &STRUCTS)?;
         let member = |name: &'static str| -> Result<u64, OffsetsError> {
             let (ty, field) = name.rsplit_once('.').unwrap_or((name, ""));
             structs
@@ -198,8 +198,11 @@ const STRUCTS: [&str; 5] = [
     "runtime.sudog",
 ];
 
-/// Struct name → (member name → offset) for each struct of [`STRUCTS`] found in DWARF.
-fn read_structs(elf: &[u8]) -> Result<HashMap<String, HashMap<String, u64>>, OffsetsError> {
+/// Struct name → (member name → offset) for each struct of `names` found in DWARF.
+pub(super) fn read_structs(
+    elf: &[u8],
+    names: &[&str],
+) -> Result<HashMap<String, HashMap<String, u64>>, OffsetsError> {
     let file = object::File::parse(elf)?;
     if section_data(&file, ".debug_info")?.is_none() {
         return Err(OffsetsError::NoDwarf);
@@ -212,7 +215,7 @@ fn read_structs(elf: &[u8]) -> Result<HashMap<String, HashMap<String, u64>>, Off
     let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
     let mut units = dwarf.units();
     // Go puts all runtime types in one unit; stop as soon as every struct is seen.
-    while found.len() < STRUCTS.len() {
+    while found.len() < names.len() {
         let Some(header) = units.next()? else { break };
         let unit = dwarf.unit(header)?;
         let mut wanted = Vec::new();
@@ -226,7 +229,7 @@ fn read_structs(elf: &[u8]) -> Result<HashMap<String, HashMap<String, u64>>, Off
             };
             let name = dwarf.attr_string(&unit, name)?;
             let name = String::from_utf8_lossy(name.slice());
-            if STRUCTS.contains(&name.as_ref()) && !found.contains_key(name.as_ref()) {
+            if names.contains(&name.as_ref()) && !found.contains_key(name.as_ref()) {
                 wanted.push((name.into_owned(), entry.offset()));
             }
         }

@@ -144,36 +144,54 @@ pub fn go_command(toolchain: Toolchain) -> Command {
     cmd
 }
 
-static BUILDS: Mutex<Vec<((Toolchain, Variant), PathBuf)>> = Mutex::new(Vec::new());
+/// A Go program of package main: a name for its build directory and its source files
+/// (`go.mod` and, for the cgo variants, a cgo file are added).
+pub struct Program {
+    pub name: &'static str,
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+/// The program most tests use: [`LEAKY_MAIN`] and a second file.
+pub const LEAKY: Program = Program {
+    name: "leaky",
+    files: &[("main.go", LEAKY_MAIN), ("other.go", OTHER_GO)],
+};
+
+type BuildKey = (&'static str, Toolchain, Variant);
+
+static BUILDS: Mutex<Vec<(BuildKey, PathBuf)>> = Mutex::new(Vec::new());
 
 /// Path of the test program built with `toolchain` as `variant`, built once per test process.
 pub fn build(toolchain: Toolchain, variant: Variant) -> PathBuf {
+    build_program(&LEAKY, toolchain, variant)
+}
+
+/// [`build`] for another program.
+pub fn build_program(program: &Program, toolchain: Toolchain, variant: Variant) -> PathBuf {
     // Held across the build: concurrent tests wanting the same binary wait for it, and two
     // cores gain nothing from parallel Go builds anyway.
     let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = builds.iter().find(|(key, _)| *key == (toolchain, variant)) {
+    let key = (program.name, toolchain, variant);
+    if let Some((_, path)) = builds.iter().find(|(built, _)| *built == key) {
         return path.clone();
     }
-    let path = build_uncached(toolchain, variant);
-    builds.push(((toolchain, variant), path.clone()));
+    let path = build_uncached(program, toolchain, variant);
+    builds.push((key, path.clone()));
     path
 }
 
-fn build_uncached(toolchain: Toolchain, variant: Variant) -> PathBuf {
-    let dir = process_dir().join(format!("{toolchain:?}-{variant:?}"));
+fn build_uncached(program: &Program, toolchain: Toolchain, variant: Variant) -> PathBuf {
+    let dir = process_dir().join(format!("{}-{toolchain:?}-{variant:?}", program.name));
     std::fs::create_dir_all(&dir).expect("create build dir");
-    let mut files = vec![
-        ("go.mod", "module example.com/leaky\n\ngo 1.19\n"),
-        ("main.go", LEAKY_MAIN),
-        ("other.go", OTHER_GO),
-    ];
+    let mut files = vec![("go.mod", "module example.com/leaky\n\ngo 1.19\n")];
+    files.extend_from_slice(program.files);
     if matches!(variant, Variant::Cgo | Variant::CgoStripped) {
         files.push(("cgo.go", CGO_GO));
     }
     for (name, text) in files {
         std::fs::write(dir.join(name), text).expect("write Go source");
     }
-    let out = dir.join("leaky");
+    let out = dir.join(program.name);
     let mut cmd = go_command(toolchain);
     // -trimpath: file names in the tables do not depend on the build directory.
     cmd.current_dir(&dir)
