@@ -4,9 +4,6 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
-// Go runtime knowledge (build info, struct offsets, .gopclntab symbols, RET sites), tested on
-// real toolchains; goroutine tracing builds on it next.
-#[allow(dead_code)]
 mod golang;
 mod launch;
 mod memory;

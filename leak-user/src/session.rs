@@ -25,6 +25,8 @@ use crate::{
     collect::{self, Snapshot},
     golang::{
         probes::GoProbes,
+        reader::GoReader,
+        runtime_vars::RuntimeVars,
         tracker::{LiveGoroutine, ProbeCounts, Tracker},
     },
     launch::{self, Launched},
@@ -79,7 +81,15 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let language = if is_go { "go" } else { "c" };
     let mut go_probes = match exe_elf.as_ref().filter(|_| is_go) {
         Some(elf) => match GoProbes::for_binary(elf.data()) {
-            Ok(probes) => Some(probes),
+            Ok(probes) => {
+                log::info!(
+                    "Go {}.{}: runtime.g offsets from {:?}",
+                    probes.version.major,
+                    probes.version.minor,
+                    probes.offsets_source
+                );
+                Some(probes)
+            }
             Err(error) if allocator.entries.is_empty() => {
                 bail!(
                     "cannot trace the goroutines of {}: {error}",
@@ -182,7 +192,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         oom_kills: Vec::new(),
         stack_activity: HashMap::new(),
         stacks_evicted: 0,
-        go: go_probes.map(|_| GoState::default()),
+        go: go_probes.as_ref().map(|p| GoState::new(p, &target)),
     };
     // A first reading now: a target killed before the first interval still has its figures.
     session.read_memory(0.0, 0);
@@ -462,9 +472,37 @@ struct Session<'a> {
 #[derive(Default)]
 struct GoState {
     tracker: Tracker,
+    /// None when the program's memory cannot be read (then only the probes' view counts).
+    reader: Option<GoReader>,
     /// At the last sample.
     live: Vec<LiveGoroutine>,
     complete: bool,
+    heap_inuse: Option<u64>,
+}
+
+impl GoState {
+    fn new(probes: &GoProbes, target: &TargetProcess) -> GoState {
+        let reader = go_reader(probes, target)
+            .inspect_err(|e| log::warn!("goroutine states will not be read: {e:#}"))
+            .ok();
+        GoState {
+            reader,
+            ..GoState::default()
+        }
+    }
+}
+
+/// What reads the target's goroutines and Go heap through its memory.
+fn go_reader(probes: &GoProbes, target: &TargetProcess) -> Result<GoReader> {
+    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let vars = RuntimeVars::for_binary(exe.data(), &probes.version)?;
+    let memory = RemoteMemory::open(target.pid)?;
+    Ok(GoReader::new(
+        memory,
+        probes.offsets,
+        vars,
+        exe_bias(target)?,
+    ))
 }
 
 impl Session<'_> {
@@ -475,20 +513,22 @@ impl Session<'_> {
         self.history.record(t_s, &snapshot.totals);
         self.read_memory(t_s, snapshot.outstanding_bytes);
         if let Some(go) = &mut self.go {
-            go.live = collect::goroutines(ebpf)?
-                .into_iter()
-                .map(|(g, r)| LiveGoroutine {
-                    g,
-                    goid: r.goid,
-                    gopc: r.gopc,
-                    startpc: r.startpc,
-                    created_ns: Some(r.created_ns),
-                    state: None,
-                    stack: Vec::new(),
-                })
-                .collect();
-            go.complete = false;
-            go.tracker.record(t_s, &go.live);
+            let probed: HashMap<_, _> = collect::goroutines(ebpf)?.into_iter().collect();
+            // Once the target is gone its memory is too: the last reading stands.
+            if self.target.is_alive() {
+                (go.live, go.complete) = match &go.reader {
+                    Some(reader) => reader.goroutines(&probed),
+                    None => (
+                        probed
+                            .iter()
+                            .map(|(&g, p)| LiveGoroutine::probed(g, p))
+                            .collect(),
+                        false,
+                    ),
+                };
+                go.heap_inuse = go.reader.as_ref().and_then(GoReader::heap_inuse);
+                go.tracker.record(t_s, &go.live);
+            }
         }
         Ok(snapshot)
     }
@@ -506,10 +546,12 @@ impl Session<'_> {
             self.memory_trend.record(t_s, anon);
         }
         let cgroup = memory::cgroup_of(self.target.pid);
+        let go_heap = self.go.as_ref().and_then(|go| go.heap_inuse);
         self.memory = memory::report_memory(
             Some(&process),
             cgroup.as_ref(),
             native_tracked_bytes,
+            go_heap,
             self.memory_trend.bytes_per_s(),
         );
     }

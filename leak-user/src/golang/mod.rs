@@ -13,6 +13,7 @@ mod moduledata;
 pub mod offsets;
 mod pclntab;
 pub mod probes;
+pub mod reader;
 pub mod ret_sites;
 pub mod runtime_vars;
 pub mod symbols;

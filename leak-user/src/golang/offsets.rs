@@ -129,6 +129,7 @@ impl RuntimeOffsets {
     }
 
     /// Minor versions of Go 1 the embedded table covers.
+    #[cfg(test)]
     pub fn table_versions() -> impl Iterator<Item = u32> {
         TABLE.iter().map(|(minor, _, _)| *minor)
     }

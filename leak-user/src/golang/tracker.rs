@@ -24,6 +24,21 @@ pub struct LiveGoroutine {
     pub stack: Vec<u64>,
 }
 
+impl LiveGoroutine {
+    /// What the probes recorded at its creation (no state, no stack).
+    pub fn probed(g: u64, p: &leak_common::Goroutine) -> LiveGoroutine {
+        LiveGoroutine {
+            g,
+            goid: p.goid,
+            gopc: p.gopc,
+            startpc: p.startpc,
+            created_ns: Some(p.created_ns),
+            state: None,
+            stack: Vec::new(),
+        }
+    }
+}
+
 /// Goroutines created by one `go` statement to start one function.
 type SiteKey = (u64, u64);
 

@@ -137,18 +137,22 @@ pub fn report_memory(
     process: Option<&ProcessMemory>,
     cgroup: Option<&CgroupMemory>,
     native_tracked_bytes: u64,
+    go_heap_bytes: Option<u64>,
     growth_bytes_per_s: Option<f64>,
 ) -> Memory {
     let anon = process.and_then(|p| p.anon_bytes);
     Memory {
         rss_bytes: process.and_then(|p| p.rss_bytes),
         anon_bytes: anon,
-        go_heap_bytes: None,
+        go_heap_bytes,
         cgroup_limit_bytes: cgroup.and_then(|c| c.effective_limit_bytes),
         file_bytes: process.and_then(|p| p.file_bytes),
         shmem_bytes: process.and_then(|p| p.shmem_bytes),
         native_tracked_bytes,
-        unexplained_bytes: anon.map(|a| a.saturating_sub(native_tracked_bytes)),
+        unexplained_bytes: anon.map(|a| {
+            a.saturating_sub(native_tracked_bytes)
+                .saturating_sub(go_heap_bytes.unwrap_or(0))
+        }),
         cgroup: cgroup.map(|c| CgroupUsage {
             path: c.path.clone(),
             version: match c.version {
@@ -506,7 +510,7 @@ mod tests {
         assert!((t - 56360960.0 / 1048576.0).abs() < 1e-9);
 
         let m = process_memory_at(&tree.0.join("proc"), 5639).expect("status");
-        let report = report_memory(Some(&m), Some(&cg), 1 << 20, Some(1048576.0));
+        let report = report_memory(Some(&m), Some(&cg), 1 << 20, None, Some(1048576.0));
         assert_eq!(report.rss_bytes, Some(11424 * 1024));
         assert_eq!(report.anon_bytes, Some(10336 * 1024));
         assert_eq!(report.cgroup_limit_bytes, Some(64 << 20));
