@@ -5,11 +5,13 @@
 //! `leaktrace: attached` line, lets the target allocate (one line on its stdin), waits for `done`,
 //! waits for leaktrace to end and parses its JSON report.
 //!
+//! Go targets (`tests/targets/go/NAME/main.go`) speak the same protocol; see [`golang`].
+//!
 //! Every child process is owned by a guard that kills it on drop, so a failing assertion leaves
 //! no process and no file behind. The tests need root (they run leaktrace) and run one at a time
 //! (`--test-threads=1`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,6 +24,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+pub mod golang;
+pub use golang::*;
 
 /// How long leaktrace may take to load and attach its probes.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -469,6 +474,39 @@ impl Target {
 
     pub fn wait_done(&mut self) {
         self.wait_line("done", TARGET_TIMEOUT);
+    }
+
+    /// Writes LINE and a newline to the target's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("target stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to target stdin");
+        stdin.flush().expect("flush target stdin");
+    }
+
+    /// Reads stdout up to its end (the target exited, or closed it) into `seen`; panics on an
+    /// `error ...` line or after TIMEOUT.
+    pub fn wait_eof(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    assert!(
+                        !line.starts_with("error"),
+                        "target {} failed: {line}",
+                        self.pid
+                    );
+                    self.seen.push(line);
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "target {}: stdout still open after {timeout:?} (saw {:?})",
+                    self.pid, self.seen
+                ),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
     }
 
     /// The entry point NAME in this process, as the target printed it.
@@ -927,6 +965,14 @@ pub type SharedTrace = OnceLock<Result<Traced, String>>;
 
 /// The trace in CELL, made by MAKE on first use; panics with the first attempt's failure.
 pub fn shared(cell: &'static SharedTrace, make: impl FnOnce() -> Traced) -> &'static Traced {
+    shared_value(cell, make)
+}
+
+/// The value in CELL, made by MAKE on first use; panics with the first attempt's failure.
+pub fn shared_value<T: Send + Sync>(
+    cell: &'static OnceLock<Result<T, String>>,
+    make: impl FnOnce() -> T,
+) -> &'static T {
     let result = cell.get_or_init(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).map_err(|payload| {
             payload
@@ -1157,6 +1203,200 @@ pub struct AllocatorInfo {
     pub missing: Vec<String>,
 }
 
+/// A place in Go code: `created_by` and `blocked_at` of a goroutine site. Unknown parts are
+/// null in the report, None here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CodeLocation {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u64>,
+}
+
+fn opt_u64_field(v: &Value, key: &str) -> Result<Option<u64>, String> {
+    match field(v, key)? {
+        Value::Null => Ok(None),
+        n => n.as_u64().map(Some).ok_or_else(|| {
+            format!(
+                "field `{key}` is neither an unsigned integer nor null in {}",
+                compact(v)
+            )
+        }),
+    }
+}
+
+impl CodeLocation {
+    fn parse(v: &Value) -> Result<CodeLocation, String> {
+        if !v.is_object() {
+            return Err(format!("a code location is not an object: {}", compact(v)));
+        }
+        Ok(CodeLocation {
+            function: opt_str_field(v, "function")?,
+            file: opt_str_field(v, "file")?,
+            line: opt_u64_field(v, "line")?,
+        })
+    }
+
+    /// The file is NAME, or a path ending in `/NAME`.
+    pub fn file_is(&self, name: &str) -> bool {
+        self.file
+            .as_deref()
+            .is_some_and(|f| f == name || f.ends_with(&format!("/{name}")))
+    }
+
+    /// `function (file:line)`, `?` for unknown parts, the file without its directory.
+    pub fn describe(&self) -> String {
+        let file = self
+            .file
+            .as_deref()
+            .map_or("?", |f| f.rsplit('/').next().unwrap_or(f));
+        let line = self.line.map_or("?".to_string(), |l| l.to_string());
+        format!(
+            "{} ({file}:{line})",
+            self.function.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+/// The goroutines created by one `go` statement (one entry of `goroutines.sites`).
+#[derive(Debug, Clone)]
+pub struct GoroutineSite {
+    /// The `go` statement.
+    pub created_by: CodeLocation,
+    pub start_function: Option<String>,
+    /// Goroutines of this site alive at the report.
+    pub live: u64,
+    pub growth_per_s: f64,
+    /// Live goroutines by state (`chan send`, `select`, `running`, ...).
+    pub states: BTreeMap<String, u64>,
+    /// Where (most of) the blocked ones wait; null when none is blocked.
+    pub blocked_at: Option<CodeLocation>,
+    /// `growing`, `steady` or `young`, when the report gives one.
+    pub verdict: Option<String>,
+    pub raw: Value,
+}
+
+impl GoroutineSite {
+    fn parse(v: &Value) -> Result<GoroutineSite, String> {
+        let states = field(v, "states")?
+            .as_object()
+            .ok_or_else(|| format!("`states` is not an object in {}", compact(v)))?
+            .iter()
+            .map(|(k, n)| {
+                n.as_u64().map(|n| (k.clone(), n)).ok_or_else(|| {
+                    format!(
+                        "state count `{k}` is not an unsigned integer in {}",
+                        compact(v)
+                    )
+                })
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let blocked_at = match field(v, "blocked_at")? {
+            Value::Null => None,
+            b => Some(CodeLocation::parse(b)?),
+        };
+        let verdict = match v.get("verdict") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(format!("goroutine site verdict is {other}")),
+        };
+        Ok(GoroutineSite {
+            created_by: CodeLocation::parse(field(v, "created_by")?)?,
+            start_function: opt_str_field(v, "start_function")?,
+            live: u64_field(v, "live")?,
+            growth_per_s: f64_field(v, "growth_per_s")?,
+            states,
+            blocked_at,
+            verdict,
+            raw: v.clone(),
+        })
+    }
+
+    /// Created at LINE of a file called FILE.
+    pub fn created_at(&self, file: &str, line: u32) -> bool {
+        self.created_by.file_is(file) && self.created_by.line == Some(u64::from(line))
+    }
+
+    /// One line: count, verdict, where created, start function, states, where blocked.
+    pub fn describe(&self) -> String {
+        format!(
+            "[{} live, {:+.2}/s, {}] created by {} start {} states {:?} blocked at {}",
+            self.live,
+            self.growth_per_s,
+            self.verdict.as_deref().unwrap_or("no verdict"),
+            self.created_by.describe(),
+            self.start_function.as_deref().unwrap_or("?"),
+            self.states,
+            self.blocked_at
+                .as_ref()
+                .map_or("-".to_string(), CodeLocation::describe)
+        )
+    }
+}
+
+/// The `goroutines` section of a Go target's report.
+#[derive(Debug, Clone)]
+pub struct Goroutines {
+    /// Goroutines alive at the end.
+    pub live: u64,
+    pub sites: Vec<GoroutineSite>,
+    pub raw: Value,
+}
+
+impl Goroutines {
+    fn parse(v: &Value) -> Result<Goroutines, String> {
+        let sites = field(v, "sites")?
+            .as_array()
+            .ok_or("`goroutines.sites` is not an array")?
+            .iter()
+            .map(GoroutineSite::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Goroutines {
+            live: u64_field(v, "live")?,
+            sites,
+            raw: v.clone(),
+        })
+    }
+
+    /// The sites whose `go` statement is at LINE of a file called FILE.
+    pub fn sites_created_at(&self, file: &str, line: u32) -> Vec<&GoroutineSite> {
+        self.sites
+            .iter()
+            .filter(|s| s.created_at(file, line))
+            .collect()
+    }
+
+    /// The one site created at LINE of FILE; panics (listing all sites) unless exactly one.
+    pub fn site_created_at(&self, file: &str, line: u32) -> &GoroutineSite {
+        let found = self.sites_created_at(file, line);
+        assert_eq!(
+            found.len(),
+            1,
+            "want exactly one goroutine site created at {file}:{line}, found {}:\n{}",
+            found.len(),
+            self.describe()
+        );
+        found[0]
+    }
+
+    /// Sum of the sites' live goroutines.
+    pub fn site_sum(&self) -> u64 {
+        self.sites.iter().map(|s| s.live).sum()
+    }
+
+    /// Every site, one per line, for assertion messages.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "goroutines: {} live, {} sites:\n",
+            self.live,
+            self.sites.len()
+        );
+        for site in &self.sites {
+            let _ = writeln!(s, "  {}", site.describe());
+        }
+        s
+    }
+}
+
 /// The JSON report, checked for the fields of the contract while parsing.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -1172,6 +1412,8 @@ pub struct Report {
     pub totals: Totals,
     pub sites: Vec<Site>,
     pub allocator: AllocatorInfo,
+    /// The `goroutines` section: present for Go targets only.
+    pub goroutines: Option<Goroutines>,
 }
 
 fn string_list(v: &Value, key: &str) -> Result<Vec<String>, String> {
@@ -1212,6 +1454,10 @@ impl Report {
             .iter()
             .map(Site::parse)
             .collect::<Result<Vec<_>, _>>()?;
+        let goroutines = match v.get("goroutines") {
+            None => None,
+            Some(g) => Some(Goroutines::parse(g)?),
+        };
         let ended_by = match field(v, "ended_by")? {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
@@ -1242,6 +1488,7 @@ impl Report {
                 probed: string_list(alloc, "probed")?,
                 missing: string_list(alloc, "missing")?,
             },
+            goroutines,
             raw,
         };
         Ok(report)
@@ -1289,7 +1536,21 @@ impl Report {
         for site in &self.sites {
             let _ = writeln!(s, "  {}", site.describe());
         }
+        if let Some(g) = &self.goroutines {
+            s.push_str(&g.describe());
+        }
         s
+    }
+
+    /// The `goroutines` section; panics (with the whole report) when there is none.
+    pub fn goroutines(&self) -> &Goroutines {
+        self.goroutines.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no `goroutines` section in the report of a Go target (language {:?}):\n{}",
+                self.language,
+                self.describe()
+            )
+        })
     }
 
     /// No site may have been made inside the allocator: no allocator entry point (or glibc's
