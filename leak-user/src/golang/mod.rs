@@ -13,4 +13,4 @@ pub mod ret_sites;
 pub mod symbols;
 
 #[cfg(test)]
-mod testutil;
+pub mod testutil;

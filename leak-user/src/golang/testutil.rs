@@ -161,22 +161,38 @@ pub fn build(toolchain: Toolchain, variant: Variant) -> PathBuf {
 
 fn build_uncached(toolchain: Toolchain, variant: Variant) -> PathBuf {
     let dir = process_dir().join(format!("{toolchain:?}-{variant:?}"));
-    std::fs::create_dir_all(&dir).expect("create build dir");
-    let mut files = vec![
-        ("go.mod", "module example.com/leaky\n\ngo 1.19\n"),
-        ("main.go", LEAKY_MAIN),
-        ("other.go", OTHER_GO),
-    ];
+    build_program(
+        toolchain,
+        variant,
+        &dir,
+        "leaky",
+        &[("main.go", LEAKY_MAIN), ("other.go", OTHER_GO)],
+    )
+}
+
+/// Builds the `main` package made of `files` in `dir` (created if needed; `go.mod` and, for
+/// the cgo variants, a cgo file are added) as `variant`, to `dir/name`, uncached. Panics when
+/// the build fails.
+pub fn build_program(
+    toolchain: Toolchain,
+    variant: Variant,
+    dir: &Path,
+    name: &str,
+    files: &[(&str, &str)],
+) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create build dir");
+    let mut files = files.to_vec();
+    files.push(("go.mod", "module example.com/leaky\n\ngo 1.19\n"));
     if matches!(variant, Variant::Cgo | Variant::CgoStripped) {
         files.push(("cgo.go", CGO_GO));
     }
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).expect("write Go source");
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).expect("write Go source");
     }
-    let out = dir.join("leaky");
+    let out = dir.join(name);
     let mut cmd = go_command(toolchain);
     // -trimpath: file names in the tables do not depend on the build directory.
-    cmd.current_dir(&dir)
+    cmd.current_dir(dir)
         .args(["build", "-trimpath", "-o"])
         .arg(&out);
     match variant {
