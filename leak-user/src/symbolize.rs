@@ -6,12 +6,19 @@
 //! blazesym `/proc/self/fd/N` (our own descriptor), which stays valid after the target is gone,
 //! after the file was deleted or replaced on disk, and for files inside another mount namespace.
 //!
+//! Go executables without DWARF (`-ldflags='-s -w'`, the usual production build) get their Go
+//! frames from `.gopclntab` instead, the table the Go runtime keeps for its own tracebacks: see
+//! [`Backend`].
+//!
 //! Not `Send`: blazesym's symbolizer keeps `Rc`s and `RefCell`s. Keep it on one thread.
 use std::{
     collections::HashMap,
     fs::File,
     io,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{FileExt, MetadataExt},
+    },
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -23,7 +30,10 @@ use blazesym::symbolize::{
 use procfs::process::{MMPermissions, MMapPath, Process};
 use thiserror::Error;
 
-use crate::report::model::Frame;
+use crate::{
+    golang::symbols::{GoSymbols, SymbolsError},
+    report::model::Frame,
+};
 
 /// A miss (address in no known mapping) re-reads the maps at most this often, so a stack into
 /// code mapped after the last `refresh` still resolves, without a maps read per anonymous (JIT)
@@ -52,6 +62,8 @@ struct Module {
     file: Option<File>,
     /// Exported function names by start address, read on first need.
     exported: Option<HashMap<u64, String>>,
+    /// How its addresses are symbolized, decided on first need.
+    backend: Option<Backend>,
 }
 
 impl Module {
@@ -80,6 +92,127 @@ impl Module {
         if let Some(name) = exported.get(&sym_addr) {
             frame.function = Some(name.clone());
         }
+    }
+}
+
+/// How the addresses of one module become frames.
+///
+/// blazesym knows nothing of `.gopclntab`. Its hook for other formats is the process dispatcher
+/// (`Builder::set_process_dispatcher`), but that serves only `Source::Process`, which reads
+/// `/proc/PID/maps` and opens the target's files at symbolization time: against the design here
+/// (the target may be gone by then, our own descriptors pin the files). So the choice is made
+/// per module, by the same kind of test a dispatcher would make, and a Go module is looked up
+/// by file offset -> link-time address through its program headers, exactly as blazesym's
+/// `Input::FileOffset` does for the ELF files it reads.
+#[derive(Debug)]
+enum Backend {
+    /// blazesym on the ELF file: DWARF (with inlined functions) when present, else `.symtab`
+    /// and `.dynsym`. Everything that is not a Go binary without DWARF.
+    Blazesym,
+    /// A Go binary without DWARF: Go functions from `.gopclntab`, one frame per pc (code
+    /// inlined into a function is reported as that function, with the file and line of the
+    /// inlined source, as [`GoSymbols::lookup`] gives them). Addresses outside the table (C
+    /// code of a cgo binary, headers, padding past the last function) still go to blazesym,
+    /// which can only name them from the file's own symbols: `.symtab` when it was kept, and
+    /// `.dynsym` at exact addresses only. In a stripped binary they stay unknown.
+    Go(Box<GoModule>),
+}
+
+impl Backend {
+    fn of(file: Option<&File>, path: &str) -> Backend {
+        let Some(file) = file else {
+            return Backend::Blazesym;
+        };
+        match GoModule::open(file) {
+            Ok(Some(go)) => Backend::Go(Box::new(go)),
+            Ok(None) => Backend::Blazesym,
+            Err(e) => {
+                log::debug!("{path}: no Go symbols from .gopclntab: {e}");
+                Backend::Blazesym
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+enum GoModuleError {
+    #[error("cannot read the file: {0}")]
+    Read(#[from] io::Error),
+    #[error("not an ELF file: {0}")]
+    Parse(#[from] object::Error),
+    #[error(transparent)]
+    Symbols(#[from] SymbolsError),
+}
+
+/// A Go executable or shared object without DWARF, its symbols read from `.gopclntab`.
+struct GoModule {
+    symbols: GoSymbols,
+    /// `PT_LOAD` segments as (file offset, file size, virtual address).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl std::fmt::Debug for GoModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GoModule")
+            .field("functions", &self.symbols.functions().count())
+            .field("segments", &self.segments)
+            .finish()
+    }
+}
+
+impl GoModule {
+    /// `Ok(None)` for anything but a Go binary (`.gopclntab` or `.go.buildinfo` section)
+    /// without DWARF: with DWARF, blazesym gives the same names plus inlined frames. Only
+    /// section headers are read for that test; the whole file only for a Go binary.
+    fn open(file: &File) -> Result<Option<GoModule>, GoModuleError> {
+        use object::{Object, ObjectSection};
+
+        {
+            let cache = object::ReadCache::new(file);
+            let elf = object::File::parse(&cache)?;
+            let (mut go, mut dwarf) = (false, false);
+            for section in elf.sections() {
+                let Ok(name) = section.name() else { continue };
+                go |= name.ends_with(".gopclntab") || name == ".go.buildinfo";
+                dwarf |= name == ".debug_info" || name == ".zdebug_info";
+            }
+            if !go || dwarf {
+                return Ok(None);
+            }
+        }
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
+        let mut data = vec![0; len];
+        file.read_exact_at(&mut data, 0)?;
+        let symbols = GoSymbols::open(&data)?;
+        let segments = object::File::parse(&*data)?
+            .segments()
+            .map(|segment| {
+                use object::ObjectSegment;
+                let (offset, size) = segment.file_range();
+                (offset, size, segment.address())
+            })
+            .collect();
+        Ok(Some(GoModule { symbols, segments }))
+    }
+
+    /// The frame of the instruction at `file_offset`, reported at `pc`; `None` outside the Go
+    /// functions of the table.
+    fn frame(&self, pc: u64, file_offset: u64, module: &str) -> Option<Frame> {
+        let vaddr = self
+            .segments
+            .iter()
+            .find(|&&(offset, size, _)| file_offset >= offset && file_offset - offset < size)
+            .and_then(|&(offset, _, vaddr)| vaddr.checked_add(file_offset - offset))?;
+        let found = self.symbols.lookup(vaddr)?;
+        Some(Frame {
+            address: format!("0x{pc:x}"),
+            function: (!found.function.is_empty()).then_some(found.function),
+            file: found.file,
+            line: found.line,
+            module: Some(module.to_owned()),
+            inlined: false,
+        })
     }
 }
 
@@ -286,7 +419,7 @@ impl Symbolizer {
             log::debug!("symbolizer: {e}");
         }
 
-        // One blazesym call per module, with all of its offsets.
+        // All offsets of a module together: one blazesym call per module.
         let mut by_module: HashMap<usize, Vec<(PcKey, u64)>> = HashMap::new();
         for &key in misses {
             let Some(addr) = lookup_address(key) else {
@@ -304,46 +437,74 @@ impl Symbolizer {
         }
 
         for (module_index, entries) in by_module {
-            let module = &self.modules[module_index];
-            let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
-            let symbolized = module.source_path().map(|path| {
-                let source = Source::Elf(Elf::new(path));
-                self.inner.symbolize(&source, Input::FileOffset(&offsets))
-            });
-            // Owned frames plus the symbol's start for the alias fix-up below.
-            let resolved: Vec<(PcKey, Vec<Frame>, Option<u64>)> = match symbolized {
-                Some(Ok(results)) => entries
-                    .iter()
-                    .zip(results)
-                    .map(|(&(key, _), result)| match result {
-                        Symbolized::Sym(sym) => {
-                            (key, sym_frames(&sym, key.0, &module.path), Some(sym.addr))
-                        }
-                        Symbolized::Unknown(_) => {
-                            (key, vec![unknown_frame(key.0, Some(&module.path))], None)
-                        }
-                    })
-                    .collect(),
-                other => {
-                    if let Some(Err(e)) = other {
-                        log::debug!("cannot symbolize in {}: {e}", module.path);
-                    }
-                    // The file is unreadable or not ELF: that will not change, so cache it too.
-                    entries
-                        .iter()
-                        .map(|&(key, _)| {
-                            (key, vec![unknown_frame(key.0, Some(&module.path))], None)
-                        })
-                        .collect()
-                }
-            };
-            let module = &mut self.modules[module_index];
-            for (key, mut frames, sym_addr) in resolved {
-                if let (Some(outer), Some(sym_addr)) = (frames.last_mut(), sym_addr) {
-                    module.prefer_exported_name(outer, sym_addr);
-                }
-                self.cache.insert(key, frames);
+            let entries = self.resolve_go(module_index, entries);
+            if !entries.is_empty() {
+                self.resolve_blazesym(module_index, &entries);
             }
+        }
+    }
+
+    /// Caches the frames `.gopclntab` gives when the module is a Go binary without DWARF;
+    /// returns the entries left for blazesym (all of them for any other module).
+    fn resolve_go(&mut self, module_index: usize, entries: Vec<(PcKey, u64)>) -> Vec<(PcKey, u64)> {
+        let module = &mut self.modules[module_index];
+        let backend = module
+            .backend
+            .get_or_insert_with(|| Backend::of(module.file.as_ref(), &module.path));
+        let Backend::Go(go) = backend else {
+            return entries;
+        };
+        let mut rest = Vec::new();
+        for (key, file_offset) in entries {
+            match go.frame(key.0, file_offset, &module.path) {
+                Some(frame) => {
+                    self.cache.insert(key, vec![frame]);
+                }
+                None => rest.push((key, file_offset)),
+            }
+        }
+        rest
+    }
+
+    /// One blazesym call for the module, with all of its offsets.
+    fn resolve_blazesym(&mut self, module_index: usize, entries: &[(PcKey, u64)]) {
+        let module = &self.modules[module_index];
+        let offsets: Vec<u64> = entries.iter().map(|&(_, offset)| offset).collect();
+        let symbolized = module.source_path().map(|path| {
+            let source = Source::Elf(Elf::new(path));
+            self.inner.symbolize(&source, Input::FileOffset(&offsets))
+        });
+        // Owned frames plus the symbol's start for the alias fix-up below.
+        let resolved: Vec<(PcKey, Vec<Frame>, Option<u64>)> = match symbolized {
+            Some(Ok(results)) => entries
+                .iter()
+                .zip(results)
+                .map(|(&(key, _), result)| match result {
+                    Symbolized::Sym(sym) => {
+                        (key, sym_frames(&sym, key.0, &module.path), Some(sym.addr))
+                    }
+                    Symbolized::Unknown(_) => {
+                        (key, vec![unknown_frame(key.0, Some(&module.path))], None)
+                    }
+                })
+                .collect(),
+            other => {
+                if let Some(Err(e)) = other {
+                    log::debug!("cannot symbolize in {}: {e}", module.path);
+                }
+                // The file is unreadable or not ELF: that will not change, so cache it too.
+                entries
+                    .iter()
+                    .map(|&(key, _)| (key, vec![unknown_frame(key.0, Some(&module.path))], None))
+                    .collect()
+            }
+        };
+        let module = &mut self.modules[module_index];
+        for (key, mut frames, sym_addr) in resolved {
+            if let (Some(outer), Some(sym_addr)) = (frames.last_mut(), sym_addr) {
+                module.prefer_exported_name(outer, sym_addr);
+            }
+            self.cache.insert(key, frames);
         }
     }
 
@@ -385,6 +546,7 @@ impl Symbolizer {
                         path: entry.path.to_string_lossy().into_owned(),
                         file,
                         exported: None,
+                        backend: None,
                     });
                     let index = self.modules.len() - 1;
                     self.modules_by_key.insert(entry.key, index);
@@ -539,6 +701,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::golang::testutil::{self, TOOLCHAINS, Toolchain, Variant};
 
     const LEAKY_C: &str = r#"#define _GNU_SOURCE
 #include <dlfcn.h>
@@ -938,6 +1101,186 @@ int main(int argc, char **)
                 .as_deref()
                 .is_some_and(|f| f.ends_with("klass.cpp"))
         );
+    }
+
+    /// Prints, as the Go runtime itself symbolizes them, a function's entry and a return
+    /// address inside it, then waits for a line on stdin.
+    const MARKER_GO: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+)
+
+// where returns the return address in its caller.
+//
+//go:noinline
+func where() uintptr {
+	var pcs [1]uintptr
+	runtime.Callers(2, pcs[:])
+	return pcs[0]
+}
+
+//go:noinline
+func marker() uintptr { // L_ENTRY
+	return where() // L_CALL
+}
+
+func main() {
+	ret := marker()
+	f := runtime.FuncForPC(ret - 1)
+	file, line := f.FileLine(ret - 1)
+	_, entryLine := f.FileLine(f.Entry())
+	fmt.Printf("marker=%p entry=%#x ret=%#x func=%s file=%s line=%d entryline=%d\n",
+		marker, f.Entry(), ret, f.Name(), file, line, entryLine)
+	var b [1]byte
+	os.Stdin.Read(b[:])
+}
+"#;
+
+    const MARKER: testutil::Program = testutil::Program {
+        name: "marker",
+        files: &[("main.go", MARKER_GO)],
+    };
+
+    fn go_marker(toolchain: Toolchain, variant: Variant) -> Target {
+        // A copy in a scratch directory: the target removes its directory when dropped, and
+        // the build is shared by the tests of this process.
+        let exe = testutil::build_program(&MARKER, toolchain, variant);
+        let dir = scratch_dir();
+        std::fs::copy(&exe, dir.join("marker")).expect("copy the Go target");
+        start(dir, "marker", &[])
+    }
+
+    /// The Go runtime's own answers, and ours for the entry of `main.marker` and the return
+    /// address in it; checks that the module was symbolized by `expected` means.
+    fn go_marker_frames(
+        toolchain: Toolchain,
+        variant: Variant,
+    ) -> (HashMap<String, String>, Vec<Frame>, Symbolizer) {
+        let mut target = go_marker(toolchain, variant);
+        let mut line = String::new();
+        target
+            .stdout
+            .read_line(&mut line)
+            .expect("read target output");
+        let fields: HashMap<String, String> = line
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let hex = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|value| value.strip_prefix("0x"))
+                .and_then(|value| u64::from_str_radix(value, 16).ok())
+                .unwrap_or_else(|| panic!("{name} in {line:?}"))
+        };
+        let (marker, entry, ret) = (hex("marker"), hex("entry"), hex("ret"));
+        assert_eq!(marker, entry, "{line}");
+        assert!(ret > entry, "{line}");
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        let frames = symbolizer.symbolize(&[marker, ret]);
+        (fields, frames, symbolizer)
+    }
+
+    fn backend_of_exe(symbolizer: &Symbolizer) -> &Backend {
+        let exe = symbolizer
+            .modules
+            .iter()
+            .find(|module| module.path.ends_with("/marker"))
+            .expect("the executable is a module");
+        exe.backend.as_ref().expect("backend chosen")
+    }
+
+    fn assert_marker_frames(what: &str, fields: &HashMap<String, String>, frames: &[Frame]) {
+        assert_eq!(frames.len(), 2, "{what}: {frames:#?}");
+        let (entry, call) = (&frames[0], &frames[1]);
+        assert_eq!(entry.address, fields["entry"], "{what}");
+        assert_eq!(call.address, fields["ret"], "{what}: reported as given");
+        for frame in frames {
+            assert_eq!(frame.function.as_deref(), Some("main.marker"), "{what}");
+            assert!(!frame.inlined, "{what}");
+            // -trimpath: the module path and the file name. DWARF has them relative to a
+            // compilation directory ".", which blazesym joins in front.
+            let file = frame.file.as_deref().expect("file");
+            let file = file.strip_prefix("./").unwrap_or(file);
+            assert_eq!(file, "example.com/leaky/main.go", "{what}");
+            assert_eq!(file, fields["file"], "{what}: as the Go runtime says");
+            assert!(
+                frame
+                    .module
+                    .as_deref()
+                    .is_some_and(|m| m.ends_with("/marker")),
+                "{what}: {frame:?}"
+            );
+        }
+        assert_eq!(entry.line, Some(line_of(MARKER_GO, "L_ENTRY")), "{what}");
+        assert_eq!(
+            entry.line.map(|l| l.to_string()).as_ref(),
+            Some(&fields["entryline"]),
+            "{what}"
+        );
+        // A return address is looked up one byte back: the line of the call.
+        assert_eq!(call.line, Some(line_of(MARKER_GO, "L_CALL")), "{what}");
+        assert_eq!(
+            call.line.map(|l| l.to_string()).as_ref(),
+            Some(&fields["line"]),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn stripped_go_frames_come_from_gopclntab() {
+        for toolchain in TOOLCHAINS {
+            for variant in [
+                Variant::Stripped,
+                Variant::PieStripped,
+                Variant::CgoStripped,
+            ] {
+                let what = format!("{toolchain:?} {variant:?}");
+                let (fields, frames, symbolizer) = go_marker_frames(toolchain, variant);
+                assert_marker_frames(&what, &fields, &frames);
+                assert!(
+                    matches!(backend_of_exe(&symbolizer), Backend::Go(_)),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unstripped_go_keeps_dwarf() {
+        for toolchain in TOOLCHAINS {
+            let what = format!("{toolchain:?} Plain");
+            let (fields, frames, symbolizer) = go_marker_frames(toolchain, Variant::Plain);
+            assert!(
+                matches!(backend_of_exe(&symbolizer), Backend::Blazesym),
+                "{what}"
+            );
+            assert_marker_frames(&what, &fields, &frames);
+        }
+    }
+
+    #[test]
+    fn stripped_go_outside_its_functions_is_unknown() {
+        let mut target = go_marker(Toolchain::Recent, Variant::PieStripped);
+        target.addresses();
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        let exe = symbolizer
+            .mappings
+            .iter()
+            .find(|m| symbolizer.modules[m.module].path.ends_with("/marker"))
+            .copied()
+            .expect("the executable is mapped");
+        // The first bytes of the executable mapping are ELF headers (or .text before the
+        // first Go function): no function there, and blazesym has no symbols to offer.
+        let frame = only(symbolizer.symbolize(&[exe.start]));
+        assert_eq!(frame.function, None, "{frame:?}");
+        assert_eq!(frame.file, None);
+        assert_eq!(frame.line, None);
+        assert!(matches!(backend_of_exe(&symbolizer), Backend::Go(_)));
     }
 
     #[inline(never)]

@@ -20,4 +20,4 @@ pub mod symbols;
 pub mod tracker;
 
 #[cfg(test)]
-mod testutil;
+pub mod testutil;
