@@ -60,7 +60,10 @@ impl GoReader {
     /// true), else those the probes saw created (`probed`, by `g` address). States and parked
     /// stacks come from each `g`; creation times from the probes.
     pub fn goroutines(&self, probed: &HashMap<u64, Goroutine>) -> (Vec<LiveGoroutine>, bool) {
-        let (gs, complete) = match self.all_gs() {
+        // Without the version's status numbering no record can be validated: the list would
+        // read as all torn. The probes' view stands then.
+        let all = self.limits.as_ref().and_then(|_| self.all_gs());
+        let (gs, complete) = match all {
             Some(gs) => (gs, true),
             None => (probed.keys().copied().collect(), false),
         };
