@@ -592,7 +592,19 @@ impl Session<'_> {
     fn note_oom_kills(&mut self, victims: &[Victim]) -> bool {
         let cgroup = self.memory.cgroup.as_ref().map(|c| c.path.clone());
         let mut target_killed = false;
+        // A tracepoint without figures (older kernels): the kernel log has them.
+        let logged = if victims.iter().any(|v| v.victim.lacks_figures()) {
+            crate::oom::kmsg::read_kmsg_nonblocking()
+                .map(|records| crate::oom::kmsg::assemble(&records))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for victim in victims {
+            let mut victim = victim.clone();
+            if victim.victim.lacks_figures() {
+                victim.victim.complete_from_log(&logged);
+            }
             let pid = victim.victim.pid;
             let is_target = pid == self.target.pid
                 || Path::new(&format!("/proc/{}/task/{pid}", self.target.pid)).exists();

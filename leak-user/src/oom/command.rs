@@ -142,7 +142,13 @@ pub async fn run(args: OomArgs) -> Result<()> {
     loop {
         tokio::select! {
             victims = watch.next() => {
-                for victim in victims? {
+                for mut victim in victims? {
+                    // Older kernels' tracepoint has the pid only: the log line has the rest.
+                    if victim.victim.lacks_figures()
+                        && let Ok(records) = super::kmsg::read_kmsg_nonblocking()
+                    {
+                        victim.victim.complete_from_log(&super::kmsg::assemble(&records));
+                    }
                     let kill = KillEntry::from_tracepoint(&victim);
                     if kill.matches(&args, None) {
                         emit(&kill, args.json);

@@ -31,6 +31,39 @@ impl kmsg::OomEvent {
 }
 
 impl tracepoint::OomVictim {
+    /// Older kernels' `oom:mark_victim` carries the pid alone: the kernel logs the rest in
+    /// the `Killed process` line it prints right after, so the newest logged kill of this
+    /// pid fills what the tracepoint lacked (where a kprobe on `oom_kill_process` would be
+    /// the other way, and kprobes are not on every kernel). Returns true if it found one.
+    pub fn complete_from_log(&mut self, events: &[kmsg::OomEvent]) -> bool {
+        let Some(event) = events.iter().rev().find(|e| e.pid == self.pid) else {
+            return false;
+        };
+        self.comm.get_or_insert_with(|| event.comm.clone());
+        let fill = |have: &mut Option<u64>, logged: Option<u64>| {
+            if have.is_none() {
+                *have = logged;
+            }
+        };
+        fill(&mut self.total_vm_kb, event.total_vm_kb);
+        fill(&mut self.anon_rss_kb, event.anon_rss_kb);
+        fill(&mut self.file_rss_kb, event.file_rss_kb);
+        fill(&mut self.shmem_rss_kb, event.shmem_rss_kb);
+        fill(&mut self.pgtables_kb, event.pgtables_kb);
+        if self.uid.is_none() {
+            self.uid = event.uid;
+        }
+        if self.oom_score_adj.is_none() {
+            self.oom_score_adj = event.oom_score_adj;
+        }
+        true
+    }
+
+    /// True when the tracepoint gave no memory figures (kernels before 6.x record the pid only).
+    pub fn lacks_figures(&self) -> bool {
+        self.anon_rss_kb.is_none() && self.total_vm_kb.is_none()
+    }
+
     /// The report entry (`source: "tracepoint"`). The tracepoint has no time or cgroup of its
     /// own: the caller passes when it saw the event and the target's memcg path; `fallback_comm`
     /// stands in on kernels whose event has no comm.
@@ -76,6 +109,36 @@ mod tests {
             Some("/process_api/5a10f742627aa8c687901111449221da/lt_oom_scratch")
         );
         assert_eq!(kill.anon_rss_kb, Some(32512));
+    }
+
+    #[test]
+    fn a_pid_only_tracepoint_is_completed_from_the_log() {
+        let records =
+            kmsg::parse_stream(include_str!("testdata/kmsg-6.18-memcg-kill.txt")).expect("fixture");
+        let events = kmsg::assemble(&records);
+        let mut v = tracepoint::OomVictim {
+            pid: 3457,
+            comm: None,
+            total_vm_kb: None,
+            anon_rss_kb: None,
+            file_rss_kb: None,
+            shmem_rss_kb: None,
+            uid: None,
+            pgtables_kb: None,
+            oom_score_adj: None,
+        };
+        assert!(v.lacks_figures());
+        assert!(v.complete_from_log(&events));
+        assert!(!v.lacks_figures());
+        assert_eq!(v.comm.as_deref(), Some("memhog"));
+        assert_eq!(v.anon_rss_kb, Some(32512));
+        let mut other = tracepoint::OomVictim {
+            pid: 1,
+            ..v.clone()
+        };
+        other.anon_rss_kb = None;
+        assert!(!other.complete_from_log(&events));
+        assert_eq!(other.anon_rss_kb, None);
     }
 
     #[test]
