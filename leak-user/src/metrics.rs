@@ -146,6 +146,7 @@ impl Metrics {
             ("alloc_map_full", reasons.alloc_map_full),
             ("stack_map_full", reasons.stack_map_full),
             ("in_flight_map_full", reasons.in_flight_map_full),
+            ("kernel_skipped", reasons.kernel_skipped),
             ("totals_map_full", reasons.totals_map_full),
         ] {
             let labels = ReasonLabels {

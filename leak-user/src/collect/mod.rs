@@ -1,5 +1,6 @@
 //! Reading the kernel side's maps into a snapshot.
 mod batch;
+pub mod prog_info;
 
 use std::collections::HashMap;
 
@@ -55,6 +56,8 @@ pub struct Snapshot {
     pub counters: Counters,
     pub outstanding_bytes: u64,
     pub outstanding_allocs: u64,
+    /// Probe runs the kernel skipped (another BPF program was running on that CPU).
+    pub skipped_runs: u64,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -126,6 +129,7 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
 
     snapshot.totals = entries(ebpf, "STACK_TOTALS")?.into_iter().collect();
     snapshot.counters = counters(ebpf)?;
+    snapshot.skipped_runs = prog_info::skipped_runs(ebpf);
     Ok(snapshot)
 }
 

@@ -45,6 +45,7 @@ pub fn build(
         stack_map_full: c.get(counter::DROP_STACK_MAP_FULL),
         in_flight_map_full: c.get(counter::DROP_IN_FLIGHT_FULL),
         totals_map_full: c.get(counter::DROP_TOTALS_MAP_FULL),
+        kernel_skipped: snapshot.skipped_runs,
     };
     let totals = Totals {
         outstanding_bytes: snapshot.outstanding_bytes,
@@ -53,7 +54,8 @@ pub fn build(
         frees_seen: c.get(counter::FREES),
         dropped: drop_reasons.alloc_map_full
             + drop_reasons.stack_map_full
-            + drop_reasons.in_flight_map_full,
+            + drop_reasons.in_flight_map_full
+            + drop_reasons.kernel_skipped,
         drop_reasons,
         stacks_evicted: 0,
     };

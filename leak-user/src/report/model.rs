@@ -77,6 +77,9 @@ pub struct DropReasons {
     pub in_flight_map_full: u64,
     /// Extension: per-stack totals that could not be kept.
     pub totals_map_full: u64,
+    /// Extension: probe runs the kernel skipped because another BPF program was running on
+    /// that CPU (another tracer on the same functions): allocator calls not seen.
+    pub kernel_skipped: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -97,6 +97,12 @@ fn header(out: &mut Lines, report: &Report) {
         if reasons.totals_map_full > 0 {
             why.push(format!("totals map full: {}", reasons.totals_map_full));
         }
+        if reasons.kernel_skipped > 0 {
+            why.push(format!(
+                "skipped by the kernel while another BPF program ran: {}",
+                reasons.kernel_skipped
+            ));
+        }
         // Word by word, so the warning wraps instead of being cut.
         let text = format!(
             "DROPPED {} allocations ({}) — figures are lower bounds; raise \
@@ -478,6 +484,7 @@ mod tests {
                     alloc_map_full: 100,
                     stack_map_full: 23,
                     in_flight_map_full: 0,
+                    kernel_skipped: 0,
                     totals_map_full: 0,
                 },
                 stacks_evicted: 0,
