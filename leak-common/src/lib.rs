@@ -213,7 +213,9 @@ pub mod unwind_state {
     pub const LEN1: u32 = 2;
     /// Bumped at every table change; keys the probes' cache of rules.
     pub const GENERATION: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Bumped when user space evicts stacks: the probes' cache of stored stack ids is void.
+    pub const STACK_EPOCH: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Bytes of an `oom:mark_victim` tracepoint record handed to user space, which decodes them with

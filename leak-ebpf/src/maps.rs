@@ -73,6 +73,14 @@ pub static RULE_CACHE: Array<CachedRule> = Array::with_max_entries(RULE_CACHE_SL
 
 pub const RULE_CACHE_SLOTS: u32 = 1 << 16;
 
+/// Stack ids known to be in `STACKS`, direct-mapped: most allocations come from stacks seen
+/// before, and an inlined array read spares them the hash lookup. A slot holds the id mixed
+/// with the stack epoch, so user space voids the whole cache by bumping the epoch.
+#[map]
+pub static KNOWN_STACKS: Array<u64> = Array::with_max_entries(KNOWN_STACK_SLOTS, 0);
+
+pub const KNOWN_STACK_SLOTS: u32 = 1 << 14;
+
 /// OOM victims (`oom:mark_victim`), a few records at most per kill.
 #[map]
 pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);

@@ -20,8 +20,8 @@ use leak_common::{GO_FRAMES, GoStack, MAX_FRAMES, MAX_MAPPINGS, cfa, counter, un
 use crate::{
     golang,
     maps::{
-        GO_STACKS, RULE_CACHE, RULE_CACHE_SLOTS, SCRATCH, STACKS, UNWIND_MAPPINGS, UNWIND_ROWS,
-        UNWIND_STATE, count,
+        GO_STACKS, KNOWN_STACK_SLOTS, KNOWN_STACKS, RULE_CACHE, RULE_CACHE_SLOTS, SCRATCH, STACKS,
+        UNWIND_MAPPINGS, UNWIND_ROWS, UNWIND_STATE, count,
     },
 };
 
@@ -171,18 +171,31 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
     }
 
     let id = walk.hash | 1; // 0 means "no stack"
-    // Most stacks are known already: a lookup takes no bucket lock, an insert does.
-    if STACKS.get_ptr(id).is_some() {
+    let epoch = UNWIND_STATE
+        .get(unwind_state::STACK_EPOCH)
+        .copied()
+        .unwrap_or(0) as u64;
+    let tag = id ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let known = KNOWN_STACKS.get_ptr_mut((id ^ (id >> 32)) as u32 & (KNOWN_STACK_SLOTS - 1));
+    if let Some(slot) = known
+        && unsafe { read_volatile(slot) } == tag
+    {
         return id;
     }
-    match STACKS.insert(id, &*trace, BPF_NOEXIST as u64) {
-        Ok(()) => id,
-        Err(EEXIST) => id,
-        Err(_) => {
-            count(counter::DROP_STACK_MAP_FULL);
-            0
-        }
+    // Most stacks are known already: a lookup takes no bucket lock, an insert does.
+    let stored = STACKS.get_ptr(id).is_some()
+        || matches!(
+            STACKS.insert(id, &*trace, BPF_NOEXIST as u64),
+            Ok(()) | Err(EEXIST)
+        );
+    if !stored {
+        count(counter::DROP_STACK_MAP_FULL);
+        return 0;
     }
+    if let Some(slot) = known {
+        unsafe { write_volatile(slot, tag) };
+    }
+    id
 }
 
 /// Records the current frame and moves to its caller. Returns 1 to end the walk.

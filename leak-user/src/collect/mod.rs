@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use leak_common::{Allocation, Goroutine, StackTotals, StackTrace, counter};
+use leak_common::{Allocation, Goroutine, StackTotals, StackTrace, counter, unwind_state};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -163,6 +163,23 @@ pub fn goroutines(ebpf: &Ebpf) -> Result<Vec<(u64, Goroutine)>, CollectError> {
 /// Removes stacks (their frames and totals) from the kernel's maps; returns how many went.
 pub fn evict_stacks(ebpf: &mut Ebpf, ids: &[u64]) -> Result<u64, CollectError> {
     let err = |map| move |source| CollectError::Map { map, source };
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    // First void the probes' cache of stored stack ids, so none of these is taken as stored.
+    {
+        let map = ebpf
+            .map_mut("UNWIND_STATE")
+            .ok_or(CollectError::MissingMap("UNWIND_STATE"))?;
+        let mut state: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(err("UNWIND_STATE"))?;
+        let epoch = state
+            .get(&unwind_state::STACK_EPOCH, 0)
+            .map_err(err("UNWIND_STATE"))?;
+        state
+            .set(unwind_state::STACK_EPOCH, epoch.wrapping_add(1), 0)
+            .map_err(err("UNWIND_STATE"))?;
+    }
     let mut evicted = 0;
     {
         let map = ebpf
