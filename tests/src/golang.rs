@@ -358,6 +358,26 @@ pub fn trace_to_completion(exe: &Path, args: &[&str]) -> (Vec<String>, Finished)
     (lines, tracer.wait(FINISH_GRACE))
 }
 
+/// Runs `exe complete` untraced, then traced from `ready` on: the output must be the same
+/// (`lines` of it), and leaktrace must end by itself when the target exits, with a Go
+/// report. Returns that report.
+pub fn assert_same_output_traced(exe: &Path, lines: usize) -> Report {
+    let untraced = run_to_completion(exe, &["complete"]);
+    assert_eq!(untraced.len(), lines, "untraced output: {untraced:?}");
+    let (traced, finished) = trace_to_completion(exe, &["complete"]);
+    assert_eq!(traced, untraced, "output traced vs untraced");
+    finished.assert_success();
+    let r = finished.report();
+    assert_eq!(
+        r.ended_by.as_deref(),
+        Some("target_exited"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(r.language, "go", "{}", r.describe());
+    r
+}
+
 /// How long a run to completion may take (under tracing every goroutine start and cgo call
 /// traps).
 const COMPLETION_TIMEOUT: Duration = Duration::from_secs(60);

@@ -324,18 +324,6 @@ fn go_report_metadata(b: GoBuild) {
 /// C.CString/C.free, stacks that grow between calls) runs to completion under tracing with the
 /// same output as without; leaktrace ends when it exits.
 fn complete_run_same_output(b: GoBuild) {
-    let exe = go_build(TARGET, b);
-    let untraced = run_to_completion(&exe, &["complete"]);
-    assert_eq!(untraced.len(), 3, "ready, the checksum, done: {untraced:?}");
-    let (traced, finished) = trace_to_completion(&exe, &["complete"]);
-    assert_eq!(traced, untraced, "output traced vs untraced");
-    finished.assert_success();
-    let r = finished.report();
-    assert_eq!(
-        r.ended_by.as_deref(),
-        Some("target_exited"),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(r.language, "go", "{}", r.describe());
+    // ready, the checksum, done.
+    assert_same_output_traced(&go_build(TARGET, b), 3);
 }

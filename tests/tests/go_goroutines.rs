@@ -373,20 +373,8 @@ fn sites_well_formed(b: GoBuild) {
 /// ping-pong, garbage collections) runs to completion under tracing with the same output as
 /// without; leaktrace ends when it exits.
 fn complete_run_same_output(b: GoBuild) {
-    let exe = go_build(TARGET, b);
-    let untraced = run_to_completion(&exe, &["complete"]);
-    assert_eq!(untraced.len(), 5, "ready, 3 results, done: {untraced:?}");
-    let (traced, finished) = trace_to_completion(&exe, &["complete"]);
-    assert_eq!(traced, untraced, "output traced vs untraced");
-    finished.assert_success();
-    let r = finished.report();
-    assert_eq!(
-        r.ended_by.as_deref(),
-        Some("target_exited"),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(r.language, "go", "{}", r.describe());
+    // ready, 3 results, done.
+    let r = assert_same_output_traced(&go_build(TARGET, b), 5);
     r.goroutines();
 }
 

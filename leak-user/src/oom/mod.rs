@@ -111,13 +111,10 @@ mod tests {
         assert_eq!(kill.anon_rss_kb, Some(32512));
     }
 
-    #[test]
-    fn a_pid_only_tracepoint_is_completed_from_the_log() {
-        let records =
-            kmsg::parse_stream(include_str!("testdata/kmsg-6.18-memcg-kill.txt")).expect("fixture");
-        let events = kmsg::assemble(&records);
-        let mut v = tracepoint::OomVictim {
-            pid: 3457,
+    /// What the oldest tracepoint layout gives.
+    fn pid_only(pid: u32) -> tracepoint::OomVictim {
+        tracepoint::OomVictim {
+            pid,
             comm: None,
             total_vm_kb: None,
             anon_rss_kb: None,
@@ -126,7 +123,15 @@ mod tests {
             uid: None,
             pgtables_kb: None,
             oom_score_adj: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_pid_only_tracepoint_is_completed_from_the_log() {
+        let records =
+            kmsg::parse_stream(include_str!("testdata/kmsg-6.18-memcg-kill.txt")).expect("fixture");
+        let events = kmsg::assemble(&records);
+        let mut v = pid_only(3457);
         assert!(v.lacks_figures());
         assert!(v.complete_from_log(&events));
         assert!(!v.lacks_figures());
@@ -143,17 +148,7 @@ mod tests {
 
     #[test]
     fn tracepoint_victim_becomes_report_entry() {
-        let v = tracepoint::OomVictim {
-            pid: 4242,
-            comm: None,
-            total_vm_kb: None,
-            anon_rss_kb: None,
-            file_rss_kb: None,
-            shmem_rss_kb: None,
-            uid: None,
-            pgtables_kb: None,
-            oom_score_adj: None,
-        };
+        let v = pid_only(4242);
         let kill = v.to_oom_kill(DateTime::<Utc>::UNIX_EPOCH, None, "server");
         assert_eq!(kill.comm, "server");
         assert_eq!(kill.time, "1970-01-01T00:00:00Z");
