@@ -23,12 +23,7 @@ use crate::{
     attach::{self, MapLimits},
     cli::{Format, TraceOptions},
     collect::{self, Snapshot},
-    golang::{
-        probes::GoProbes,
-        reader::GoReader,
-        runtime_vars::RuntimeVars,
-        tracker::{LiveGoroutine, ProbeCounts, Tracker},
-    },
+    golang::{probes::GoProbes, tracker::ProbeCounts},
     launch::{self, Launched},
     memory,
     metrics::{self, Metrics},
@@ -40,13 +35,13 @@ use crate::{
     },
     status::{self, Status},
     symbolize::Symbolizer,
-    target::{
-        Allocator, TargetProcess, allocator,
-        elf::{self, ElfObject},
-        remote_memory::RemoteMemory,
-    },
+    target::{Allocator, TargetProcess, allocator, elf::ElfObject},
     unwind::loader::UnwindTables,
 };
+
+mod go_target;
+
+use go_target::GoState;
 
 pub enum TargetSpec {
     Pid(u32),
@@ -76,34 +71,12 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
 
     let (target, allocator, mut launched) = prepare_target(spec)?;
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
-    let exe_elf = ElfObject::open(&target.host_path(&target.exe)).ok();
-    let is_go = exe_elf.as_ref().is_some_and(ElfObject::is_go);
-    let language = if is_go { "go" } else { "c" };
-    let mut go_probes = match exe_elf.as_ref().filter(|_| is_go) {
-        Some(elf) => match GoProbes::for_binary(elf.data()) {
-            Ok(probes) => {
-                log::info!(
-                    "Go {}.{}: runtime.g offsets from {:?}",
-                    probes.version.major,
-                    probes.version.minor,
-                    probes.offsets_source
-                );
-                Some(probes)
-            }
-            Err(error) if allocator.entries.is_empty() => {
-                bail!(
-                    "cannot trace the goroutines of {}: {error}",
-                    target.exe.display()
-                )
-            }
-            Err(error) => {
-                log::warn!("goroutines will not be traced: {error}");
-                None
-            }
-        },
-        None => None,
+    let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
+        "go"
+    } else {
+        "c"
     };
-    drop(exe_elf);
+    let mut go_probes = go_target::probes(&target, &allocator)?;
     // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
     // under us.
     let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
@@ -304,7 +277,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     }
     sink.write(&output::render(options.format, &report)?)?;
     if options.format == Format::Pprof {
-        write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
+        go_target::write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
     }
     if bpf_stats.is_some() {
         print_bpf_stats(&ebpf);
@@ -324,12 +297,12 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
         TargetSpec::Pid(pid) => {
             let target = TargetProcess::inspect(pid)?;
             let objects = target.executable_objects()?;
-            let allocator = pure_go_has_none(allocator::for_process(&target, &objects))?;
+            let allocator = go_target::pure_go_has_none(allocator::for_process(&target, &objects))?;
             Ok((target, allocator, None))
         }
         TargetSpec::Run(command) => {
             let program = launch::resolve_program(&command[0])?;
-            let allocator = pure_go_has_none(allocator::for_program(&program))?;
+            let allocator = go_target::pure_go_has_none(allocator::for_program(&program))?;
             let launched = launch::launch_paused(&command)?;
             let target = TargetProcess {
                 pid: launched.pid,
@@ -343,57 +316,6 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
             };
             Ok((target, allocator, Some(launched)))
         }
-    }
-}
-
-/// Tells the probes where the Go runtime's cgo trampolines are, once the target is mapped.
-fn set_go_params(ebpf: &mut Ebpf, go: &mut GoProbes, target: &TargetProcess) -> Result<()> {
-    let bias = exe_bias(target)?;
-    if go.cgo_mmap.is_none() && go.cgo_mmap_slot.is_some() {
-        let exe = ElfObject::open(&target.host_path(&target.exe))?;
-        let memory = RemoteMemory::open(target.pid)?;
-        go.resolve_cgo_mmap(exe.data(), bias, |addr| memory.read_u64(addr));
-        if go.cgo_mmap.is_none() {
-            log::warn!("x_cgo_mmap not found: the Go heap may show as native mmap sites");
-        }
-    }
-    attach::set_go_params(ebpf, go, bias)?;
-    Ok(())
-}
-
-/// Run-time minus link-time address of the target's executable (0 unless it is PIE).
-fn exe_bias(target: &TargetProcess) -> Result<u64> {
-    let exe = ElfObject::open(&target.host_path(&target.exe))?;
-    let segments = exe.load_segments();
-    let objects = target.executable_objects()?;
-    objects
-        .iter()
-        .filter(|o| o.path == target.exe)
-        .find_map(|o| {
-            let vaddr = elf::vaddr_of_offset(&segments, o.offset)?;
-            Some(o.start.wrapping_sub(vaddr))
-        })
-        .with_context(|| {
-            format!(
-                "PID {}: {} is not mapped executable",
-                target.pid,
-                target.exe.display()
-            )
-        })
-}
-
-/// A pure Go program has no C allocator: only its goroutines are traced.
-fn pure_go_has_none(
-    found: Result<Allocator, allocator::AllocatorError>,
-) -> Result<Allocator, allocator::AllocatorError> {
-    match found {
-        Err(allocator::AllocatorError::PureGo { .. }) => Ok(Allocator {
-            name: "none (pure Go)".to_owned(),
-            path: String::new(),
-            entries: Vec::new(),
-            missing: Vec::new(),
-        }),
-        other => other,
     }
 }
 
@@ -413,7 +335,7 @@ async fn attach_probes(
     if launched.is_none() {
         tables.sync(ebpf)?;
         if let Some(go) = go.as_deref_mut() {
-            set_go_params(ebpf, go, target)?;
+            go_target::set_params(ebpf, go, target)?;
         }
     }
     let exited = |e: attach::AttachError| {
@@ -439,7 +361,7 @@ async fn attach_probes(
         let stopped = wait_for_stop(launched).await;
         tables.sync(ebpf)?;
         if let Some(go) = go {
-            set_go_params(ebpf, go, target)?;
+            go_target::set_params(ebpf, go, target)?;
         }
         if stopped {
             launched.resume();
@@ -469,42 +391,6 @@ struct Session<'a> {
     go: Option<GoState>,
 }
 
-#[derive(Default)]
-struct GoState {
-    tracker: Tracker,
-    /// None when the program's memory cannot be read (then only the probes' view counts).
-    reader: Option<GoReader>,
-    /// At the last sample.
-    live: Vec<LiveGoroutine>,
-    complete: bool,
-    heap_inuse: Option<u64>,
-}
-
-impl GoState {
-    fn new(probes: &GoProbes, target: &TargetProcess) -> GoState {
-        let reader = go_reader(probes, target)
-            .inspect_err(|e| log::warn!("goroutine states will not be read: {e:#}"))
-            .ok();
-        GoState {
-            reader,
-            ..GoState::default()
-        }
-    }
-}
-
-/// What reads the target's goroutines and Go heap through its memory.
-fn go_reader(probes: &GoProbes, target: &TargetProcess) -> Result<GoReader> {
-    let exe = ElfObject::open(&target.host_path(&target.exe))?;
-    let vars = RuntimeVars::for_binary(exe.data(), &probes.version)?;
-    let memory = RemoteMemory::open(target.pid)?;
-    Ok(GoReader::new(
-        memory,
-        probes.offsets,
-        vars,
-        exe_bias(target)?,
-    ))
-}
-
 impl Session<'_> {
     fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
         let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
@@ -513,22 +399,7 @@ impl Session<'_> {
         self.history.record(t_s, &snapshot.totals);
         self.read_memory(t_s, snapshot.outstanding_bytes);
         if let Some(go) = &mut self.go {
-            let probed: HashMap<_, _> = collect::goroutines(ebpf)?.into_iter().collect();
-            // Once the target is gone its memory is too: the last reading stands.
-            if self.target.is_alive() {
-                (go.live, go.complete) = match &go.reader {
-                    Some(reader) => reader.goroutines(&probed),
-                    None => (
-                        probed
-                            .iter()
-                            .map(|(&g, p)| LiveGoroutine::probed(g, p))
-                            .collect(),
-                        false,
-                    ),
-                };
-                go.heap_inuse = go.reader.as_ref().and_then(GoReader::heap_inuse);
-                go.tracker.record(t_s, &go.live);
-            }
+            go.sample(ebpf, self.target, t_s)?;
         }
         Ok(snapshot)
     }
@@ -691,27 +562,6 @@ fn print_bpf_stats(ebpf: &Ebpf) {
             eprintln!("leaktrace: bpf-stats {name} {runs} {ns:.1}");
         }
     }
-}
-
-/// Go targets: the goroutine profile beside the heap one (`leaks.goroutines.pb.gz`).
-fn write_goroutine_profile(
-    report: &report::model::Report,
-    output: Option<&Path>,
-    quiet: bool,
-) -> Result<()> {
-    let Some(profile) = report::pprof::render_goroutines(report)? else {
-        return Ok(());
-    };
-    let Some(output) = output else {
-        log::warn!("the goroutine profile needs --output FILE: it goes beside that file");
-        return Ok(());
-    };
-    let path = report::pprof::goroutine_profile_path(output);
-    std::fs::write(&path, profile).with_context(|| format!("cannot write {}", path.display()))?;
-    if !quiet {
-        eprintln!("leaktrace: goroutine profile written to {}", path.display());
-    }
-    Ok(())
 }
 
 /// The next OOM victims, or never when the tracepoint is not watched.

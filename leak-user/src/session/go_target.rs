@@ -1,0 +1,185 @@
+//! The Go side of a session: whether the target's goroutines can be traced and how, where
+//! the probes find the runtime's cgo trampolines, the reader of its memory, and the goroutine
+//! profile written beside the heap one.
+use std::{collections::HashMap, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use aya::Ebpf;
+
+use crate::{
+    attach, collect,
+    golang::{
+        probes::GoProbes,
+        reader::GoReader,
+        runtime_vars::RuntimeVars,
+        tracker::{LiveGoroutine, Tracker},
+    },
+    report,
+    target::{
+        Allocator, TargetProcess, allocator,
+        elf::{self, ElfObject},
+        remote_memory::RemoteMemory,
+    },
+};
+
+/// The goroutine probes of a Go target; None for other targets, and for a Go target whose
+/// runtime leaktrace cannot read while it still has a C allocator to trace.
+pub fn probes(target: &TargetProcess, allocator: &Allocator) -> Result<Option<GoProbes>> {
+    let Ok(exe) = ElfObject::open(&target.host_path(&target.exe)) else {
+        return Ok(None);
+    };
+    if !exe.is_go() {
+        return Ok(None);
+    }
+    match GoProbes::for_binary(exe.data()) {
+        Ok(probes) => {
+            log::info!(
+                "Go {}.{}: runtime.g offsets from {:?}",
+                probes.version.major,
+                probes.version.minor,
+                probes.offsets_source
+            );
+            Ok(Some(probes))
+        }
+        Err(error) if allocator.entries.is_empty() => bail!(
+            "cannot trace the goroutines of {}: {error}",
+            target.exe.display()
+        ),
+        Err(error) => {
+            log::warn!("goroutines will not be traced: {error}");
+            Ok(None)
+        }
+    }
+}
+
+/// Tells the probes where the Go runtime's cgo trampolines are, once the target is mapped.
+pub fn set_params(ebpf: &mut Ebpf, go: &mut GoProbes, target: &TargetProcess) -> Result<()> {
+    let bias = exe_bias(target)?;
+    if go.cgo_mmap.is_none() && go.cgo_mmap_slot.is_some() {
+        let exe = ElfObject::open(&target.host_path(&target.exe))?;
+        let memory = RemoteMemory::open(target.pid)?;
+        go.resolve_cgo_mmap(exe.data(), bias, |addr| memory.read_u64(addr));
+        if go.cgo_mmap.is_none() {
+            log::warn!("x_cgo_mmap not found: the Go heap may show as native mmap sites");
+        }
+    }
+    attach::set_go_params(ebpf, go, bias)?;
+    Ok(())
+}
+
+/// Run-time minus link-time address of the target's executable (0 unless it is PIE).
+fn exe_bias(target: &TargetProcess) -> Result<u64> {
+    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let segments = exe.load_segments();
+    let objects = target.executable_objects()?;
+    objects
+        .iter()
+        .filter(|o| o.path == target.exe)
+        .find_map(|o| {
+            let vaddr = elf::vaddr_of_offset(&segments, o.offset)?;
+            Some(o.start.wrapping_sub(vaddr))
+        })
+        .with_context(|| {
+            format!(
+                "PID {}: {} is not mapped executable",
+                target.pid,
+                target.exe.display()
+            )
+        })
+}
+
+/// A pure Go program has no C allocator: only its goroutines are traced.
+pub fn pure_go_has_none(
+    found: Result<Allocator, allocator::AllocatorError>,
+) -> Result<Allocator, allocator::AllocatorError> {
+    match found {
+        Err(allocator::AllocatorError::PureGo { .. }) => Ok(Allocator {
+            name: "none (pure Go)".to_owned(),
+            path: String::new(),
+            entries: Vec::new(),
+            missing: Vec::new(),
+        }),
+        other => other,
+    }
+}
+
+#[derive(Default)]
+pub struct GoState {
+    pub tracker: Tracker,
+    /// None when the program's memory cannot be read (then only the probes' view counts).
+    pub reader: Option<GoReader>,
+    /// At the last sample.
+    pub live: Vec<LiveGoroutine>,
+    pub complete: bool,
+    pub heap_inuse: Option<u64>,
+}
+
+impl GoState {
+    pub fn new(probes: &GoProbes, target: &TargetProcess) -> GoState {
+        let reader = go_reader(probes, target)
+            .inspect_err(|e| log::warn!("goroutine states will not be read: {e:#}"))
+            .ok();
+        GoState {
+            reader,
+            ..GoState::default()
+        }
+    }
+}
+
+impl GoState {
+    /// The goroutines now: the probes' map, and the runtime's own list when it can be read.
+    /// Once the target is gone its memory is too: the last reading stands.
+    pub fn sample(&mut self, ebpf: &Ebpf, target: &TargetProcess, t_s: f64) -> Result<()> {
+        let probed: HashMap<_, _> = collect::goroutines(ebpf)?.into_iter().collect();
+        if !target.is_alive() {
+            return Ok(());
+        }
+        (self.live, self.complete) = match &self.reader {
+            Some(reader) => reader.goroutines(&probed),
+            None => (
+                probed
+                    .iter()
+                    .map(|(&g, p)| LiveGoroutine::probed(g, p))
+                    .collect(),
+                false,
+            ),
+        };
+        self.heap_inuse = self.reader.as_ref().and_then(GoReader::heap_inuse);
+        self.tracker.record(t_s, &self.live);
+        Ok(())
+    }
+}
+
+/// What reads the target's goroutines and Go heap through its memory.
+fn go_reader(probes: &GoProbes, target: &TargetProcess) -> Result<GoReader> {
+    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let vars = RuntimeVars::for_binary(exe.data(), &probes.version)?;
+    let memory = RemoteMemory::open(target.pid)?;
+    Ok(GoReader::new(
+        memory,
+        probes.offsets,
+        vars,
+        exe_bias(target)?,
+    ))
+}
+
+/// Go targets: the goroutine profile beside the heap one (`leaks.goroutines.pb.gz`).
+pub fn write_goroutine_profile(
+    report: &report::model::Report,
+    output: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    let Some(profile) = report::pprof::render_goroutines(report)? else {
+        return Ok(());
+    };
+    let Some(output) = output else {
+        log::warn!("the goroutine profile needs --output FILE: it goes beside that file");
+        return Ok(());
+    };
+    let path = report::pprof::goroutine_profile_path(output);
+    std::fs::write(&path, profile).with_context(|| format!("cannot write {}", path.display()))?;
+    if !quiet {
+        eprintln!("leaktrace: goroutine profile written to {}", path.display());
+    }
+    Ok(())
+}
