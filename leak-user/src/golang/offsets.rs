@@ -128,12 +128,6 @@ impl RuntimeOffsets {
             .map(|(_, _, offsets)| *offsets)
     }
 
-    /// Minor versions of Go 1 the embedded table covers.
-    #[cfg(test)]
-    pub fn table_versions() -> impl Iterator<Item = u32> {
-        TABLE.iter().map(|(minor, _, _)| *minor)
-    }
-
     /// Offsets from the binary's DWARF, else from the table row of its `.go.buildinfo`
     /// version.
     pub fn for_binary(elf: &[u8]) -> Result<(RuntimeOffsets, OffsetsSource), OffsetsError> {
