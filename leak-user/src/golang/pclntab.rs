@@ -187,7 +187,8 @@ impl Pclntab {
     /// Source file of `pc` inside `func`.
     pub fn file(&self, func: &Func<'_>, pc: u64) -> Option<&str> {
         let fileno = self.value_at(self.field(func, 20)?, func.entry, pc)?;
-        let cu = self.field(func, 32)?;
+        // cuOffset 0 is the first compilation unit, not a missing table.
+        let cu = u32_at(&self.data, func.func_off.checked_add(32)?)?;
         let slot = u64::from(cu).checked_add(u64::try_from(fileno).ok()?)?;
         let file_off = u32_at(
             &self.data,

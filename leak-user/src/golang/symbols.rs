@@ -9,7 +9,7 @@ use object::{Object, ObjectSymbol, SymbolKind};
 
 use super::inltree::{self, InlineTrees};
 use super::moduledata::{self, LocateError};
-use super::pclntab::Pclntab;
+use super::pclntab::{Func, Pclntab};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolsError {
@@ -105,6 +105,9 @@ pub struct GoSymbols {
     functions: HashMap<String, Option<(u64, u64)>>,
     /// `None` when `moduledata.gofunc` was not found: no inline expansion then.
     inline: Option<InlineTrees>,
+    /// Entry → `.symtab` name, for the functions whose name older tables elide
+    /// (`main.F[...]` for `main.F[go.shape.int]`).
+    full_names: HashMap<u64, String>,
 }
 
 impl GoSymbols {
@@ -114,12 +117,21 @@ impl GoSymbols {
         let table = Pclntab::new(located.data, located.header, located.text_start);
         let mut functions = table_functions(&table);
         // `.symtab`, when kept, has the linker's own sizes; it wins over the computed ones.
+        let mut full_names = HashMap::new();
         for symbol in file.symbols() {
             if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
                 continue;
             }
             if let Ok(name) = symbol.name() {
                 functions.insert(name.to_owned(), Some((symbol.address(), symbol.size())));
+                let elided = table
+                    .find(symbol.address())
+                    .and_then(|index| table.func(index))
+                    .filter(|func| func.entry == symbol.address())
+                    .is_some_and(|func| elide_brackets(name).as_deref() == Some(func.name));
+                if elided {
+                    full_names.insert(symbol.address(), name.to_owned());
+                }
             }
         }
         let inline = InlineTrees::find(&file, &table, located.moduledata.as_deref());
@@ -140,6 +152,7 @@ impl GoSymbols {
             table,
             functions,
             inline,
+            full_names,
         })
     }
 
@@ -164,12 +177,20 @@ impl GoSymbols {
             .filter_map(|(name, found)| found.map(|(entry, size)| (name.as_str(), entry, size)))
     }
 
+    /// The name of a function of the table: `.symtab`'s where the table elides brackets.
+    fn name_of(&self, func: &Func<'_>) -> String {
+        self.full_names
+            .get(&func.entry)
+            .cloned()
+            .unwrap_or_else(|| func.name.to_owned())
+    }
+
     /// The physical function holding `pc`, with the file and line of `pc`: for code inlined
     /// into it, those of the inlined source (see [`GoSymbols::frames`]).
     pub fn lookup(&self, pc: u64) -> Option<GoFrame> {
         let func = self.table.func(self.table.find(pc)?)?;
         Some(GoFrame {
-            function: func.name.to_owned(),
+            function: self.name_of(&func),
             entry: func.entry,
             file: self.table.file(&func, pc).map(str::to_owned),
             line: self.table.line(&func, pc),
@@ -181,7 +202,9 @@ impl GoSymbols {
     /// the file and line of its code at that point: the pc itself for the innermost, the call
     /// site of the next inner one for the others), then the physical function at the line of
     /// the outermost inlined call. Just the physical function when nothing is inlined at `pc`
-    /// or the inline trees were not found. Empty outside the table's functions.
+    /// or the inline trees were not found. Empty outside the table's functions. Names are the
+    /// table's, so Go 1.19's elide generic type arguments (`main.F[...]`), as its runtime does,
+    /// but for a physical function `.symtab` names.
     pub fn frames(&self, pc: u64) -> Vec<GoFrame> {
         let Some(index) = self.table.find(pc) else {
             return Vec::new();
@@ -192,7 +215,9 @@ impl GoSymbols {
         inltree::expand(&self.table, self.inline.as_ref(), index, pc)
             .into_iter()
             .map(|step| GoFrame {
-                function: step.inlined.unwrap_or(func.name).to_owned(),
+                function: step
+                    .inlined
+                    .map_or_else(|| self.name_of(&func), str::to_owned),
                 entry: func.entry,
                 file: self.table.file(&func, step.pc).map(str::to_owned),
                 line: self.table.line(&func, step.pc),
@@ -427,6 +452,73 @@ mod tests {
         assert_eq!(elide_brackets("main.main"), None);
     }
 
+    /// Every function with a line table has a file at its entry, those of the first
+    /// compilation unit (`cuOffset` 0) included.
+    #[test]
+    fn every_go_function_has_a_file() {
+        for toolchain in TOOLCHAINS {
+            let elf = testutil::read(&testutil::build(toolchain, Variant::Stripped));
+            let symbols = GoSymbols::open(&elf).unwrap();
+            let table = &symbols.table;
+            let mut checked = 0;
+            for i in 0..table.len() {
+                let func = table.func(i).unwrap();
+                if table.line(&func, func.entry).is_some() {
+                    assert!(
+                        table.file(&func, func.entry).is_some(),
+                        "{toolchain:?} {}",
+                        func.name
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 1000, "{toolchain:?} {checked}");
+        }
+    }
+
+    /// Go 1.19's table elides brackets in names (`type..eq.[...]internal/cpu.option`); with
+    /// `.symtab`, physical functions get their full names.
+    #[test]
+    fn elided_names_are_completed_from_the_symtab() {
+        for toolchain in TOOLCHAINS {
+            let plain_elf = testutil::read(&testutil::build(toolchain, Variant::Plain));
+            let plain = GoSymbols::open(&plain_elf).unwrap();
+            let stripped = GoSymbols::open(&testutil::read(&testutil::build(
+                toolchain,
+                Variant::Stripped,
+            )))
+            .unwrap();
+            let mut completed = 0;
+            for (name, addr, _) in symtab(&plain_elf) {
+                let Some(elided) = elide_brackets(&name) else {
+                    continue;
+                };
+                let Some(table_name) = plain
+                    .table
+                    .find(addr)
+                    .and_then(|i| plain.table.func(i))
+                    .filter(|func| func.entry == addr)
+                    .map(|func| func.name)
+                else {
+                    continue;
+                };
+                if table_name == elided {
+                    assert_eq!(plain.lookup(addr).unwrap().function, name);
+                    assert_eq!(plain.frames(addr).last().unwrap().function, name);
+                    // Without .symtab, the runtime's own (elided) name.
+                    assert_eq!(stripped.lookup(addr).unwrap().function, elided);
+                    completed += 1;
+                } else {
+                    assert_eq!(table_name, name, "{toolchain:?}");
+                }
+            }
+            match toolchain {
+                Toolchain::Go119 => assert!(completed > 0),
+                Toolchain::Recent => assert_eq!(completed, 0, "1.27 does not elide"),
+            }
+        }
+    }
+
     /// Function names of every frame, innermost first.
     fn names(frames: &[GoFrame]) -> Vec<&str> {
         frames.iter().map(|f| f.function.as_str()).collect()
@@ -461,7 +553,14 @@ mod tests {
                     }
                     for pc in func.entry..func.end {
                         let frames = plain.frames(pc);
-                        assert_eq!(frames, stripped.frames(pc), "{what} {pc:#x}");
+                        // Alike but for names only `.symtab` has in full.
+                        let mut elided = frames.clone();
+                        for frame in &mut elided {
+                            if elide_brackets(&frame.function).as_deref() == Some(func.name) {
+                                frame.function = func.name.to_owned();
+                            }
+                        }
+                        assert_eq!(elided, stripped.frames(pc), "{what} {pc:#x}");
                         let physical = plain.lookup(pc).unwrap();
                         let (innermost, outer) = (&frames[0], frames.last().unwrap());
                         assert_eq!(
