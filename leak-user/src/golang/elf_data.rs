@@ -111,6 +111,11 @@ pub fn u32_at(data: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// Little-endian i32 at `off` in `data`.
+pub fn i32_at(data: &[u8], off: usize) -> Option<i32> {
+    u32_at(data, off).map(|value| value as i32)
+}
+
 /// Go's unsigned LEB128 varint (`encoding/binary.Uvarint`): value and bytes consumed.
 pub fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;

@@ -1,6 +1,7 @@
 //! Go-specific knowledge read from a Go binary without running it: toolchain version
 //! (`.go.buildinfo`), `runtime.g`/`runtime.m` field offsets (DWARF, or a per-version table
-//! for stripped binaries), function symbols and pc → file:line (`.symtab` or `.gopclntab`),
+//! for stripped binaries), function symbols and pc → file:line (`.symtab` or `.gopclntab`,
+//! with the functions inlined at a pc from the runtime's inline trees),
 //! the RET sites where return probes go (uretprobes are unsafe on Go functions), the runtime
 //! variables a sampler reads from a live process (goroutine list, wait reason names, heap
 //! in-use bytes) and the decoding of the goroutines read there.
@@ -9,6 +10,7 @@
 pub mod buildinfo;
 mod elf_data;
 pub mod goroutines;
+mod inltree;
 mod moduledata;
 pub mod offsets;
 mod pclntab;

@@ -3,6 +3,9 @@
 //! (it needed a relocation); the runtime takes it from `moduledata.text`, and so do we when
 //! `.symtab` (and its `runtime.text`) was stripped. With external linking (cgo) `.text`
 //! starts with C code, so the section address is only a last resort.
+//!
+//! `runtime.firstmoduledata` itself, found by its pointers to the table, is kept for the
+//! other fields a stripped binary has no symbol for (`gofunc`, see `inltree`).
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::elf_data::{segment_has, u32_at, u64_at};
@@ -15,7 +18,10 @@ const MD_PCHEADER: usize = 0;
 const MD_FUNCNAMETAB: usize = 8;
 const MD_FTAB_PTR: usize = 128;
 const MD_FTAB_LEN: usize = 136;
-const MD_TEXT: usize = 176;
+pub const MD_TEXT: usize = 176;
+/// How much of `runtime.moduledata` is kept: past `gofunc` in every layout read so far (1.19:
+/// 304, 1.27: 344), with room for fields later versions add before it.
+pub const MD_KEPT: usize = 512;
 
 /// How the text start was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +42,9 @@ pub struct Located {
     pub header: Header,
     pub text_start: u64,
     pub text_source: TextSource,
+    /// The first [`MD_KEPT`] bytes (fewer at the end of its segment) of the
+    /// `runtime.moduledata` pointing at the table, when one was found.
+    pub moduledata: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,7 @@ pub enum LocateError {
 pub fn locate(file: &object::File<'_>) -> Result<Located, LocateError> {
     let (data, addr) = find_table(file)?;
     let header = Header::parse(data)?;
+    let moduledata = find_moduledata(file, addr, &header);
     let first = u32_at(data, header.functab).ok_or(LocateError::NoTextStart)?;
     let end = u32_at(data, header.functab + 8 * header.nfunc).ok_or(LocateError::NoTextStart)?;
     let candidates = [
@@ -59,7 +69,10 @@ pub fn locate(file: &object::File<'_>) -> Result<Located, LocateError> {
             Some(header.text_start).filter(|&t| t != 0),
         ),
         (TextSource::Symtab, symbol(file, "runtime.text")),
-        (TextSource::Moduledata, moduledata_text(file, addr, &header)),
+        (
+            TextSource::Moduledata,
+            moduledata.and_then(|md| u64_at(md, MD_TEXT)),
+        ),
         (
             TextSource::TextSection,
             file.section_by_name(".text").map(|s| s.address()),
@@ -82,6 +95,7 @@ pub fn locate(file: &object::File<'_>) -> Result<Located, LocateError> {
         header,
         text_start,
         text_source,
+        moduledata: moduledata.map(<[u8]>::to_vec),
     })
 }
 
@@ -120,10 +134,15 @@ fn symbol(file: &object::File<'_>, name: &str) -> Option<u64> {
         .map(|s| s.address())
 }
 
-/// `moduledata.text` of the module whose pcHeader pointer is `table_addr`, checked against
-/// the funcnametab and ftab slices so that a stray equal word is not mistaken for it. Go's
-/// linker writes these pointers in place even in PIE binaries.
-fn moduledata_text(file: &object::File<'_>, table_addr: u64, header: &Header) -> Option<u64> {
+/// The start of the `runtime.moduledata` whose pcHeader pointer is `table_addr` (up to
+/// [`MD_KEPT`] bytes), checked against the funcnametab and ftab slices so that a stray equal
+/// word is not mistaken for it. Go's linker writes these pointers in place even in PIE
+/// binaries.
+fn find_moduledata<'data>(
+    file: &object::File<'data>,
+    table_addr: u64,
+    header: &Header,
+) -> Option<&'data [u8]> {
     // Only compared with words read from the file: wrapping is harmless.
     let funcnametab = table_addr.wrapping_add(header.funcname as u64);
     let ftab = table_addr.wrapping_add(header.functab as u64);
@@ -139,8 +158,7 @@ fn moduledata_text(file: &object::File<'_>, table_addr: u64, header: &Header) ->
                     && at(MD_FUNCNAMETAB)? == funcnametab
                     && at(MD_FTAB_PTR)? == ftab
                     && at(MD_FTAB_LEN)? == ftab_len)
-                    .then(|| at(MD_TEXT))
-                    .flatten()
+                    .then(|| &data[off..data.len().min(off + MD_KEPT)])
             })
         })
 }

@@ -2,7 +2,9 @@
 //! Go 1.18-1.19 (magic 0xfffffff0) and 1.20+ (0xfffffff1), little-endian 64-bit only. Layout as
 //! described by Go's `runtime/symtab.go` and `debug/gosym`: a header of offsets to sub-tables,
 //! a function table of (entry offset from the text start, `_func` offset) pairs, and per
-//! function varint-coded pc → value tables for sp delta, file and line.
+//! function varint-coded pc → value tables for sp delta, file, line and the `PCDATA` tables
+//! (of which only the inline tree index is read here), followed by `FUNCDATA` offsets (of
+//! which only the inline tree's).
 use super::elf_data::{u32_at, u64_at, uvarint};
 
 pub const MAGIC_GO118: u32 = 0xffff_fff0;
@@ -11,6 +13,19 @@ pub const MAGIC_GO120: u32 = 0xffff_fff1;
 const HEADER_LEN: usize = 8 + 8 * 8;
 /// `_func` fields up to `cuOffset`, identical in the 1.18 and 1.20 formats.
 const FUNC_LEN: usize = 36;
+/// The whole fixed part of `_func`, before its `pcdata [npcdata]uint32` and
+/// `funcdata [nfuncdata]uint32` arrays: `cuOffset`, then (1.20+ only) `startLine int32`, then
+/// `funcID`, `flag`, a pad byte and `nfuncdata`, one byte each.
+const FUNC_STRUCT_LEN_GO118: usize = FUNC_LEN + 4;
+const FUNC_STRUCT_LEN_GO120: usize = FUNC_LEN + 8;
+/// Offset of `npcdata` in `_func`.
+const FUNC_NPCDATA: usize = 28;
+/// `_PCDATA_InlTreeIndex` (runtime/symtab.go, internal/abi): the pc-value table giving the
+/// index in the function's inline tree of the call inlined at a pc, -1 outside inlined code.
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+/// `_FUNCDATA_InlTree`: the funcdata slot of the inline tree, an offset from
+/// `moduledata.gofunc`.
+const FUNCDATA_INL_TREE: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PclntabError {
@@ -172,7 +187,8 @@ impl Pclntab {
     /// Source file of `pc` inside `func`.
     pub fn file(&self, func: &Func<'_>, pc: u64) -> Option<&str> {
         let fileno = self.value_at(self.field(func, 20)?, func.entry, pc)?;
-        let cu = self.field(func, 32)?;
+        // cuOffset 0 is the first compilation unit, not a missing table.
+        let cu = u32_at(&self.data, func.func_off.checked_add(32)?)?;
         let slot = u64::from(cu).checked_add(u64::try_from(fileno).ok()?)?;
         let file_off = u32_at(
             &self.data,
@@ -191,6 +207,84 @@ impl Pclntab {
     pub fn line(&self, func: &Func<'_>, pc: u64) -> Option<u32> {
         let line = self.value_at(self.field(func, 24)?, func.entry, pc)?;
         u32::try_from(line).ok()
+    }
+
+    /// Whether this is the Go 1.18-1.19 table format (else 1.20+).
+    pub fn is_go118(&self) -> bool {
+        self.header.magic == MAGIC_GO118
+    }
+
+    /// Size of `_func` before its variable-length arrays.
+    fn func_struct_len(&self) -> usize {
+        if self.is_go118() {
+            FUNC_STRUCT_LEN_GO118
+        } else {
+            FUNC_STRUCT_LEN_GO120
+        }
+    }
+
+    /// Offset of the start of `func`'s `PCDATA` table `index` in the pc table area, if any.
+    fn pcdata(&self, func: &Func<'_>, index: u32) -> Option<u32> {
+        let npcdata = u32_at(&self.data, func.func_off.checked_add(FUNC_NPCDATA)?)?;
+        if index >= npcdata {
+            return None;
+        }
+        let off = func
+            .func_off
+            .checked_add(self.func_struct_len())?
+            .checked_add(4 * index as usize)?;
+        // 0: no table.
+        u32_at(&self.data, off).filter(|&table| table != 0)
+    }
+
+    /// Index in `func`'s inline tree of the innermost call inlined at `pc`; `None` in the
+    /// function's own code (the table's -1) or when it has no such table.
+    pub fn inline_index(&self, func: &Func<'_>, pc: u64) -> Option<u32> {
+        let table = self.pcdata(func, PCDATA_INL_TREE_INDEX)?;
+        u32::try_from(self.value_at(table, func.entry, pc)?).ok()
+    }
+
+    /// The largest index `func`'s inline tree index table gives anywhere in the function;
+    /// `None` when there is no table, it never leaves -1, or it is corrupt.
+    pub fn max_inline_index(&self, func: &Func<'_>) -> Option<u32> {
+        let table = self.pcdata(func, PCDATA_INL_TREE_INDEX)?;
+        let mut runs = self.pc_table(table, func.entry)?;
+        let max = runs.by_ref().map(|(_, value)| value).max();
+        if runs.corrupt {
+            return None;
+        }
+        u32::try_from(max?).ok()
+    }
+
+    /// Offset from `moduledata.gofunc` of `func`'s inline tree; `None` when nothing was
+    /// inlined into it.
+    pub fn inline_tree(&self, func: &Func<'_>) -> Option<u32> {
+        let fixed = func.func_off.checked_add(self.func_struct_len())?;
+        let nfuncdata = *self.data.get(fixed.checked_sub(1)?)?;
+        if FUNCDATA_INL_TREE >= nfuncdata {
+            return None;
+        }
+        let npcdata = u32_at(&self.data, func.func_off.checked_add(FUNC_NPCDATA)?)?;
+        let off = fixed
+            .checked_add(usize::try_from(npcdata).ok()?.checked_mul(4)?)?
+            .checked_add(4 * usize::from(FUNCDATA_INL_TREE))?;
+        // ^uint32(0): no entry.
+        u32_at(&self.data, off).filter(|&off| off != u32::MAX)
+    }
+
+    /// The function name at `name_off` in the function name table, as inline tree entries
+    /// refer to them; `None` unless a non-empty name starts exactly there.
+    pub fn name_at(&self, name_off: i32) -> Option<&str> {
+        let off = usize::try_from(name_off).ok()?;
+        let table_len = self.header.cutab.checked_sub(self.header.funcname)?;
+        if off >= table_len {
+            return None;
+        }
+        let start = self.header.funcname + off;
+        if off > 0 && self.data.get(start - 1) != Some(&0) {
+            return None;
+        }
+        self.c_str(start).filter(|name| !name.is_empty())
     }
 
     /// A `u32` field of `_func`; 0 (no table) gives `None`.

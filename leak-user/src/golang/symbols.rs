@@ -1,13 +1,15 @@
 //! Function symbols and pc → function/file/line for Go binaries, including stripped ones
 //! (`-ldflags='-s -w'`), which keep `.gopclntab` because the runtime needs it for tracebacks.
 //! Addresses are the binary's link-time virtual addresses: subtract a PIE's load bias first,
-//! and 1 from return addresses before a line lookup.
+//! and 1 from return addresses before a line lookup. [`GoSymbols::frames`] expands the calls
+//! the compiler inlined at a pc, as the Go runtime's own tracebacks do.
 use std::collections::HashMap;
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
-use super::moduledata::{self, LocateError, TextSource};
-use super::pclntab::Pclntab;
+use super::inltree::{self, InlineTrees};
+use super::moduledata::{self, LocateError};
+use super::pclntab::{Func, Pclntab};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolsError {
@@ -84,24 +86,28 @@ fn elide_brackets(name: &str) -> Option<String> {
     Some(format!("{}[...]{}", &name[..open], &name[close + 1..]))
 }
 
-/// Where a pc is, as `.gopclntab` tells it. For code inlined into `function`, `file` and
-/// `line` are those of the inlined source (the table records source positions, while the
-/// function is the physical one that contains the pc).
+/// Where a pc is, as `.gopclntab` tells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame {
     pub function: String,
-    /// Entry address of `function`.
+    /// Entry address of the physical function holding the pc (for an inlined function, that
+    /// of the function it was inlined into).
     pub entry: u64,
     pub file: Option<String>,
     pub line: Option<u32>,
+    /// A function the compiler inlined at this pc, not a physical frame.
+    pub inlined: bool,
 }
 
 pub struct GoSymbols {
     table: Pclntab,
     /// name → (entry, code size); `None` for a name several functions share.
     functions: HashMap<String, Option<(u64, u64)>>,
-    text_source: TextSource,
-    has_symtab: bool,
+    /// `None` when `moduledata.gofunc` was not found: no inline expansion then.
+    inline: Option<InlineTrees>,
+    /// Entry → `.symtab` name, for the functions whose name older tables elide
+    /// (`main.F[...]` for `main.F[go.shape.int]`).
+    full_names: HashMap<u64, String>,
 }
 
 impl GoSymbols {
@@ -111,21 +117,42 @@ impl GoSymbols {
         let table = Pclntab::new(located.data, located.header, located.text_start);
         let mut functions = table_functions(&table);
         // `.symtab`, when kept, has the linker's own sizes; it wins over the computed ones.
-        let mut has_symtab = false;
+        let mut full_names = HashMap::new();
         for symbol in file.symbols() {
             if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
                 continue;
             }
             if let Ok(name) = symbol.name() {
-                has_symtab = true;
                 functions.insert(name.to_owned(), Some((symbol.address(), symbol.size())));
+                let elided = table
+                    .find(symbol.address())
+                    .and_then(|index| table.func(index))
+                    .filter(|func| func.entry == symbol.address())
+                    .is_some_and(|func| elide_brackets(name).as_deref() == Some(func.name));
+                if elided {
+                    full_names.insert(symbol.address(), name.to_owned());
+                }
             }
+        }
+        let inline = InlineTrees::find(&file, &table, located.moduledata.as_deref());
+        match &inline {
+            Some(trees) => log::debug!(
+                "Go text start {:#x} from {:?}, inline trees at {trees:?}",
+                located.text_start,
+                located.text_source
+            ),
+            None => log::debug!(
+                "Go text start {:#x} from {:?}, no inline trees (gofunc not found): inlined \
+                 calls are not expanded",
+                located.text_start,
+                located.text_source
+            ),
         }
         Ok(GoSymbols {
             table,
             functions,
-            text_source: located.text_source,
-            has_symtab,
+            inline,
+            full_names,
         })
     }
 
@@ -150,31 +177,69 @@ impl GoSymbols {
             .filter_map(|(name, found)| found.map(|(entry, size)| (name.as_str(), entry, size)))
     }
 
-    /// The function, file and line of `pc`.
+    /// The name of a function of the table: `.symtab`'s where the table elides brackets.
+    fn name_of(&self, func: &Func<'_>) -> String {
+        self.full_names
+            .get(&func.entry)
+            .cloned()
+            .unwrap_or_else(|| func.name.to_owned())
+    }
+
+    /// The physical function holding `pc`, with the file and line of `pc`: for code inlined
+    /// into it, those of the inlined source (see [`GoSymbols::frames`]).
     pub fn lookup(&self, pc: u64) -> Option<GoFrame> {
         let func = self.table.func(self.table.find(pc)?)?;
         Some(GoFrame {
-            function: func.name.to_owned(),
+            function: self.name_of(&func),
             entry: func.entry,
             file: self.table.file(&func, pc).map(str::to_owned),
             line: self.table.line(&func, pc),
+            inlined: false,
         })
     }
 
-    /// Whether function sizes came from `.symtab` (else from `.gopclntab` alone).
-    pub fn has_symtab(&self) -> bool {
-        self.has_symtab
+    /// The frames at `pc`, innermost first: the functions inlined there (`inlined`, each at
+    /// the file and line of its code at that point: the pc itself for the innermost, the call
+    /// site of the next inner one for the others), then the physical function at the line of
+    /// the outermost inlined call. Just the physical function when nothing is inlined at `pc`
+    /// or the inline trees were not found. Empty outside the table's functions. Names are the
+    /// table's, so Go 1.19's elide generic type arguments (`main.F[...]`), as its runtime does,
+    /// but for a physical function `.symtab` names.
+    pub fn frames(&self, pc: u64) -> Vec<GoFrame> {
+        let Some(index) = self.table.find(pc) else {
+            return Vec::new();
+        };
+        let Some(func) = self.table.func(index) else {
+            return Vec::new();
+        };
+        inltree::expand(&self.table, self.inline.as_ref(), index, pc)
+            .into_iter()
+            .map(|step| GoFrame {
+                function: step
+                    .inlined
+                    .map_or_else(|| self.name_of(&func), str::to_owned),
+                entry: func.entry,
+                file: self.table.file(&func, step.pc).map(str::to_owned),
+                line: self.table.line(&func, step.pc),
+                inlined: step.inlined.is_some(),
+            })
+            .collect()
     }
 
-    /// How the base of the table's entry offsets was found.
-    pub fn text_source(&self) -> TextSource {
-        self.text_source
+    /// Whether `pc` is in a function with a line table: code the Go toolchain compiled or
+    /// assembled, unlike C code the internal linker may place among Go functions, or markers.
+    pub fn has_lines(&self, pc: u64) -> bool {
+        self.table
+            .find(pc)
+            .and_then(|index| self.table.func(index))
+            .is_some_and(|func| self.table.line(&func, func.entry).is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::golang::moduledata::TextSource;
     use crate::golang::testutil::{self, LEAKY_MAKE_LINE, TOOLCHAINS, Toolchain, Variant};
 
     /// Every sized function symbol of `.symtab`.
@@ -203,7 +268,7 @@ mod tests {
                 let plain_elf = testutil::read(&testutil::build(toolchain, plain));
                 let stripped_elf = testutil::read(&testutil::build(toolchain, stripped));
                 let symbols = GoSymbols::open(&stripped_elf).unwrap();
-                assert!(!symbols.has_symtab());
+                assert!(symtab(&stripped_elf).is_empty());
                 let all = symtab(&plain_elf);
                 let mains = all.iter().filter(|(name, _, _)| name.starts_with("main."));
                 assert!(mains.clone().count() >= 4);
@@ -385,6 +450,182 @@ mod tests {
             Some("main.(*T[...]")
         );
         assert_eq!(elide_brackets("main.main"), None);
+    }
+
+    /// Every function with a line table has a file at its entry, those of the first
+    /// compilation unit (`cuOffset` 0) included.
+    #[test]
+    fn every_go_function_has_a_file() {
+        for toolchain in TOOLCHAINS {
+            let elf = testutil::read(&testutil::build(toolchain, Variant::Stripped));
+            let symbols = GoSymbols::open(&elf).unwrap();
+            let table = &symbols.table;
+            let mut checked = 0;
+            for i in 0..table.len() {
+                let func = table.func(i).unwrap();
+                if table.line(&func, func.entry).is_some() {
+                    assert!(
+                        table.file(&func, func.entry).is_some(),
+                        "{toolchain:?} {}",
+                        func.name
+                    );
+                    checked += 1;
+                }
+            }
+            assert!(checked > 1000, "{toolchain:?} {checked}");
+        }
+    }
+
+    /// Go 1.19's table elides brackets in names (`type..eq.[...]internal/cpu.option`); with
+    /// `.symtab`, physical functions get their full names.
+    #[test]
+    fn elided_names_are_completed_from_the_symtab() {
+        for toolchain in TOOLCHAINS {
+            let plain_elf = testutil::read(&testutil::build(toolchain, Variant::Plain));
+            let plain = GoSymbols::open(&plain_elf).unwrap();
+            let stripped = GoSymbols::open(&testutil::read(&testutil::build(
+                toolchain,
+                Variant::Stripped,
+            )))
+            .unwrap();
+            let mut completed = 0;
+            for (name, addr, _) in symtab(&plain_elf) {
+                let Some(elided) = elide_brackets(&name) else {
+                    continue;
+                };
+                let Some(table_name) = plain
+                    .table
+                    .find(addr)
+                    .and_then(|i| plain.table.func(i))
+                    .filter(|func| func.entry == addr)
+                    .map(|func| func.name)
+                else {
+                    continue;
+                };
+                if table_name == elided {
+                    assert_eq!(plain.lookup(addr).unwrap().function, name);
+                    assert_eq!(plain.frames(addr).last().unwrap().function, name);
+                    // Without .symtab, the runtime's own (elided) name.
+                    assert_eq!(stripped.lookup(addr).unwrap().function, elided);
+                    completed += 1;
+                } else {
+                    assert_eq!(table_name, name, "{toolchain:?}");
+                }
+            }
+            match toolchain {
+                Toolchain::Go119 => assert!(completed > 0),
+                Toolchain::Recent => assert_eq!(completed, 0, "1.27 does not elide"),
+            }
+        }
+    }
+
+    /// Function names of every frame, innermost first.
+    fn names(frames: &[GoFrame]) -> Vec<&str> {
+        frames.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    /// The unstripped build finds the inline trees through `go:func.*`, the stripped one
+    /// through moduledata: every pc of package main and of the first functions with inlined
+    /// calls (the same addresses in both builds) expands alike, and the innermost frame is
+    /// always `lookup`'s file and line.
+    #[test]
+    fn stripped_and_unstripped_builds_expand_alike() {
+        for toolchain in TOOLCHAINS {
+            for (plain, stripped) in [
+                (Variant::Plain, Variant::Stripped),
+                (Variant::Cgo, Variant::CgoStripped),
+            ] {
+                let what = format!("{toolchain:?} {plain:?}");
+                let plain =
+                    GoSymbols::open(&testutil::read(&testutil::build(toolchain, plain))).unwrap();
+                let stripped =
+                    GoSymbols::open(&testutil::read(&testutil::build(toolchain, stripped)))
+                        .unwrap();
+                let table = &plain.table;
+                let mut with_tree = 0;
+                let (mut pcs, mut expanded) = (0, 0);
+                for i in 0..table.len() {
+                    let func = table.func(i).unwrap();
+                    let tree = table.inline_tree(&func).is_some();
+                    with_tree += usize::from(tree);
+                    if !(func.name.starts_with("main.") || tree && with_tree <= 200) {
+                        continue;
+                    }
+                    for pc in func.entry..func.end {
+                        let frames = plain.frames(pc);
+                        // Alike but for names only `.symtab` has in full.
+                        let mut elided = frames.clone();
+                        for frame in &mut elided {
+                            if elide_brackets(&frame.function).as_deref() == Some(func.name) {
+                                frame.function = func.name.to_owned();
+                            }
+                        }
+                        assert_eq!(elided, stripped.frames(pc), "{what} {pc:#x}");
+                        let physical = plain.lookup(pc).unwrap();
+                        let (innermost, outer) = (&frames[0], frames.last().unwrap());
+                        assert_eq!(
+                            (&innermost.file, innermost.line),
+                            (&physical.file, physical.line),
+                            "{what} {pc:#x}"
+                        );
+                        assert_eq!(outer.function, physical.function, "{what} {pc:#x}");
+                        assert!(!outer.inlined);
+                        assert!(frames[..frames.len() - 1].iter().all(|f| f.inlined));
+                        assert!(frames.iter().all(|f| f.entry == func.entry));
+                        pcs += 1;
+                        expanded += usize::from(frames.len() > 1);
+                    }
+                }
+                assert!(
+                    expanded > 1000 && pcs > expanded,
+                    "{what}: {expanded} of {pcs}"
+                );
+            }
+        }
+    }
+
+    /// cgo's `_Cfunc__CMalloc` is inlined where `C.malloc` is called: the call to
+    /// `_cgo_cmalloc` expands to it (in the generated file), then to the caller at the line
+    /// of the `C.malloc` call. cgo puts `C.free`'s pointer check in a closure,
+    /// `main.init.0.func1`, which Go 1.27 inlines into `main.init.0` and 1.19 does not.
+    #[test]
+    fn inlined_cgo_malloc_expands_to_the_calling_line() {
+        for toolchain in TOOLCHAINS {
+            for variant in [Variant::Cgo, Variant::CgoStripped] {
+                let what = format!("{toolchain:?} {variant:?}");
+                let symbols =
+                    GoSymbols::open(&testutil::read(&testutil::build(toolchain, variant))).unwrap();
+                let callers = ["main.init.0.func1", "main.init.0"];
+                let expansions: Vec<Vec<GoFrame>> = callers
+                    .iter()
+                    // Only the closure has code of its own when not inlined.
+                    .filter_map(|name| symbols.function(name))
+                    .flat_map(|(entry, size)| entry..entry + size)
+                    .map(|pc| symbols.frames(pc))
+                    .filter(|frames| frames[0].function == "main._Cfunc__CMalloc")
+                    .collect();
+                assert!(!expansions.is_empty(), "{what}");
+                for frames in expansions {
+                    let (inlined, callers_frames) = frames.split_first().unwrap();
+                    assert!(inlined.inlined, "{what}");
+                    assert_eq!(inlined.file.as_deref(), Some("_cgo_gotypes.go"), "{what}");
+                    assert!(!callers_frames.last().unwrap().inlined, "{what}");
+                    for caller in callers_frames {
+                        assert!(
+                            callers.contains(&caller.function.as_str()),
+                            "{what}: {:?}",
+                            names(&frames)
+                        );
+                        assert_eq!(
+                            caller.file.as_deref(),
+                            Some("example.com/leaky/cgo.go"),
+                            "{what}"
+                        );
+                        assert_eq!(caller.line, Some(testutil::CGO_MALLOC_LINE), "{what}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -83,6 +83,9 @@ func init() {
 }
 "#;
 
+/// Line of `C.free(C.malloc(16))` in the cgo file (`cgo.go`) of the cgo variants.
+pub const CGO_MALLOC_LINE: u32 = 7;
+
 fn work_root() -> PathBuf {
     std::env::temp_dir().join("leaktrace-go-tests")
 }
