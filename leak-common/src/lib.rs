@@ -92,7 +92,8 @@ pub struct Goroutine {
     pub created_ns: u64,
 }
 
-/// The Go stack of a thread's cgo call, captured at `runtime.cgocall` entry (`GO_STACKS`).
+/// The Go stack of a goroutine's latest cgo call, captured at `runtime.cgocall` entry
+/// (`GO_STACKS`, by `g`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GoStack {
@@ -112,7 +113,10 @@ pub mod go_param {
     /// `x_cgo_mmap`: the Go runtime's mmap through libc in cgo binaries.
     pub const CGO_MMAP_START: u32 = 4;
     pub const CGO_MMAP_END: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Where asmcgocall keeps the calling goroutine's `g`, from the stack pointer the C code
+    /// returns to (48 in Go 1.19, 8 since the landing pad).
+    pub const G_SLOT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// One outstanding allocation, keyed by its address in `ALLOCS`.

@@ -1,11 +1,13 @@
 //! Go runtime probes. Goroutines: creation at the RET sites of `runtime.newproc1` (the new `g`
 //! is in RAX there, goid and creation site filled in), exit at `runtime.gdestroy` (or `goexit0`
 //! on older runtimes). cgo: the Go stack of a cgo call, captured at `runtime.cgocall` (after its
-//! stack check, so a stack growth does not capture twice) and dropped at its RET sites, which
-//! the stack walker appends to the C stack when it reaches `asmcgocall`.
+//! stack check, so a stack growth does not capture twice) and kept by goroutine; the stack
+//! walker appends it to the C stack when it reaches `asmcgocall`, which saved that goroutine's
+//! `g` on the system stack. No probe at cgocall's RET sites: a RET is single-stepped, about
+//! 20 µs a hit here, and keyed by `g` the entry of a finished call is never joined to another.
 //! Never a uretprobe here: a return trampoline on a goroutine stack breaks stack copying.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::uprobe,
     programs::ProbeContext,
 };
@@ -56,6 +58,15 @@ pub fn is_cgo_boundary(pc: u64) -> bool {
         || in_range(pc, go_param::LANDINGPAD_START, go_param::LANDINGPAD_END)
 }
 
+/// The goroutine whose cgo call the C code returning to `sp` (in asmcgocall) runs for: the `g`
+/// asmcgocall saved in its frame; 0 when unknown (asmcgocall_no_g stores 0 there).
+pub fn cgo_caller_g(sp: u64) -> u64 {
+    match param(go_param::G_SLOT) {
+        0 => 0,
+        slot => read_u64(sp.wrapping_add(slot)),
+    }
+}
+
 /// True when an `mmap` call comes from the Go runtime (`x_cgo_mmap`): Go memory, not native.
 pub fn mmap_by_go_runtime(ctx: &ProbeContext, len: u64) -> bool {
     // At the probe (mmap's first instruction) the return address is at RSP.
@@ -97,7 +108,7 @@ pub fn go_goroutine_exit(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `runtime.cgocall`, after its stack check: RBP still holds the caller's frame pointer and the
+/// `runtime.cgocall`, after its stack check (if any): RBP still holds the caller's frame pointer and the
 /// return address is at RSP; Go keeps frame pointers, so the chain is the whole Go stack.
 #[uprobe]
 pub fn go_cgocall_enter(ctx: ProbeContext) -> u32 {
@@ -123,14 +134,7 @@ pub fn go_cgocall_enter(ctx: ProbeContext) -> u32 {
         bp = read_u64(bp);
     }
     stack.len = len as u32;
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = GO_STACKS.insert(tid, &*stack, 0);
-    0
-}
-
-#[uprobe]
-pub fn go_cgocall_ret(_ctx: ProbeContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let _ = GO_STACKS.remove(tid);
+    // R14 holds the running goroutine's g in Go's register ABI.
+    let _ = GO_STACKS.insert(regs.r14, &*stack, 0);
     0
 }

@@ -89,9 +89,10 @@ pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);
 #[map]
 pub static GOROUTINES: HashMap<u64, Goroutine> = HashMap::with_max_entries(1 << 17, 0);
 
-/// The Go stack of each thread's current cgo call, by thread id.
+/// The Go stack of each goroutine's latest cgo call, by `g` address. LRU: goroutines exit
+/// without telling, and a reused `g` overwrites its entry at its first cgo call.
 #[map]
-pub static GO_STACKS: HashMap<u32, GoStack> = HashMap::with_max_entries(1 << 14, 0);
+pub static GO_STACKS: LruHashMap<u64, GoStack> = LruHashMap::with_max_entries(1 << 14, 0);
 
 /// Room to build one Go stack.
 #[map]

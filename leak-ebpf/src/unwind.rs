@@ -12,7 +12,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_loop},
+    helpers::{bpf_probe_read_user, generated::bpf_loop},
     programs::ProbeContext,
 };
 use leak_common::{GO_FRAMES, GoStack, MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
@@ -91,8 +91,8 @@ struct Walk {
     table_len: u32,
     /// Bumped by user space at every table change; part of the rule cache's key.
     generation: u64,
-    /// 1 when the walk ended at the Go side of a cgo call (`asmcgocall`).
-    reached_go: u64,
+    /// The goroutine whose cgo call the walk ended at (`asmcgocall`), 0 if none.
+    go_g: u64,
 }
 
 /// The rule for `pc`, from the cache of rules already looked up: the same few hundred return
@@ -145,7 +145,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
         table,
         table_len,
         generation,
-        reached_go: 0,
+        go_g: 0,
     };
     // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
     unsafe {
@@ -156,7 +156,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
             0,
         )
     };
-    if walk.reached_go != 0 {
+    if walk.go_g != 0 {
         join_go_stack(&mut walk);
     }
     let Some(trace) = SCRATCH.get_ptr_mut(0) else {
@@ -213,7 +213,7 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     // The C code of a cgo call returns into asmcgocall, on the thread's g0 stack: the Go frames
     // that made the call come from the capture at `runtime.cgocall`.
     if depth > 0 && golang::go_target() && golang::is_cgo_boundary(ip) {
-        walk.reached_go = 1;
+        walk.go_g = golang::cgo_caller_g(walk.sp);
         return 1;
     }
     // A return address points past its call; the call's own rule is the one that applies.
@@ -258,10 +258,9 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     0
 }
 
-/// Appends the Go stack of this thread's cgo call (if one is in progress) after the C frames.
+/// Appends the Go stack of the cgo call the walk ended at after the C frames.
 fn join_go_stack(walk: &mut Walk) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(go) = GO_STACKS.get_ptr(tid) else {
+    let Some(go) = GO_STACKS.get_ptr(walk.go_g) else {
         return;
     };
     let mut join = Join {

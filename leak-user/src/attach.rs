@@ -270,8 +270,7 @@ fn attach_at(
 }
 
 /// Goroutine and cgo probes in a Go executable. Exits go in before creations (no goroutine is
-/// recorded whose exit could be missed), and a cgo call's RET sites before its entry.
-/// Returns the number of probes.
+/// recorded whose exit could be missed). Returns the number of probes.
 pub fn attach_go(
     ebpf: &mut Ebpf,
     probes: &GoProbes,
@@ -292,11 +291,8 @@ pub fn attach_go(
         attach_at(ebpf, program, &site, pid)
     };
     at(ebpf, "go_goroutine_exit", probes.exit.0, probes.exit.1)?;
-    if let Some((entry, rets)) = &probes.cgocall {
-        for &ret in rets {
-            at(ebpf, "go_cgocall_ret", "runtime.cgocall", ret)?;
-        }
-        at(ebpf, "go_cgocall_enter", "runtime.cgocall", *entry)?;
+    if let Some(entry) = probes.cgocall {
+        at(ebpf, "go_cgocall_enter", "runtime.cgocall", entry)?;
     }
     for &ret in &probes.newproc1_rets {
         at(ebpf, "go_newproc1_ret", "runtime.newproc1", ret)?;
@@ -317,13 +313,15 @@ pub fn set_go_params(ebpf: &mut Ebpf, probes: &GoProbes, bias: u64) -> Result<()
         (go_param::LANDINGPAD_START, probes.landingpad),
         (go_param::CGO_MMAP_START, probes.cgo_mmap),
     ];
+    let mut values = vec![(go_param::G_SLOT, probes.g_slot.unwrap_or(0))];
     for (index, range) in ranges {
         let (start, end) = range.map_or((0, 0), |(s, e)| (s + bias, e + bias));
-        for (i, value) in [(index, start), (index + 1, end)] {
-            params
-                .set(i, value, 0)
-                .map_err(|e| AttachError::Map("GO_PARAMS", Box::new(e)))?;
-        }
+        values.extend([(index, start), (index + 1, end)]);
+    }
+    for (i, value) in values {
+        params
+            .set(i, value, 0)
+            .map_err(|e| AttachError::Map("GO_PARAMS", Box::new(e)))?;
     }
     Ok(())
 }

@@ -36,8 +36,11 @@ pub struct GoProbes {
     pub newproc1_rets: Vec<u64>,
     /// `runtime.gdestroy` (or `goexit0`): name and the file offset of its probe.
     pub exit: (&'static str, u64),
-    /// cgo binaries: `runtime.cgocall`'s probe past its stack check, and its RET sites.
-    pub cgocall: Option<(u64, Vec<u64>)>,
+    /// cgo binaries: `runtime.cgocall`'s probe past its stack check (if it has one).
+    pub cgocall: Option<u64>,
+    /// cgo binaries: where asmcgocall saves the calling goroutine's `g`, relative to the stack
+    /// pointer its C callee returns to.
+    pub g_slot: Option<u64>,
     pub asmcgocall: Option<Range>,
     pub landingpad: Option<Range>,
     /// `x_cgo_mmap` (from `.symtab`; in stripped binaries see [`GoProbes::resolve_cgo_mmap`]).
@@ -100,9 +103,13 @@ impl GoProbes {
                 .and_then(|f| pointer_loaded_into_rax(elf, f)),
         };
         let cgocall = match symbols.function("runtime.cgocall") {
-            Some(f) if is_cgo => entry_probe(elf, f).map(|entry| (entry, rets(elf, f))),
+            Some(f) if is_cgo => entry_probe(elf, f),
             _ => None,
         };
+        let asmcgocall = range("runtime.asmcgocall");
+        let g_slot = asmcgocall
+            .filter(|_| is_cgo)
+            .and_then(|(start, end)| saved_g_slot(elf, (start, end - start)));
         Ok(GoProbes {
             version,
             offsets,
@@ -110,7 +117,8 @@ impl GoProbes {
             newproc1_rets,
             exit,
             cgocall,
-            asmcgocall: range("runtime.asmcgocall"),
+            g_slot,
+            asmcgocall,
             landingpad: range("runtime.asmcgocall_landingpad"),
             cgo_mmap,
             cgo_mmap_slot,
@@ -137,6 +145,28 @@ impl GoProbes {
         };
         self.cgo_mmap = c_function_extent(elf, function.wrapping_sub(bias));
     }
+}
+
+/// asmcgocall, once on the system stack, aligns SP (`ANDQ $~15, SP`) and saves the
+/// goroutine's g (`MOVQ DI, n(SP)`, "save g"): that n.
+fn saved_g_slot(elf: &[u8], (addr, size): (u64, u64)) -> Option<u64> {
+    let code = function_code(elf, addr, size)?;
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut aligned = false;
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.mnemonic() == Mnemonic::And && instruction.op0_register() == Register::RSP {
+            aligned = true;
+        } else if aligned
+            && instruction.mnemonic() == Mnemonic::Mov
+            && instruction.op0_kind() == OpKind::Memory
+            && instruction.memory_base() == Register::RSP
+            && instruction.op1_register() == Register::RDI
+        {
+            return Some(instruction.memory_displacement64());
+        }
+    }
+    None
 }
 
 /// The address `MOVQ sym(SB), AX` loads from, in a function's code.
@@ -280,8 +310,15 @@ mod tests {
                 let cgo = matches!(variant, Variant::Cgo | Variant::CgoStripped);
                 assert_eq!(probes.cgocall.is_some(), cgo, "{toolchain:?} {variant:?}");
                 if cgo {
-                    assert!(!probes.cgocall.as_ref().unwrap().1.is_empty());
                     assert!(probes.asmcgocall.is_some());
+                    // From the runtime's asm_amd64.s: `MOVQ DI, 48(SP)` in 1.19, 8(SP) since.
+                    let want = match toolchain {
+                        testutil::Toolchain::Recent => 8,
+                        testutil::Toolchain::Go119 => 48,
+                    };
+                    assert_eq!(probes.g_slot, Some(want), "{toolchain:?} {variant:?}");
+                } else {
+                    assert_eq!(probes.g_slot, None);
                 }
                 assert_eq!(
                     probes.cgo_mmap.is_some(),
