@@ -290,10 +290,32 @@ pub struct GoTraced {
 /// target work, waits for `done`, then SETTLE more (the intervals the verdicts need), stops
 /// leaktrace with SIGINT and parses its report. The target must still be running at the end.
 pub fn go_trace(exe: &Path, args: &[&str], settle: Duration) -> GoTraced {
+    let run = go_trace_with(exe, args, settle, GO_TRACER_ARGS);
+    GoTraced {
+        report: run.finished.report(),
+        exe: exe.to_path_buf(),
+        stderr: run.finished.stderr.clone(),
+        target_lines: run.target_lines,
+        go_to_signal: run.go_to_signal,
+        go_to_exit: run.go_to_exit,
+    }
+}
+
+/// A [`go_trace_with`] run: what leaktrace did and what the target printed.
+pub struct GoRun {
+    pub finished: Finished,
+    pub target_lines: Vec<String>,
+    pub go_to_signal: Duration,
+    pub go_to_exit: Duration,
+}
+
+/// [`go_trace`] with leaktrace's arguments (after `--pid PID`) of the caller's choosing; the
+/// run must succeed, its output is left to the caller.
+pub fn go_trace_with(exe: &Path, args: &[&str], settle: Duration, leaktrace: &[&str]) -> GoRun {
     let mut target = Target::spawn(exe, args);
     target.wait_ready();
     let mut tracer_args: Vec<String> = vec!["--pid".into(), target.pid.to_string()];
-    tracer_args.extend(GO_TRACER_ARGS.iter().map(|s| s.to_string()));
+    tracer_args.extend(leaktrace.iter().map(|s| s.to_string()));
     let mut tracer = Tracer::start(&tracer_args);
     tracer.wait_attached(ATTACH_TIMEOUT);
     let go_at = Instant::now();
@@ -317,17 +339,14 @@ pub fn go_trace(exe: &Path, args: &[&str], settle: Duration) -> GoTraced {
     let finished = tracer.wait(FINISH_GRACE);
     let go_to_exit = go_at.elapsed();
     finished.assert_success();
-    let report = finished.report();
     assert!(
         target.alive(),
         "the target died when leaktrace detached (saw {:?})",
         target.seen
     );
     target.kill();
-    GoTraced {
-        report,
-        exe: exe.to_path_buf(),
-        stderr: finished.stderr.clone(),
+    GoRun {
+        finished,
         target_lines: target.seen.clone(),
         go_to_signal,
         go_to_exit,

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use std::process::Command;
+
 use leaktrace_tests::*;
 
 const TARGET: &str = "goroutines";
@@ -152,7 +154,10 @@ per_go_build!(
     complete_run_same_output,
 );
 
-per_go_toolchain!(targets_agree_with_runtime_dump);
+per_go_toolchain!(
+    targets_agree_with_runtime_dump,
+    goroutine_profile_opens_in_pprof
+);
 
 /// The one site of LEAK: created by its function at its `go` line, started at its function,
 /// exactly its count, all in its state, blocked at its line.
@@ -188,6 +193,60 @@ fn check_leak(b: GoBuild, leak: &Leak) {
         (Some(leak.start), Some(u64::from(line(leak.block_mark)))),
         "blocked_at\n{ctx}"
     );
+}
+
+/// `--format pprof` writes the goroutine profile beside the heap one, and `go tool pprof`
+/// reads it: the premature-return site's 7 goroutines, their blocking line and creator.
+fn goroutine_profile_opens_in_pprof(toolchain: GoToolchain) {
+    let b = GoBuild {
+        toolchain,
+        variant: GoVariant::Plain,
+    };
+    let dir = TempDir::new("goroutine-pprof");
+    let out = dir.path().join("leaks.pb.gz");
+    let out_arg = out.to_string_lossy().into_owned();
+    let run = go_trace_with(
+        &go_build(TARGET, b),
+        &[],
+        Duration::from_secs(2),
+        &[
+            "--format",
+            "pprof",
+            "--output",
+            &out_arg,
+            "--interval",
+            "1s",
+        ],
+    );
+    let profile = dir.path().join("leaks.goroutines.pb.gz");
+    assert!(
+        run.finished.stderr.contains("goroutine profile written to"),
+        "{}",
+        run.finished.stderr
+    );
+    let pprof = Command::new(GoToolchain::Recent.go_binary())
+        .args(["tool", "pprof", "-traces"])
+        .arg(&profile)
+        .output()
+        .expect("run go tool pprof");
+    let text = String::from_utf8_lossy(&pprof.stdout);
+    assert!(
+        pprof.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&pprof.stderr)
+    );
+    assert!(text.contains("Type: goroutine"), "{text}");
+    // One trace per site: its count, then the blocking frame, the start function, the creator.
+    let trace = text
+        .split("-----------+")
+        .find(|t| t.contains("main.fetchChecked.func1") && t.contains("main.fetchChecked\n"))
+        .unwrap_or_else(|| panic!("no premature-return trace in\n{text}"));
+    assert!(trace.contains("chan send 7"), "{trace}");
+    let first = trace
+        .lines()
+        .find(|l| l.contains("main.fetchChecked.func1"))
+        .unwrap_or_default();
+    assert!(first.trim_start().starts_with("7 "), "count 7: {trace}");
 }
 
 /// 7 goroutines blocked in `chan send` at the send of fetchChecked's closure.
