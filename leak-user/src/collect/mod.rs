@@ -85,22 +85,23 @@ pub fn sample_weight(size: u64, sample_bytes: u64) -> f64 {
 /// unbiased estimates, each allocation weighted by the inverse of its sampling probability.
 pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snapshot, CollectError> {
     let taken_ns = monotonic_ns();
-    let blocks: HashMap<u64, Allocation> = entries(ebpf, "ALLOCS")?.into_iter().collect();
+    // A million blocks is a normal day: one pass, one hash lookup per block.
+    let blocks: Vec<(u64, Allocation)> = entries(ebpf, "ALLOCS")?;
 
     let mut snapshot = Snapshot {
         taken_ns,
         ..Snapshot::default()
     };
-    // Estimates in floating point, rounded once at the end.
-    let mut estimates: HashMap<u64, [f64; 5]> = HashMap::new();
+    // Per stack, estimates in floating point (rounded once at the end): bytes and
+    // allocations of any age, then of aged ones, then the variance of the aged bytes.
+    let mut stacks: HashMap<u64, (StackOutstanding, [f64; 5])> = HashMap::new();
     let (mut total_bytes, mut total_allocs) = (0.0, 0.0);
-    for block in blocks.values() {
+    for (_, block) in &blocks {
         let w = sample_weight(block.size, sample_bytes);
         let bytes = block.size as f64 * w;
-        let e = estimates.entry(block.stack_id).or_default();
+        let (stack, e) = stacks.entry(block.stack_id).or_default();
         e[0] += bytes;
         e[1] += w;
-        let stack = snapshot.by_stack.entry(block.stack_id).or_default();
         stack.kind = block.kind;
         let age = taken_ns.saturating_sub(block.timestamp_ns);
         if age >= min_age_ns {
@@ -115,15 +116,17 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
         total_bytes += bytes;
         total_allocs += w;
     }
-    for (id, e) in estimates {
-        if let Some(stack) = snapshot.by_stack.get_mut(&id) {
+    snapshot.by_stack = stacks
+        .into_iter()
+        .map(|(id, (mut stack, e))| {
             stack.bytes = e[0].round() as u64;
             stack.allocs = e[1].round() as u64;
             stack.aged_bytes = e[2].round() as u64;
             stack.aged_allocs = e[3].round() as u64;
             stack.aged_stderr_bytes = e[4].sqrt();
-        }
-    }
+            (id, stack)
+        })
+        .collect();
     snapshot.outstanding_bytes = total_bytes.round() as u64;
     snapshot.outstanding_allocs = total_allocs.round() as u64;
 
