@@ -319,7 +319,7 @@ impl Soak {
         let _ = writeln!(out, "  drop reasons: {}", t.drop_reasons.describe());
         let _ = writeln!(
             out,
-            "  leaktrace CPU {:.2} s over the run ({:.0}% of one CPU), peak RSS {:.1} MiB, attached in {:.0} ms",
+            "  leaktrace CPU {:.2} s over the run ({:.1}% of one CPU), peak RSS {:.1} MiB, attached in {:.0} ms",
             s.cpu_s,
             if r.elapsed_s > 0.0 {
                 100.0 * s.cpu_s / r.elapsed_s
