@@ -86,6 +86,9 @@ const ESTIMATE_SIGMAS: f64 = 6.0;
 
 /// Goal 2: full tracing costs at most this many times the floor per pair.
 const FLOOR_RATIO_GOAL: f64 = 1.3;
+/// Runs of a scenario that spread wider than this (slowest - fastest over the median) were
+/// disturbed by other work on the machine; the goals say so.
+const NOISY_SPREAD: f64 = 0.2;
 /// Goal 5: from launching leaktrace to its probes being attached.
 const ATTACH_GOAL_MS: f64 = 200.0;
 
@@ -451,6 +454,9 @@ struct Machine {
     nproc: usize,
     kernel: String,
     cpu: String,
+    /// The load averages (1, 5, 15 min) when the bench started: anything well above 0 means
+    /// other work shares the machine.
+    load_at_start: String,
 }
 
 impl Machine {
@@ -468,8 +474,26 @@ impl Machine {
                     .map(|(_, value)| value.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        Self { nproc, kernel, cpu }
+        Self {
+            nproc,
+            kernel,
+            cpu,
+            load_at_start: load_average(),
+        }
     }
+}
+
+/// The 1, 5 and 15 minute load averages, from /proc/loadavg.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
 }
 
 /// The peer: bpftrace and the script it runs, or why it cannot run here.
@@ -593,6 +617,7 @@ impl Workspace {
             machine: &machine,
             runs,
             elapsed_s,
+            load_at_end: load_average(),
             rows: &rows,
             scenarios: &scenarios,
             scale: &scale,
@@ -740,6 +765,9 @@ struct Row {
     name: String,
     mode: Mode,
     ns_per_pair: Option<f64>,
+    /// (slowest run - fastest run) / median: a wide spread means something else used the
+    /// machine meanwhile.
+    spread: Option<f64>,
     /// vs untraced.
     slowdown: Option<f64>,
     /// vs the floor (traced modes).
@@ -767,6 +795,7 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
                 name: scenario.name(),
                 mode: scenario.mode,
                 ns_per_pair,
+                spread: spread(&scenario.ns_per_pair),
                 slowdown: ratio(ns_per_pair, of(Mode::Untraced)),
                 vs_floor: if scenario.mode == Mode::Untraced {
                     None
@@ -792,6 +821,8 @@ struct Report<'a> {
     /// Runs per scenario actually made.
     runs: usize,
     elapsed_s: f64,
+    /// The load averages when the bench ended.
+    load_at_end: String,
     rows: &'a [Row],
     scenarios: &'a [Scenario<'a>],
     scale: &'a volume::Scale,
@@ -854,6 +885,20 @@ impl Report<'_> {
                 (w.name, ratio)
             })
             .collect();
+        // The ratio is only as good as the runs behind it: say when they scatter.
+        let widest = WORKLOADS
+            .iter()
+            .flat_map(|w| [Mode::Floor, Mode::Leaktrace].map(|m| self.row(w, m)))
+            .filter_map(|row| row?.spread)
+            .fold(0.0, f64::max);
+        let caveat = if widest > NOISY_SPREAD {
+            format!(
+                " (but the floor and leaktrace runs spread up to {:.0}%: disturbed, rerun)",
+                widest * 100.0
+            )
+        } else {
+            String::new()
+        };
         goals.push(Goal {
             number: 2,
             what: format!("full tracing within {FLOOR_RATIO_GOAL}x the floor per pair"),
@@ -866,7 +911,8 @@ impl Report<'_> {
                     )
                 })
                 .collect::<Vec<_>>()
-                .join(", "),
+                .join(", ")
+                + &caveat,
             holds: ratios
                 .iter()
                 .map(|(_, r)| r.map(|r| r <= FLOOR_RATIO_GOAL))
@@ -992,14 +1038,19 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "machine: {} vCPUs, kernel {}, {}",
-            self.machine.nproc, self.machine.kernel, self.machine.cpu
+            "machine: {} vCPUs, kernel {}, {}; load average {} at the start, {} at the end",
+            self.machine.nproc,
+            self.machine.kernel,
+            self.machine.cpu,
+            self.machine.load_at_start,
+            self.load_at_end
         );
         let _ = writeln!(out, "peer: {}", self.peer.describe());
         let _ = writeln!(out);
         let header = [
             "scenario",
             "ns/pair",
+            "spread",
             "slowdown",
             "vs floor",
             "peer/leaktrace",
@@ -1007,7 +1058,7 @@ impl Report<'_> {
             "tracer RSS MiB",
             "attach ms",
         ];
-        let cells: Vec<[String; 8]> = self
+        let cells: Vec<[String; 9]> = self
             .rows
             .iter()
             .map(|row| {
@@ -1020,6 +1071,7 @@ impl Report<'_> {
                 [
                     row.name.clone(),
                     ns,
+                    opt(row.spread.map(|s| s * 100.0), 0, "%"),
                     opt(row.slowdown, 1, "x"),
                     opt(row.vs_floor, 2, "x"),
                     opt(row.peer_vs_leaktrace, 1, "x"),
@@ -1075,6 +1127,7 @@ impl Report<'_> {
         let _ = writeln!(out);
         for note in [
             "ns/pair: wall time of the timed loop / pairs per thread (with N threads: wall time per pair per thread).".to_owned(),
+            "spread: (slowest - fastest run) / median; a wide spread means something else used the machine meanwhile.".to_owned(),
             "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair.".to_owned(),
             "floor: leaktrace --empty-probes, the same probe sites (malloc entry + return, free past its first instruction, ...) with allocator programs that return at once.".to_owned(),
             "cgo: bench/cgo_loop, the same loop from Go (C.free + C.malloc, two cgo calls a pair). On a Go target leaktrace also probes runtime.cgocall's entry and RET sites (the Go stack of each cgo call) and goroutine creation/exit; --empty-probes does not empty those, so the cgo floor includes recording the Go stack of every cgo call.".to_owned(),
@@ -1229,10 +1282,12 @@ impl Report<'_> {
         let _ = writeln!(out, "{{");
         let _ = writeln!(
             out,
-            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}}},",
+            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}, \"load_at_start\": {}, \"load_at_end\": {}}},",
             self.machine.nproc,
             json_str(&self.machine.kernel),
-            json_str(&self.machine.cpu)
+            json_str(&self.machine.cpu),
+            json_str(&self.machine.load_at_start),
+            json_str(&self.load_at_end)
         );
         let _ = writeln!(out, "  \"runs\": {},", self.runs);
         let _ = writeln!(out, "  \"elapsed_s\": {},", num(self.elapsed_s));
@@ -1304,7 +1359,7 @@ impl Report<'_> {
             let _ = writeln!(
                 out,
                 "    {{\"name\": {}, \"workload\": {}, \"program\": {}, \"mode\": {}, \"threads\": {}, \
-                 \"pairs_per_thread\": {}, \"traced\": {}, \"ns_per_pair_median\": {}, \"slowdown\": {}, \
+                 \"pairs_per_thread\": {}, \"traced\": {}, \"ns_per_pair_median\": {}, \"spread\": {}, \"slowdown\": {}, \
                  \"ratio_to_floor\": {}, \"peer_to_leaktrace\": {}, \"tracer_cpu_s\": {}, \
                  \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
                  \"tracer_cpu_s_runs\": {}, \"tracer_peak_rss_mib_runs\": {}, \
@@ -1317,6 +1372,7 @@ impl Report<'_> {
                 scenario.workload.pairs,
                 scenario.mode != Mode::Untraced,
                 opt(row.ns_per_pair),
+                opt(row.spread),
                 opt(row.slowdown),
                 opt(row.vs_floor),
                 opt(row.peer_vs_leaktrace),
@@ -1393,6 +1449,16 @@ fn json_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// (max - min) / median of `values`, when there are at least two.
+fn spread(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    Some((max - min) / median(values.to_vec())?)
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
