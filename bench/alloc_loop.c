@@ -14,9 +14,11 @@
  *      the pid) and wait for one line on stdin: the driver attaches the tracer in between, so
  *      attach time is not measured. The initial blocks predate the tracer.
  *   2. Run the loop on all threads at once, timed with CLOCK_MONOTONIC from their release to
- *      the last thread's end, and print `ns_per_pair=<float>`: that wall time divided by
- *      <pairs>, the iterations each thread did. With one thread this is the total wall time
- *      per pair; with N threads it is the wall time per pair per thread (equal to the
+ *      the last thread's end, and print `ns_per_pair=<float> loop_bytes=<n> live_bytes=<n>`:
+ *      that wall time divided by <pairs>, the iterations each thread did, then the bytes the
+ *      loop malloc'd and the bytes of the blocks still live (all threads; what a sampling
+ *      tracer's estimates are checked against). With one thread ns_per_pair is the total wall
+ *      time per pair; with N threads it is the wall time per pair per thread (equal to the
  *      one-thread figure when the threads scale perfectly).
  *   3. Wait for one more line (or EOF) on stdin before freeing the remaining blocks and
  *      exiting, so the driver can stop the tracer while every surviving block (the last 64
@@ -45,6 +47,8 @@ struct worker {
     long pairs;
     uint64_t rng;
     char *blocks[LIVE_BLOCKS];
+    size_t sizes[LIVE_BLOCKS];
+    uint64_t loop_bytes;
 };
 
 static pthread_barrier_t initialized; /* workers have their initial blocks (+ main) */
@@ -65,9 +69,9 @@ static size_t random_size(uint64_t *rng)
     return MIN_SIZE + (size_t)(xorshift64(rng) % (MAX_SIZE - MIN_SIZE + 1));
 }
 
-static char *allocate(uint64_t *rng)
+static void allocate(struct worker *w, unsigned slot)
 {
-    size_t size = random_size(rng);
+    size_t size = random_size(&w->rng);
     char *block = malloc(size);
     if (block == NULL) {
         fprintf(stderr, "alloc_loop: malloc(%zu) failed\n", size);
@@ -75,21 +79,23 @@ static char *allocate(uint64_t *rng)
     }
     /* Touch the block so the allocation cannot be optimised away. */
     block[0] = (char)size;
-    return block;
+    w->blocks[slot] = block;
+    w->sizes[slot] = size;
 }
 
 static void *work(void *arg)
 {
     struct worker *w = arg;
-    for (int i = 0; i < LIVE_BLOCKS; i++)
-        w->blocks[i] = allocate(&w->rng);
+    for (unsigned i = 0; i < LIVE_BLOCKS; i++)
+        allocate(w, i);
     pthread_barrier_wait(&initialized);
     pthread_barrier_wait(&start);
 
     for (long i = 0; i < w->pairs; i++) {
         unsigned slot = (unsigned)(xorshift64(&w->rng) % LIVE_BLOCKS);
         free(w->blocks[slot]);
-        w->blocks[slot] = allocate(&w->rng);
+        allocate(w, slot);
+        w->loop_bytes += w->sizes[slot];
     }
     return NULL;
 }
@@ -157,7 +163,14 @@ int main(int argc, char **argv)
         pthread_join(workers[t].thread, NULL);
     double elapsed = now_ns() - begin;
 
-    printf("ns_per_pair=%.3f\n", elapsed / (double)pairs);
+    uint64_t loop_bytes = 0, live_bytes = 0;
+    for (unsigned t = 0; t < threads; t++) {
+        loop_bytes += workers[t].loop_bytes;
+        for (int i = 0; i < LIVE_BLOCKS; i++)
+            live_bytes += workers[t].sizes[i];
+    }
+    printf("ns_per_pair=%.3f loop_bytes=%llu live_bytes=%llu\n", elapsed / (double)pairs,
+           (unsigned long long)loop_bytes, (unsigned long long)live_bytes);
     fflush(stdout);
 
     while ((n = read(STDIN_FILENO, &c, 1)) == 1 && c != '\n')

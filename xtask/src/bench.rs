@@ -1,13 +1,19 @@
-//! `cargo xtask bench`: what tracing costs per malloc/free pair, next to its floor and a peer.
+//! `cargo xtask bench`: what tracing costs per malloc/free pair, next to its floor and a peer, and
+//! how leaktrace holds up at volume.
 //!
-//! Runs the workload `bench/alloc_loop.c` (each thread frees one of its 64 live blocks and
-//! mallocs a new one, `pairs` times) in four ways, each [`RUNS`] times with the runs
-//! interleaved, and reports the medians:
+//! **Per pair.** Three workloads run the same loop (each thread frees one of its 64 live blocks
+//! and mallocs a new one of 16..4096 bytes, `pairs` times): `bench/alloc_loop.c` on one thread
+//! and on two, and `bench/cgo_loop`, a Go program doing it through cgo (`C.free`, `C.malloc`)
+//! on one goroutine locked to its thread. Each runs in five ways, each [`RUNS`] times with the
+//! runs interleaved, and the table shows the medians:
 //!
 //! - **untraced**;
 //! - **floor**: the release build of leaktrace with `--empty-probes`: the same probe sites as
-//!   full tracing, with programs that return at once, so only the cost of the uprobes remains;
+//!   full tracing, with allocator programs that return at once, so only the cost of the uprobes
+//!   remains (on a Go target its Go probes, `runtime.cgocall`'s included, still run in full);
 //! - **leaktrace**: full tracing;
+//! - **sampled**: leaktrace `--sample-bytes 512KiB`: every probe still fires, but an unsampled
+//!   call skips the stack walk and the map, and the free of an unsampled block is a miss;
 //! - **peer**: `bench/memleak_classic.bt` under bpftrace, the classic per-event design
 //!   (malloc entry + return probes, a probe at free's first instruction). bpftrace comes from
 //!   Debian's package ([`setup::bpftrace`]); when it is missing or cannot run here, the table says
@@ -16,10 +22,21 @@
 //! The columns are ns per pair, slowdown vs untraced, ratio to the floor, peer/leaktrace, the
 //! tracer's own CPU time and peak RSS, and the time from launching the tracer to its probes
 //! being attached. The traced runs double as correctness checks: leaktrace must see every malloc
-//! and free of the loop and drop nothing, and the floor must record nothing. Only those checks
-//! (and leaktrace failing to run) make the bench fail; slow numbers never do.
+//! and free of the loop and drop nothing; sampled, it must sample about one allocation per
+//! 512 KiB of the loop's bytes and estimate the outstanding bytes within its error; the floor must
+//! record nothing.
 //!
-//! Prints a table on stdout and writes the same as JSON to `target/bench/results.json`.
+//! **At volume** ([`volume`]): *scale* traces `bench/scale.c`, 1,000,000 outstanding allocations
+//! from 50,000 distinct stacks, and times leaktrace's final report from SIGINT and measures its
+//! peak RSS; *soak* traces `bench/soak.c`, 500,000 allocations a second on two threads for 60 s
+//! (`LEAKTRACE_BENCH_SOAK_S` seconds), and checks that every allocation is either seen or counted
+//! as dropped.
+//!
+//! Only the correctness checks (and leaktrace failing to run) make the bench fail; slow numbers
+//! and missed goals never do. Prints a table on stdout and writes the same as JSON to
+//! `target/bench/results.json`.
+
+mod volume;
 
 use std::{
     fmt::Write as _,
@@ -36,11 +53,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{Workspace, cmd, cmd::say, setup};
 
-/// Runs of every scenario; the table shows their median.
+/// Runs of every per-pair scenario; the table shows their median.
 const RUNS: usize = 5;
 /// Rounds stop early (never below [`MIN_RUNS`]) when another would end past this, so the whole
-/// bench stays within about four minutes on a slow machine.
-const TIME_BUDGET: Duration = Duration::from_secs(200);
+/// bench (the volume scenarios take another one and a half minutes) stays within about ten
+/// minutes on a slow machine.
+const TIME_BUDGET: Duration = Duration::from_secs(330);
 const MIN_RUNS: usize = 3;
 /// Blocks each workload thread keeps live (`LIVE_BLOCKS` in alloc_loop.c).
 const LIVE_BLOCKS: u64 = 64;
@@ -52,33 +70,100 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const LOOP_TIMEOUT: Duration = Duration::from_secs(120);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The sampled mode's `--sample-bytes`.
+const SAMPLE_BYTES: &str = "512KiB";
+const SAMPLE_BYTES_N: u64 = 512 << 10;
+/// Sampled runs: how many allocations leaktrace sampled may differ from the loop's bytes / 512 KiB
+/// (the expected count) by this many times the count's standard deviation (at most its square
+/// root: each allocation is sampled independently).
+const SAMPLED_COUNT_SIGMAS: f64 = 5.0;
+/// Sampled runs: the estimate of the outstanding bytes may differ from the truth by this many
+/// standard errors. The error of the estimator is sqrt(sum of s^2 (1 - p) / p) over the live
+/// blocks (p = 1 - exp(-s / R)), at most sqrt(R x live bytes), the bound used. With ~130 KiB live
+/// per thread, a sampled live block is rare (one run in four) and stands for ~512 KiB, so the
+/// estimate is 0 or a multiple of ~512 KiB: a wide margin keeps false alarms near 1 in 10,000.
+const ESTIMATE_SIGMAS: f64 = 6.0;
+
+/// Goal 2: full tracing costs at most this many times the floor per pair.
+const FLOOR_RATIO_GOAL: f64 = 1.3;
+/// Runs of a scenario that spread wider than this (slowest - fastest over the median) were
+/// disturbed by other work on the machine; the goals say so.
+const NOISY_SPREAD: f64 = 0.2;
+/// Goal 5: from launching leaktrace to its probes being attached.
+const ATTACH_GOAL_MS: f64 = 200.0;
+
 /// The peer's script, relative to the workspace root.
 const PEER_SCRIPT: &str = "bench/memleak_classic.bt";
 /// The line the peer's BEGIN probe prints once every probe is attached.
 const PEER_READY: &str = "memleak_classic: attached";
+
+/// The per-pair workload programs; both take `<pairs> <threads>` and speak the same protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    /// `bench/alloc_loop.c`.
+    AllocLoop,
+    /// `bench/cgo_loop`: the same loop in Go through cgo.
+    CgoLoop,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Self::AllocLoop => "alloc_loop",
+            Self::CgoLoop => "cgo_loop",
+        }
+    }
+}
+
+/// The bench's programs, built into `target/bench`.
+struct Exes {
+    alloc_loop: PathBuf,
+    cgo_loop: PathBuf,
+    scale: PathBuf,
+    soak: PathBuf,
+}
+
+impl Exes {
+    fn of(&self, program: Program) -> &Path {
+        match program {
+            Program::AllocLoop => &self.alloc_loop,
+            Program::CgoLoop => &self.cgo_loop,
+        }
+    }
+}
 
 /// One workload configuration, run in every [`Mode`].
 struct Workload {
     name: &'static str,
     /// For file names.
     slug: &'static str,
+    program: Program,
     /// Iterations per thread.
     pairs: u64,
     threads: u64,
 }
 
-static WORKLOADS: [Workload; 2] = [
+static WORKLOADS: [Workload; 3] = [
     Workload {
         name: "C 1 thread",
         slug: "c-1-thread",
+        program: Program::AllocLoop,
         pairs: 200_000,
         threads: 1,
     },
     Workload {
         name: "C 2 threads",
         slug: "c-2-threads",
+        program: Program::AllocLoop,
         pairs: 100_000,
         threads: 2,
+    },
+    Workload {
+        name: "cgo 1 thread",
+        slug: "cgo-1-thread",
+        program: Program::CgoLoop,
+        pairs: 100_000,
+        threads: 1,
     },
 ];
 
@@ -90,19 +175,28 @@ enum Mode {
     Floor,
     /// leaktrace, full tracing.
     Leaktrace,
+    /// leaktrace `--sample-bytes` [`SAMPLE_BYTES`].
+    Sampled,
     /// bpftrace running [`PEER_SCRIPT`].
     Peer,
 }
 
 impl Mode {
     /// The order of the table, and of the scenarios within a round.
-    const ALL: [Self; 4] = [Self::Untraced, Self::Floor, Self::Leaktrace, Self::Peer];
+    const ALL: [Self; 5] = [
+        Self::Untraced,
+        Self::Floor,
+        Self::Leaktrace,
+        Self::Sampled,
+        Self::Peer,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
             Self::Floor => "floor (empty probes)",
             Self::Leaktrace => "leaktrace",
+            Self::Sampled => "leaktrace sampled 512KiB",
             Self::Peer => "peer (bpftrace)",
         }
     }
@@ -113,8 +207,42 @@ impl Mode {
             Self::Untraced => "untraced",
             Self::Floor => "floor",
             Self::Leaktrace => "leaktrace",
+            Self::Sampled => "sampled",
             Self::Peer => "peer",
         }
+    }
+
+    /// Runs of leaktrace (rather than of nothing or of the peer).
+    fn is_leaktrace(self) -> bool {
+        matches!(self, Self::Floor | Self::Leaktrace | Self::Sampled)
+    }
+}
+
+/// What the workload printed after its timed loop.
+#[derive(Debug, Clone, Copy, Default)]
+struct LoopStats {
+    ns_per_pair: f64,
+    /// Bytes malloc'd by the loop, all threads.
+    loop_bytes: u64,
+    /// Bytes of the blocks still live after it (the truth for the sampled estimate).
+    live_bytes: u64,
+}
+
+impl LoopStats {
+    /// `ns_per_pair=<f> loop_bytes=<n> live_bytes=<n>`.
+    fn parse(line: &str) -> Option<Self> {
+        let mut stats = Self::default();
+        let (mut ns, mut loop_bytes, mut live_bytes) = (false, false, false);
+        for token in line.split_whitespace() {
+            let (key, value) = token.split_once('=')?;
+            match key {
+                "ns_per_pair" => (stats.ns_per_pair, ns) = (value.parse().ok()?, true),
+                "loop_bytes" => (stats.loop_bytes, loop_bytes) = (value.parse().ok()?, true),
+                "live_bytes" => (stats.live_bytes, live_bytes) = (value.parse().ok()?, true),
+                _ => {}
+            }
+        }
+        (ns && loop_bytes && live_bytes).then_some(stats)
     }
 }
 
@@ -127,6 +255,8 @@ struct TracerRun {
     /// From launching the tracer to its probes being attached.
     attach_ms: f64,
     outcome: Outcome,
+    /// What the workload reported about the run's loop.
+    stats: LoopStats,
 }
 
 /// What a traced run's tracer reported, for the correctness checks.
@@ -138,13 +268,36 @@ enum Outcome {
     Peer { outstanding: u64 },
 }
 
-/// The report's `totals` fields the correctness check reads.
+/// The report's `totals` fields the correctness checks read.
 #[derive(Debug, Clone, Copy)]
 struct Totals {
+    /// An estimate under sampling.
+    outstanding_bytes: u64,
+    /// An estimate under sampling.
+    outstanding_allocs: u64,
+    /// Sampled allocations only, under sampling.
     allocs_seen: u64,
     frees_seen: u64,
-    outstanding_allocs: u64,
     dropped: u64,
+    drop_reasons: DropReasons,
+}
+
+/// The report's `totals.drop_reasons`.
+#[derive(Debug, Clone, Copy)]
+struct DropReasons {
+    alloc_map_full: u64,
+    stack_map_full: u64,
+    in_flight_map_full: u64,
+    totals_map_full: u64,
+}
+
+impl DropReasons {
+    fn describe(&self) -> String {
+        format!(
+            "alloc_map_full {}, stack_map_full {}, in_flight_map_full {}, totals_map_full {}",
+            self.alloc_map_full, self.stack_map_full, self.in_flight_map_full, self.totals_map_full
+        )
+    }
 }
 
 impl Totals {
@@ -179,6 +332,41 @@ impl Totals {
         }
     }
 
+    /// Sampled runs: nothing dropped, about one allocation per [`SAMPLE_BYTES`] of the loop's
+    /// bytes sampled, and the estimate of the outstanding bytes within its error of the truth.
+    fn check_sampled(&self, stats: &LoopStats) -> std::result::Result<(), String> {
+        let mut problems = Vec::new();
+        if self.dropped != 0 {
+            problems.push(format!("dropped {} (expected 0)", self.dropped));
+        }
+        let (low, high) = sampled_count_range(stats);
+        if !(low..=high).contains(&self.allocs_seen) {
+            problems.push(format!(
+                "sampled {} allocations (expected {low}..={high}: loop bytes {} / {SAMPLE_BYTES})",
+                self.allocs_seen, stats.loop_bytes
+            ));
+        }
+        if self.frees_seen > self.allocs_seen {
+            problems.push(format!(
+                "frees_seen {} > allocs_seen {}",
+                self.frees_seen, self.allocs_seen
+            ));
+        }
+        let sigma = estimate_sigma(stats);
+        let error = self.outstanding_bytes as f64 - stats.live_bytes as f64;
+        if error.abs() > ESTIMATE_SIGMAS * sigma {
+            problems.push(format!(
+                "estimated {} outstanding bytes, truth {} (error {error:.0}, more than {ESTIMATE_SIGMAS} x {sigma:.0})",
+                self.outstanding_bytes, stats.live_bytes
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     /// The floor's programs return at once: its report must be empty, or the floor is not one.
     fn check_empty(&self) -> std::result::Result<(), String> {
         if self.allocs_seen == 0 && self.frees_seen == 0 && self.dropped == 0 {
@@ -190,6 +378,23 @@ impl Totals {
             ))
         }
     }
+}
+
+/// The range of sampled allocations a sampled run may report: each allocation of s bytes is
+/// sampled with probability 1 - exp(-s/R) ~ s/R (s <= 4096 << R), independently, so the count has
+/// mean ~ loop bytes / R and a standard deviation below its square root; plus stray allocations.
+fn sampled_count_range(stats: &LoopStats) -> (u64, u64) {
+    let expected = stats.loop_bytes as f64 / SAMPLE_BYTES_N as f64;
+    let slack = SAMPLED_COUNT_SIGMAS * expected.sqrt().max(1.0);
+    (
+        (expected - slack).max(0.0).floor() as u64,
+        (expected + slack).ceil() as u64 + STRAY_ALLOCS,
+    )
+}
+
+/// The bound on the standard error of the sampled estimate of the live bytes: sqrt(R x live).
+fn estimate_sigma(stats: &LoopStats) -> f64 {
+    (SAMPLE_BYTES_N as f64 * stats.live_bytes as f64).sqrt()
 }
 
 /// All runs of one scenario (a workload in one mode).
@@ -223,6 +428,7 @@ impl Scenario<'_> {
             .filter_map(|(i, run)| {
                 let checked = match (self.mode, run.outcome) {
                     (Mode::Leaktrace, Outcome::Report(t)) => t.check(self.workload),
+                    (Mode::Sampled, Outcome::Report(t)) => t.check_sampled(&run.stats),
                     (Mode::Floor, Outcome::Report(t)) => t.check_empty(),
                     (Mode::Peer, Outcome::Peer { outstanding }) => {
                         if (live..=live + STRAY_ALLOCS).contains(&outstanding) {
@@ -248,6 +454,9 @@ struct Machine {
     nproc: usize,
     kernel: String,
     cpu: String,
+    /// The load averages (1, 5, 15 min) when the bench started: anything well above 0 means
+    /// other work shares the machine.
+    load_at_start: String,
 }
 
 impl Machine {
@@ -265,8 +474,26 @@ impl Machine {
                     .map(|(_, value)| value.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown".to_owned());
-        Self { nproc, kernel, cpu }
+        Self {
+            nproc,
+            kernel,
+            cpu,
+            load_at_start: load_average(),
+        }
     }
+}
+
+/// The 1, 5 and 15 minute load averages, from /proc/loadavg.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+    )
 }
 
 /// The peer: bpftrace and the script it runs, or why it cannot run here.
@@ -328,12 +555,7 @@ impl Workspace {
         let out_dir = self.target.join("bench");
         fs::create_dir_all(&out_dir)
             .with_context(|| format!("could not create {}", out_dir.display()))?;
-        let exe = out_dir.join("alloc_loop");
-        let mut gcc = cmd::new("gcc", ["-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o"]);
-        gcc.arg(self.short(&exe))
-            .arg("bench/alloc_loop.c")
-            .current_dir(&self.root);
-        cmd::run(&mut gcc)?;
+        let exes = self.build_bench_programs(&out_dir)?;
 
         let machine = Machine::read();
         let started = Instant::now();
@@ -351,7 +573,7 @@ impl Workspace {
 
         // Warm up (page cache, allocator, CPU frequency); not counted.
         for workload in &WORKLOADS {
-            Target::start(&exe, workload)?.run_untraced()?;
+            Target::start(exes.of(workload.program), workload)?.run_untraced()?;
         }
         // Interleaved, so drift over the run affects every scenario alike.
         let mut runs = 0;
@@ -359,7 +581,7 @@ impl Workspace {
             let round_started = Instant::now();
             runs += 1;
             for scenario in &mut scenarios {
-                self.bench_run(scenario, runs, &exe, &leaktrace, &out_dir, &mut peer)?;
+                self.bench_run(scenario, runs, &exes, &leaktrace, &out_dir, &mut peer)?;
             }
             let ends_at = started.elapsed() + round_started.elapsed();
             if (MIN_RUNS..RUNS).contains(&runs) && ends_at > TIME_BUDGET {
@@ -370,6 +592,11 @@ impl Workspace {
                 break;
             }
         }
+        let per_pair_s = started.elapsed().as_secs_f64();
+        say!("bench: per-pair scenarios done in {per_pair_s:.0} s");
+
+        let scale = volume::scale(&exes.scale, &leaktrace, &out_dir)?;
+        let soak = volume::soak(&exes.soak, &leaktrace, &out_dir)?;
         let elapsed_s = started.elapsed().as_secs_f64();
         say!("bench: done in {elapsed_s:.0} s");
 
@@ -378,6 +605,8 @@ impl Workspace {
             .iter()
             .filter(|s| s.mode != Mode::Peer)
             .flat_map(Scenario::problems)
+            .chain(scale.problems())
+            .chain(soak.problems())
             .collect();
         let peer_warnings: Vec<String> = scenarios
             .iter()
@@ -388,8 +617,11 @@ impl Workspace {
             machine: &machine,
             runs,
             elapsed_s,
+            load_at_end: load_average(),
             rows: &rows,
             scenarios: &scenarios,
+            scale: &scale,
+            soak: &soak,
             failures: &failures,
             peer: &peer,
             peer_warnings: &peer_warnings,
@@ -403,11 +635,42 @@ impl Workspace {
             Ok(0)
         } else {
             say!(
-                "bench: correctness check failed in {} run(s)",
+                "bench: correctness check failed: {} problem(s)",
                 failures.len()
             );
             Ok(1)
         }
+    }
+
+    /// Compiles the C workloads with gcc and the cgo one with setup's Go, into `out_dir`.
+    fn build_bench_programs(&self, out_dir: &Path) -> Result<Exes> {
+        let exes = Exes {
+            alloc_loop: out_dir.join("alloc_loop"),
+            cgo_loop: out_dir.join("cgo_loop"),
+            scale: out_dir.join("scale"),
+            soak: out_dir.join("soak"),
+        };
+        for (exe, source) in [
+            (&exes.alloc_loop, "bench/alloc_loop.c"),
+            (&exes.scale, "bench/scale.c"),
+            (&exes.soak, "bench/soak.c"),
+        ] {
+            let mut gcc = cmd::new("gcc", ["-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o"]);
+            gcc.arg(self.short(exe)).arg(source).current_dir(&self.root);
+            cmd::run(&mut gcc)?;
+        }
+        let go = setup::go();
+        let mut build = Command::new(&go);
+        build
+            .args(["build", "-o"])
+            .arg(&exes.cgo_loop)
+            .arg(".")
+            .current_dir(self.root.join("bench/cgo_loop"))
+            .env("CGO_ENABLED", "1")
+            // go.mod's `go` line is old: never let the go command fetch another toolchain.
+            .env("GOTOOLCHAIN", "local");
+        cmd::run(&mut build)?;
+        Ok(exes)
     }
 
     /// One run of one scenario; a peer that fails is marked unavailable, not an error.
@@ -415,28 +678,30 @@ impl Workspace {
         &self,
         scenario: &mut Scenario,
         run: usize,
-        exe: &Path,
+        exes: &Exes,
         leaktrace: &Path,
         out_dir: &Path,
         peer: &mut Peer,
     ) -> Result<()> {
         let workload = scenario.workload;
+        let exe = exes.of(workload.program);
         let name = scenario.name();
-        let measured = match scenario.mode {
+        let tracer = match scenario.mode {
             Mode::Untraced => {
-                let ns = Target::start(exe, workload)?.run_untraced()?;
-                say!("bench: {name} run {run}: {ns:.1} ns/pair");
-                scenario.ns_per_pair.push(ns);
+                let stats = Target::start(exe, workload)?.run_untraced()?;
+                say!("bench: {name} run {run}: {:.1} ns/pair", stats.ns_per_pair);
+                scenario.ns_per_pair.push(stats.ns_per_pair);
                 return Ok(());
             }
-            Mode::Floor | Mode::Leaktrace => {
-                let empty = scenario.mode == Mode::Floor;
-                let report = out_dir.join(format!(
-                    "leaktrace-{}-{}.json",
-                    scenario.mode.key(),
-                    workload.slug
-                ));
-                Target::start(exe, workload)?.run_leaktrace(leaktrace, &report, empty)?
+            mode @ (Mode::Floor | Mode::Leaktrace | Mode::Sampled) => {
+                let report =
+                    out_dir.join(format!("leaktrace-{}-{}.json", mode.key(), workload.slug));
+                let extra: &[&str] = match mode {
+                    Mode::Floor => &["--empty-probes"],
+                    Mode::Sampled => &["--sample-bytes", SAMPLE_BYTES],
+                    _ => &[],
+                };
+                Target::start(exe, workload)?.run_leaktrace(leaktrace, &report, extra)?
             }
             Mode::Peer => {
                 if peer.unavailable.is_some() {
@@ -455,33 +720,41 @@ impl Workspace {
                 }
             }
         };
-        let (ns, tracer) = measured;
-        let outcome = match tracer.outcome {
-            Outcome::Report(t) => format!(
+        let live = LIVE_BLOCKS * workload.threads;
+        let outcome = match (scenario.mode, tracer.outcome) {
+            (Mode::Sampled, Outcome::Report(t)) => {
+                let (low, high) = sampled_count_range(&tracer.stats);
+                format!(
+                    "sampled {} (expected {low}..={high}), frees_seen {}, outstanding bytes {} estimated vs {} (sigma <= {:.0}), dropped {}",
+                    t.allocs_seen,
+                    t.frees_seen,
+                    t.outstanding_bytes,
+                    tracer.stats.live_bytes,
+                    estimate_sigma(&tracer.stats),
+                    t.dropped,
+                )
+            }
+            (mode, Outcome::Report(t)) => format!(
                 "allocs_seen {}, frees_seen {} (gap {}, expected {}), outstanding {}, dropped {}",
                 t.allocs_seen,
                 t.frees_seen,
                 t.allocs_seen.saturating_sub(t.frees_seen),
-                if scenario.mode == Mode::Floor {
-                    0
-                } else {
-                    LIVE_BLOCKS * workload.threads
-                },
+                if mode == Mode::Floor { 0 } else { live },
                 t.outstanding_allocs,
                 t.dropped,
             ),
-            Outcome::Peer { outstanding } => format!(
-                "outstanding {outstanding} (expected {})",
-                LIVE_BLOCKS * workload.threads
-            ),
+            (_, Outcome::Peer { outstanding }) => {
+                format!("outstanding {outstanding} (expected {live})")
+            }
         };
         say!(
-            "bench: {name} run {run}: {ns:.1} ns/pair; attach {:.0} ms, CPU {:.2} s, peak RSS {:.1} MiB; {outcome}",
+            "bench: {name} run {run}: {:.1} ns/pair; attach {:.0} ms, CPU {:.2} s, peak RSS {:.1} MiB; {outcome}",
+            tracer.stats.ns_per_pair,
             tracer.attach_ms,
             tracer.cpu_s,
             tracer.peak_rss_mib,
         );
-        scenario.ns_per_pair.push(ns);
+        scenario.ns_per_pair.push(tracer.stats.ns_per_pair);
         scenario.tracer.push(tracer);
         Ok(())
     }
@@ -492,6 +765,9 @@ struct Row {
     name: String,
     mode: Mode,
     ns_per_pair: Option<f64>,
+    /// (slowest run - fastest run) / median: a wide spread means something else used the
+    /// machine meanwhile.
+    spread: Option<f64>,
     /// vs untraced.
     slowdown: Option<f64>,
     /// vs the floor (traced modes).
@@ -519,6 +795,7 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
                 name: scenario.name(),
                 mode: scenario.mode,
                 ns_per_pair,
+                spread: spread(&scenario.ns_per_pair),
                 slowdown: ratio(ns_per_pair, of(Mode::Untraced)),
                 vs_floor: if scenario.mode == Mode::Untraced {
                     None
@@ -544,37 +821,209 @@ struct Report<'a> {
     /// Runs per scenario actually made.
     runs: usize,
     elapsed_s: f64,
+    /// The load averages when the bench ended.
+    load_at_end: String,
     rows: &'a [Row],
     scenarios: &'a [Scenario<'a>],
+    scale: &'a volume::Scale,
+    soak: &'a volume::Soak,
     failures: &'a [String],
     peer: &'a Peer,
     peer_warnings: &'a [String],
 }
 
+/// One of the issue's goals, as this run measured it.
+struct Goal {
+    number: u8,
+    what: String,
+    measured: String,
+    holds: Option<bool>,
+}
+
 impl Report<'_> {
-    /// Per workload: what the probes alone, leaktrace's programs and the peer add per pair.
-    fn breakdown(&self) -> Vec<(&'static str, [Option<f64>; 3])> {
+    /// The median ns/pair of `workload` in `mode`.
+    fn ns(&self, workload: &Workload, mode: Mode) -> Option<f64> {
+        self.row(workload, mode).and_then(|row| row.ns_per_pair)
+    }
+
+    fn row(&self, workload: &Workload, mode: Mode) -> Option<&Row> {
+        self.rows
+            .iter()
+            .zip(self.scenarios)
+            .find(|(_, s)| s.mode == mode && s.workload.slug == workload.slug)
+            .map(|(row, _)| row)
+    }
+
+    /// Per workload: what the probes alone, leaktrace's programs (full and sampled) and the peer
+    /// add per pair.
+    fn breakdown(&self) -> Vec<(&'static str, [Option<f64>; 4])> {
         WORKLOADS
             .iter()
             .map(|workload| {
-                let ns = |mode: Mode| {
-                    self.rows
-                        .iter()
-                        .zip(self.scenarios)
-                        .find(|(_, s)| s.mode == mode && s.workload.slug == workload.slug)
-                        .and_then(|(row, _)| row.ns_per_pair)
-                };
-                let minus = |a: Mode, b: Mode| Some(ns(a)? - ns(b)?);
+                let minus = |a: Mode, b: Mode| Some(self.ns(workload, a)? - self.ns(workload, b)?);
                 (
                     workload.name,
                     [
                         minus(Mode::Floor, Mode::Untraced),
                         minus(Mode::Leaktrace, Mode::Floor),
+                        minus(Mode::Sampled, Mode::Floor),
                         minus(Mode::Peer, Mode::Untraced),
                     ],
                 )
             })
             .collect()
+    }
+
+    /// Goals 2 to 5 of the issue, as measured in this run.
+    fn goals(&self) -> Vec<Goal> {
+        let mut goals = Vec::new();
+
+        let ratios: Vec<(&str, Option<f64>)> = WORKLOADS
+            .iter()
+            .map(|w| {
+                let ratio = self.row(w, Mode::Leaktrace).and_then(|row| row.vs_floor);
+                (w.name, ratio)
+            })
+            .collect();
+        // The ratio is only as good as the runs behind it: say when they scatter.
+        let widest = WORKLOADS
+            .iter()
+            .flat_map(|w| [Mode::Floor, Mode::Leaktrace].map(|m| self.row(w, m)))
+            .filter_map(|row| row?.spread)
+            .fold(0.0, f64::max);
+        let caveat = if widest > NOISY_SPREAD {
+            format!(
+                " (but the floor and leaktrace runs spread up to {:.0}%: disturbed, rerun)",
+                widest * 100.0
+            )
+        } else {
+            String::new()
+        };
+        goals.push(Goal {
+            number: 2,
+            what: format!("full tracing within {FLOOR_RATIO_GOAL}x the floor per pair"),
+            measured: ratios
+                .iter()
+                .map(|(name, r)| {
+                    format!(
+                        "{name} {}",
+                        r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"))
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+                + &caveat,
+            holds: ratios
+                .iter()
+                .map(|(_, r)| r.map(|r| r <= FLOOR_RATIO_GOAL))
+                .collect::<Option<Vec<bool>>>()
+                .map(|all| all.into_iter().all(|ok| ok)),
+        });
+
+        let sampled_ok = self
+            .scenarios
+            .iter()
+            .filter(|s| s.mode == Mode::Sampled)
+            .all(|s| !s.tracer.is_empty() && s.problems().is_empty());
+        let sampled: Vec<String> = WORKLOADS
+            .iter()
+            .map(|w| {
+                let row = self.row(w, Mode::Sampled);
+                match (
+                    row.and_then(|r| r.ns_per_pair),
+                    row.and_then(|r| r.slowdown),
+                    row.and_then(|r| r.vs_floor),
+                    self.ns(w, Mode::Leaktrace),
+                ) {
+                    (Some(ns), Some(slowdown), Some(floor), Some(full)) => format!(
+                        "{} {ns:.0} ns/pair ({slowdown:.1}x untraced, {floor:.2}x the floor, {:.0}% of full tracing)",
+                        w.name,
+                        100.0 * ns / full
+                    ),
+                    _ => format!("{} -", w.name),
+                }
+            })
+            .collect();
+        goals.push(Goal {
+            number: 3,
+            what: format!(
+                "the cost of byte sampling (--sample-bytes {SAMPLE_BYTES}) shown, its estimates checked"
+            ),
+            measured: sampled.join("; "),
+            holds: Some(sampled_ok),
+        });
+
+        let scale = self.scale;
+        goals.push(Goal {
+            number: 4,
+            what: format!(
+                "report of {} outstanding allocations from {} stacks within {} s",
+                volume::thousands(volume::Scale::allocs()),
+                volume::thousands(volume::SCALE_STACKS),
+                volume::SCALE_REPORT_GOAL_S
+            ),
+            measured: scale.stopped.report_s.map_or_else(
+                || "no report".to_owned(),
+                |s| format!("{s:.2} s (exit after {:.2} s)", scale.stopped.exit_s),
+            ),
+            holds: scale
+                .report_holds()
+                .map(|ok| ok && scale.problems().is_empty()),
+        });
+        goals.push(Goal {
+            number: 4,
+            what: format!(
+                "leaktrace within {} MiB meanwhile",
+                volume::SCALE_RSS_GOAL_MIB
+            ),
+            measured: format!("peak RSS {:.1} MiB", scale.stopped.peak_rss_mib),
+            holds: Some(scale.rss_holds()),
+        });
+        let soak = self.soak;
+        goals.push(Goal {
+            number: 4,
+            what: format!(
+                "{} allocations/s sustained for {} s, nothing lost that is not counted in dropped",
+                volume::thousands(volume::SOAK_RATE),
+                volume::SOAK_GOAL_SECONDS
+            ),
+            measured: format!(
+                "{}/s for {:.1} s; {} allocations: {} seen + {} dropped",
+                volume::thousands(soak.rate().round() as u64),
+                soak.result.elapsed_s,
+                volume::thousands(soak.result.allocs),
+                volume::thousands(soak.totals.allocs_seen),
+                volume::thousands(soak.totals.dropped),
+            ),
+            holds: Some(soak.holds()),
+        });
+
+        // Launches of leaktrace with its default map sizes: the medians of the per-pair rows and
+        // the soak (scale's bigger maps take longer to create; shown apart).
+        let mut attach: Vec<(String, f64)> = self
+            .rows
+            .iter()
+            .filter(|row| row.mode.is_leaktrace())
+            .filter_map(|row| Some((row.name.clone(), row.attach_ms?)))
+            .collect();
+        attach.push(("soak".to_owned(), soak.attach_ms));
+        let slowest = attach.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned();
+        let fastest = attach.iter().map(|a| a.1).min_by(f64::total_cmp);
+        goals.push(Goal {
+            number: 5,
+            what: format!("from launch to attached within {ATTACH_GOAL_MS} ms"),
+            measured: match (&slowest, fastest) {
+                (Some((name, max)), Some(min)) => format!(
+                    "{min:.0} to {max:.0} ms (the medians of the {} leaktrace rows and the soak's launch, default map sizes; slowest: {name}); scale, with maps for {} allocations: {:.0} ms",
+                    attach.len() - 1,
+                    volume::thousands(volume::SCALE_MAX_ALLOCS),
+                    scale.attach_ms
+                ),
+                _ => "-".to_owned(),
+            },
+            holds: slowest.map(|(_, max)| max < ATTACH_GOAL_MS),
+        });
+        goals
     }
 
     fn table(&self) -> String {
@@ -584,19 +1033,24 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "leaktrace bench: cost per malloc/free pair, median of {} runs ({:.0} s in all)",
+            "leaktrace bench: cost per malloc/free pair, median of {} runs; scale and soak ({:.0} s in all)",
             self.runs, self.elapsed_s
         );
         let _ = writeln!(
             out,
-            "machine: {} vCPUs, kernel {}, {}",
-            self.machine.nproc, self.machine.kernel, self.machine.cpu
+            "machine: {} vCPUs, kernel {}, {}; load average {} at the start, {} at the end",
+            self.machine.nproc,
+            self.machine.kernel,
+            self.machine.cpu,
+            self.machine.load_at_start,
+            self.load_at_end
         );
         let _ = writeln!(out, "peer: {}", self.peer.describe());
         let _ = writeln!(out);
         let header = [
             "scenario",
             "ns/pair",
+            "spread",
             "slowdown",
             "vs floor",
             "peer/leaktrace",
@@ -604,7 +1058,7 @@ impl Report<'_> {
             "tracer RSS MiB",
             "attach ms",
         ];
-        let cells: Vec<[String; 8]> = self
+        let cells: Vec<[String; 9]> = self
             .rows
             .iter()
             .map(|row| {
@@ -617,6 +1071,7 @@ impl Report<'_> {
                 [
                     row.name.clone(),
                     ns,
+                    opt(row.spread.map(|s| s * 100.0), 0, "%"),
                     opt(row.slowdown, 1, "x"),
                     opt(row.vs_floor, 2, "x"),
                     opt(row.peer_vs_leaktrace, 1, "x"),
@@ -659,23 +1114,27 @@ impl Report<'_> {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "added per pair:");
-        for (workload, [probes, programs, peer]) in self.breakdown() {
+        for (workload, [probes, programs, sampled, peer]) in self.breakdown() {
             let _ = writeln!(
                 out,
-                "  {workload}: probes alone (floor - untraced) {} ns; leaktrace's programs (leaktrace - floor) {} ns; peer (peer - untraced) {} ns",
+                "  {workload}: probes alone (floor - untraced) {} ns; leaktrace's programs (leaktrace - floor) {} ns, sampled (sampled - floor) {} ns; peer (peer - untraced) {} ns",
                 opt(probes, 0, ""),
                 opt(programs, 0, ""),
+                opt(sampled, 0, ""),
                 opt(peer, 0, ""),
             );
         }
         let _ = writeln!(out);
         for note in [
-            "ns/pair: wall time of the timed loop / pairs per thread (with N threads: wall time per pair per thread).",
-            "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair.",
-            "floor: leaktrace --empty-probes, the same probe sites (malloc entry + return, free past its first instruction, ...) with programs that return at once.",
-            "vs floor: ns/pair over the floor's. peer/leaktrace: the peer's ns/pair over leaktrace's.",
-            "tracer CPU s / RSS: the tracer's user+system time (bpftrace's includes compiling its script) and VmHWM, read when the loop ends.",
-            "attach ms: from launching the tracer to its probes being attached (leaktrace's `attached` line, the peer's BEGIN line).",
+            "ns/pair: wall time of the timed loop / pairs per thread (with N threads: wall time per pair per thread).".to_owned(),
+            "spread: (slowest - fastest run) / median; a wide spread means something else used the machine meanwhile.".to_owned(),
+            "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair.".to_owned(),
+            "floor: leaktrace --empty-probes, the same probe sites (malloc entry + return, free past its first instruction, ...) with allocator programs that return at once.".to_owned(),
+            "cgo: bench/cgo_loop, the same loop from Go (C.free + C.malloc, two cgo calls a pair). On a Go target leaktrace also probes runtime.cgocall's entry and RET sites (the Go stack of each cgo call) and goroutine creation/exit; --empty-probes does not empty those, so the cgo floor includes recording the Go stack of every cgo call.".to_owned(),
+            format!("sampled: leaktrace --sample-bytes {SAMPLE_BYTES}; every probe still fires, an unsampled call skips the stack walk and the map, the free of an unsampled block is a lookup miss."),
+            "vs floor: ns/pair over the floor's. peer/leaktrace: the peer's ns/pair over leaktrace's.".to_owned(),
+            "tracer CPU s / RSS: the tracer's user+system time (bpftrace's includes compiling its script) and VmHWM, read when the loop ends.".to_owned(),
+            "attach ms: from launching the tracer to its probes being attached (leaktrace's `attached` line, the peer's BEGIN line).".to_owned(),
         ] {
             let _ = writeln!(out, "{note}");
         }
@@ -693,13 +1152,29 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(out);
+        self.scale.table(&mut out);
+        let _ = writeln!(out);
+        self.soak.table(&mut out);
+        let _ = writeln!(out);
+        let _ = writeln!(out, "goals:");
+        for goal in self.goals() {
+            let _ = writeln!(
+                out,
+                "  {}. {}: {} -> {}",
+                goal.number,
+                goal.what,
+                goal.measured,
+                volume::holds(goal.holds)
+            );
+        }
+        let _ = writeln!(out);
         let _ = writeln!(out, "correctness (every traced run):");
         for scenario in self.scenarios.iter().filter(|s| s.mode != Mode::Untraced) {
-            let reports: Vec<Totals> = scenario
+            let reports: Vec<(Totals, LoopStats)> = scenario
                 .tracer
                 .iter()
                 .filter_map(|r| match r.outcome {
-                    Outcome::Report(t) => Some(t),
+                    Outcome::Report(t) => Some((t, r.stats)),
                     Outcome::Peer { .. } => None,
                 })
                 .collect();
@@ -726,10 +1201,31 @@ impl Report<'_> {
                             .collect()
                     )
                 ),
+                Mode::Sampled => format!(
+                    "sampled {} (expected {}); estimated outstanding bytes {} vs true {} (sigma <= {}, {ESTIMATE_SIGMAS} sigma allowed); dropped {}",
+                    list(reports.iter().map(|(t, _)| t.allocs_seen).collect()),
+                    reports
+                        .iter()
+                        .map(|(_, stats)| {
+                            let (low, high) = sampled_count_range(stats);
+                            format!("{low}..={high}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    list(reports.iter().map(|(t, _)| t.outstanding_bytes).collect()),
+                    list(reports.iter().map(|(_, s)| s.live_bytes).collect()),
+                    list(
+                        reports
+                            .iter()
+                            .map(|(_, s)| estimate_sigma(s).round() as u64)
+                            .collect()
+                    ),
+                    list(reports.iter().map(|(t, _)| t.dropped).collect()),
+                ),
                 mode => format!(
                     "allocs_seen {}; frees_seen {}; expected gap {}; outstanding {}; dropped {}",
-                    list(reports.iter().map(|t| t.allocs_seen).collect()),
-                    list(reports.iter().map(|t| t.frees_seen).collect()),
+                    list(reports.iter().map(|(t, _)| t.allocs_seen).collect()),
+                    list(reports.iter().map(|(t, _)| t.frees_seen).collect()),
                     if mode == Mode::Floor {
                         "0 (nothing recorded)".to_owned()
                     } else {
@@ -738,8 +1234,8 @@ impl Report<'_> {
                             scenario.workload.threads
                         )
                     },
-                    list(reports.iter().map(|t| t.outstanding_allocs).collect()),
-                    list(reports.iter().map(|t| t.dropped).collect()),
+                    list(reports.iter().map(|(t, _)| t.outstanding_allocs).collect()),
+                    list(reports.iter().map(|(t, _)| t.dropped).collect()),
                 ),
             };
             let _ = writeln!(
@@ -749,6 +1245,20 @@ impl Report<'_> {
                 scenario.tracer.len()
             );
         }
+        let _ = writeln!(
+            out,
+            "  scale: {}; soak: {}",
+            if self.scale.problems().is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            },
+            if self.soak.problems().is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            }
+        );
         for failure in self.failures {
             let _ = writeln!(out, "  FAILED: {failure}");
         }
@@ -772,10 +1282,12 @@ impl Report<'_> {
         let _ = writeln!(out, "{{");
         let _ = writeln!(
             out,
-            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}}},",
+            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}, \"load_at_start\": {}, \"load_at_end\": {}}},",
             self.machine.nproc,
             json_str(&self.machine.kernel),
-            json_str(&self.machine.cpu)
+            json_str(&self.machine.cpu),
+            json_str(&self.machine.load_at_start),
+            json_str(&self.load_at_end)
         );
         let _ = writeln!(out, "  \"runs\": {},", self.runs);
         let _ = writeln!(out, "  \"elapsed_s\": {},", num(self.elapsed_s));
@@ -793,6 +1305,7 @@ impl Report<'_> {
                 .as_deref()
                 .map_or_else(|| "null".to_owned(), json_str),
         );
+        let _ = writeln!(out, "  \"sample_bytes\": {SAMPLE_BYTES_N},");
         let _ = writeln!(out, "  \"scenarios\": [");
         for (i, (row, scenario)) in self.rows.iter().zip(self.scenarios).enumerate() {
             let outcomes: Vec<String> = scenario
@@ -800,24 +1313,43 @@ impl Report<'_> {
                 .iter()
                 .map(|r| match r.outcome {
                     Outcome::Report(t) => format!(
-                        "{{\"allocs_seen\": {}, \"frees_seen\": {}, \"outstanding_allocs\": {}, \"dropped\": {}}}",
-                        t.allocs_seen, t.frees_seen, t.outstanding_allocs, t.dropped
+                        "{{\"allocs_seen\": {}, \"frees_seen\": {}, \"outstanding_allocs\": {}, \"outstanding_bytes\": {}, \"dropped\": {}, \"loop_bytes\": {}, \"live_bytes\": {}}}",
+                        t.allocs_seen,
+                        t.frees_seen,
+                        t.outstanding_allocs,
+                        t.outstanding_bytes,
+                        t.dropped,
+                        r.stats.loop_bytes,
+                        r.stats.live_bytes
                     ),
                     Outcome::Peer { outstanding } => {
                         format!("{{\"outstanding_allocs\": {outstanding}}}")
                     }
                 })
                 .collect();
+            let expected = match scenario.mode {
+                Mode::Floor => "{\"gap\": 0}".to_owned(),
+                Mode::Sampled => list(
+                    scenario
+                        .tracer
+                        .iter()
+                        .map(|r| {
+                            let (low, high) = sampled_count_range(&r.stats);
+                            format!(
+                                "{{\"sampled_min\": {low}, \"sampled_max\": {high}, \"outstanding_bytes\": {}, \"estimate_sigma_max\": {}, \"sigmas_allowed\": {ESTIMATE_SIGMAS}}}",
+                                r.stats.live_bytes,
+                                num(estimate_sigma(&r.stats))
+                            )
+                        })
+                        .collect(),
+                ),
+                _ => format!("{{\"gap\": {}}}", LIVE_BLOCKS * scenario.workload.threads),
+            };
             let correctness = match scenario.mode {
                 Mode::Untraced => "null".to_owned(),
-                mode => format!(
-                    "{{\"ok\": {}, \"expected_gap\": {}, \"totals\": {}}}",
+                _ => format!(
+                    "{{\"ok\": {}, \"expected\": {expected}, \"totals\": {}}}",
                     scenario.problems().is_empty(),
-                    if mode == Mode::Floor {
-                        0
-                    } else {
-                        LIVE_BLOCKS * scenario.workload.threads
-                    },
                     list(outcomes)
                 ),
             };
@@ -826,18 +1358,21 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "    {{\"name\": {}, \"mode\": {}, \"threads\": {}, \"pairs_per_thread\": {}, \
-                 \"traced\": {}, \"ns_per_pair_median\": {}, \"slowdown\": {}, \
+                "    {{\"name\": {}, \"workload\": {}, \"program\": {}, \"mode\": {}, \"threads\": {}, \
+                 \"pairs_per_thread\": {}, \"traced\": {}, \"ns_per_pair_median\": {}, \"spread\": {}, \"slowdown\": {}, \
                  \"ratio_to_floor\": {}, \"peer_to_leaktrace\": {}, \"tracer_cpu_s\": {}, \
                  \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
                  \"tracer_cpu_s_runs\": {}, \"tracer_peak_rss_mib_runs\": {}, \
                  \"attach_ms_runs\": {}, \"correctness\": {}}}{}",
                 json_str(&row.name),
+                json_str(scenario.workload.slug),
+                json_str(scenario.workload.program.name()),
                 json_str(scenario.mode.key()),
                 scenario.workload.threads,
                 scenario.workload.pairs,
                 scenario.mode != Mode::Untraced,
                 opt(row.ns_per_pair),
+                opt(row.spread),
                 opt(row.slowdown),
                 opt(row.vs_floor),
                 opt(row.peer_vs_leaktrace),
@@ -856,17 +1391,34 @@ impl Report<'_> {
         let breakdown: Vec<String> = self
             .breakdown()
             .into_iter()
-            .map(|(workload, [probes, programs, peer])| {
+            .map(|(workload, [probes, programs, sampled, peer])| {
                 format!(
-                    "{{\"workload\": {}, \"probes_ns\": {}, \"leaktrace_programs_ns\": {}, \"peer_ns\": {}}}",
+                    "{{\"workload\": {}, \"probes_ns\": {}, \"leaktrace_programs_ns\": {}, \"sampled_programs_ns\": {}, \"peer_ns\": {}}}",
                     json_str(workload),
                     opt(probes),
                     opt(programs),
+                    opt(sampled),
                     opt(peer)
                 )
             })
             .collect();
         let _ = writeln!(out, "  \"added_per_pair\": {},", list(breakdown));
+        let _ = writeln!(out, "  \"scale\": {},", self.scale.json());
+        let _ = writeln!(out, "  \"soak\": {},", self.soak.json());
+        let goals: Vec<String> = self
+            .goals()
+            .iter()
+            .map(|g| {
+                format!(
+                    "{{\"goal\": {}, \"what\": {}, \"measured\": {}, \"holds\": {}}}",
+                    g.number,
+                    json_str(&g.what),
+                    json_str(&g.measured),
+                    g.holds.map_or_else(|| "null".to_owned(), |v| v.to_string())
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  \"goals\": {},", list(goals));
         let _ = writeln!(
             out,
             "  \"failures\": {},",
@@ -897,6 +1449,16 @@ fn json_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// (max - min) / median of `values`, when there are at least two.
+fn spread(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let max = values.iter().copied().fold(f64::MIN, f64::max);
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    Some((max - min) / median(values.to_vec())?)
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -954,22 +1516,32 @@ fn wait_for_line(
     }
 }
 
-/// A running alloc_loop, stopped before its loop.
+/// A running bench program (a workload, scale or soak), stopped before its work: it printed
+/// `ready` and waits for a line on stdin.
 struct Target {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: Receiver<String>,
     pid: u32,
-    workload_name: &'static str,
+    /// For messages: "alloc_loop (C 1 thread)".
+    label: String,
 }
 
 impl Target {
-    /// Starts the workload and waits for its `ready` line.
+    /// Starts a per-pair workload and waits for its `ready` line.
     fn start(exe: &Path, workload: &Workload) -> Result<Self> {
+        Self::spawn(
+            exe,
+            &[workload.pairs.to_string(), workload.threads.to_string()],
+            format!("{} ({})", workload.program.name(), workload.name),
+        )
+    }
+
+    /// Starts `exe args` and waits for its `ready` line.
+    fn spawn(exe: &Path, args: &[String], label: String) -> Result<Self> {
         let mut command = Command::new(exe);
         command
-            .arg(workload.pairs.to_string())
-            .arg(workload.threads.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut child = command
@@ -983,7 +1555,7 @@ impl Target {
             stdin,
             stdout,
             pid,
-            workload_name: workload.name,
+            label,
         };
         target.expect("ready", READY_TIMEOUT)?;
         Ok(target)
@@ -993,8 +1565,8 @@ impl Target {
         let mut seen = Vec::new();
         wait_for_line(&self.stdout, prefix, timeout, &mut seen).map_err(|why| {
             anyhow::anyhow!(
-                "alloc_loop ({}, pid {}) printed no `{prefix}` line: {why}{}",
-                self.workload_name,
+                "{} (pid {}) printed no `{prefix}` line: {why}{}",
+                self.label,
                 self.pid,
                 if seen.is_empty() {
                     String::new()
@@ -1005,92 +1577,71 @@ impl Target {
         })
     }
 
-    /// Sends one line to the workload: the first starts the loop, the second lets it exit.
+    /// Sends one line to the program: the first starts its work, the second lets it exit.
     fn send_line(&mut self) -> Result<()> {
         let stdin = self
             .stdin
             .as_mut()
-            .context("alloc_loop's stdin is closed")?;
+            .with_context(|| format!("the stdin of {} is closed", self.label))?;
         stdin
             .write_all(b"\n")
             .and_then(|()| stdin.flush())
-            .context("could not write to alloc_loop")
+            .with_context(|| format!("could not write to {}", self.label))
     }
 
-    /// Starts the loop and returns its ns per pair.
-    fn run_loop(&mut self) -> Result<f64> {
+    /// Starts the loop and returns what the workload reported about it.
+    fn run_loop(&mut self) -> Result<LoopStats> {
         self.send_line()?;
         let line = self.expect("ns_per_pair=", LOOP_TIMEOUT)?;
-        let value = &line["ns_per_pair=".len()..];
-        value
-            .trim()
-            .parse()
-            .with_context(|| format!("alloc_loop printed a bad result: {line}"))
+        LoopStats::parse(&line)
+            .with_context(|| format!("{} printed a bad result: {line}", self.label))
     }
 
-    /// Lets the workload free its blocks and exit; fails unless it exits 0.
+    /// Lets the program free its blocks and exit; fails unless it exits 0.
     fn finish(mut self) -> Result<()> {
         self.send_line()?;
         self.stdin = None;
         let status = wait_timeout(&mut self.child, EXIT_TIMEOUT)?;
         if !status.success() {
-            bail!(
-                "alloc_loop ({}) failed ({})",
-                self.workload_name,
-                cmd::describe(status)
-            );
+            bail!("{} failed ({})", self.label, cmd::describe(status));
         }
         Ok(())
     }
 
-    fn run_untraced(mut self) -> Result<f64> {
-        let ns = self.run_loop()?;
+    fn run_untraced(mut self) -> Result<LoopStats> {
+        let stats = self.run_loop()?;
         self.finish()?;
-        Ok(ns)
+        Ok(stats)
     }
 
     /// Starts `tracer`, waits until it is attached, runs the loop, measures the tracer, stops it
     /// with SIGINT while the loop's last blocks are still live, and lets the workload exit.
-    /// Returns ns/pair, the tracer's figures, and everything it printed on stdout.
-    fn run_traced(mut self, tracer: Command, ready: Ready) -> Result<(f64, Usage, Vec<String>)> {
+    /// Returns the loop's figures, the tracer's, and everything the tracer printed on stdout.
+    fn run_traced(
+        mut self,
+        tracer: Command,
+        ready: Ready,
+    ) -> Result<(LoopStats, Usage, Vec<String>)> {
         let mut tracer = Tracer::start(tracer, ready)?;
-        let ns = self.run_loop()?;
+        let stats = self.run_loop()?;
         let usage = tracer.usage()?;
         let stdout = tracer.stop()?;
         self.finish()?;
-        Ok((ns, usage, stdout))
+        Ok((stats, usage, stdout))
     }
 
-    /// Under leaktrace (`--empty-probes` for the floor), which writes its JSON report to
-    /// `report`.
-    fn run_leaktrace(
-        self,
-        leaktrace: &Path,
-        report: &Path,
-        empty_probes: bool,
-    ) -> Result<(f64, TracerRun)> {
-        let _ = fs::remove_file(report);
-        let mut command = Command::new(leaktrace);
-        command
-            .arg("--pid")
-            .arg(self.pid.to_string())
-            .args(["--interval", "1s", "--min-age", "0s", "--format", "json"])
-            .arg("--output")
-            .arg(report);
-        if empty_probes {
-            command.arg("--empty-probes");
-        }
-        let ready = Ready {
-            stream: Stream::Stderr,
-            prefix: "leaktrace: attached",
-        };
-        let (ns, usage, _) = self.run_traced(command, ready)?;
+    /// Under leaktrace with `extra` options (`--empty-probes` for the floor, `--sample-bytes`),
+    /// which writes its JSON report to `report`.
+    fn run_leaktrace(self, leaktrace: &Path, report: &Path, extra: &[&str]) -> Result<TracerRun> {
+        let mut command = leaktrace_command(leaktrace, self.pid, report);
+        command.args(["--interval", "1s"]).args(extra);
+        let (stats, usage, _) = self.run_traced(command, LEAKTRACE_READY)?;
         let totals = read_totals(report)?;
-        Ok((ns, usage.with(Outcome::Report(totals))))
+        Ok(usage.with(Outcome::Report(totals), stats))
     }
 
     /// Under the peer: bpftrace running `script` on this process and the libc it maps.
-    fn run_peer(self, bpftrace: &Path, script: &Path) -> Result<(f64, TracerRun)> {
+    fn run_peer(self, bpftrace: &Path, script: &Path) -> Result<TracerRun> {
         let libc = mapped_libc(self.pid)?;
         let mut command = Command::new(bpftrace);
         // -B line: the BEGIN line must not wait in a buffer.
@@ -1103,14 +1654,34 @@ impl Target {
             stream: Stream::Stdout,
             prefix: PEER_READY,
         };
-        let (ns, usage, stdout) = self.run_traced(command, ready)?;
+        let (stats, usage, stdout) = self.run_traced(command, ready)?;
         let outstanding = stdout
             .iter()
             .filter(|line| line.starts_with("@allocs["))
             .count() as u64;
-        Ok((ns, usage.with(Outcome::Peer { outstanding })))
+        Ok(usage.with(Outcome::Peer { outstanding }, stats))
     }
 }
+
+/// `leaktrace --pid PID --min-age 0s --format json --output REPORT` (the report removed first,
+/// so that a stale one cannot pass for this run's).
+fn leaktrace_command(leaktrace: &Path, pid: u32, report: &Path) -> Command {
+    let _ = fs::remove_file(report);
+    let mut command = Command::new(leaktrace);
+    command
+        .arg("--pid")
+        .arg(pid.to_string())
+        .args(["--min-age", "0s", "--format", "json"])
+        .arg("--output")
+        .arg(report);
+    command
+}
+
+/// leaktrace's line on stderr once its probes are attached.
+const LEAKTRACE_READY: Ready = Ready {
+    stream: Stream::Stderr,
+    prefix: "leaktrace: attached",
+};
 
 impl Drop for Target {
     fn drop(&mut self) {
@@ -1161,12 +1732,13 @@ struct Usage {
 }
 
 impl Usage {
-    fn with(self, outcome: Outcome) -> TracerRun {
+    fn with(self, outcome: Outcome, stats: LoopStats) -> TracerRun {
         TracerRun {
             cpu_s: self.cpu_s,
             peak_rss_mib: self.peak_rss_mib,
             attach_ms: self.attach_ms,
             outcome,
+            stats,
         }
     }
 }
@@ -1291,6 +1863,89 @@ impl Tracer {
         // The reader thread hands over the rest of the output until EOF.
         Ok(drain(&self.stdout, Instant::now() + Duration::from_secs(5)))
     }
+
+    /// SIGINT, then waits for the tracer (leaktrace) to write its JSON report to `report` and
+    /// exit 0, timing both, and takes its resource usage over the whole run from wait4.
+    fn stop_measured(&mut self, report: &Path, timeout: Duration) -> Result<Stopped> {
+        let pid = libc::pid_t::try_from(self.pid).context("pid out of range")?;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        if unsafe { libc::kill(pid, libc::SIGINT) } != 0 {
+            bail!(
+                "could not send SIGINT to {} (pid {pid}): {}",
+                self.name,
+                std::io::Error::last_os_error()
+            );
+        }
+        let sent = Instant::now();
+        let mut report_s = None;
+        loop {
+            let mut status = 0;
+            // SAFETY: rusage is plain data; all zeros is a valid value.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: valid pointers to locals; WNOHANG never blocks.
+            let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+            if reaped < 0 {
+                bail!(
+                    "could not wait for {} (pid {pid}): {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
+            }
+            let now = sent.elapsed().as_secs_f64();
+            // Seen complete between polls, or only now (then the exit bounds it).
+            if report_s.is_none() && report_complete(report) {
+                report_s = Some(now);
+            }
+            if reaped == pid {
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    let stderr = drain(&self.stderr, Instant::now() + Duration::from_secs(1));
+                    bail!(
+                        "{} failed (wait status {status:#x}); stderr:\n{}",
+                        self.name,
+                        stderr.join("\n")
+                    );
+                }
+                let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                return Ok(Stopped {
+                    report_s,
+                    exit_s: now,
+                    cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+                    // ru_maxrss is in KiB on Linux.
+                    peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+                });
+            }
+            if sent.elapsed() > timeout {
+                bail!(
+                    "{} (pid {pid}) did not exit within {} s of SIGINT",
+                    self.name,
+                    timeout.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// What [`Tracer::stop_measured`] measured.
+#[derive(Debug, Clone, Copy)]
+struct Stopped {
+    /// From SIGINT to the report file being complete.
+    report_s: Option<f64>,
+    /// From SIGINT to the exit (after the report: detaching the probes, unloading).
+    exit_s: f64,
+    /// User + system time and peak RSS of the tracer's whole run.
+    cpu_s: f64,
+    peak_rss_mib: f64,
+}
+
+/// Whether leaktrace's JSON report at `path` is all there: it ends with the top-level object's
+/// last field, `ended_by`, and its closing brace.
+fn report_complete(path: &Path) -> bool {
+    if !fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return false;
+    }
+    fs::read_to_string(path)
+        .is_ok_and(|text| text.trim_end().ends_with('}') && text.contains("\"ended_by\""))
 }
 
 impl Drop for Tracer {
@@ -1328,7 +1983,8 @@ fn read_totals(report: &Path) -> Result<Totals> {
         .find("\"totals\"")
         .map(|at| &text[at..])
         .with_context(|| format!("no totals in {}", report.display()))?;
-    // Each key appears once in the totals object, before anything nested.
+    // The first occurrence of each key after "totals" is the one of the totals object (those of
+    // drop_reasons, the only object nested in it, are found there too).
     let field = |key: &str| -> Result<u64> {
         let quoted = format!("\"{key}\"");
         let rest = totals
@@ -1343,9 +1999,16 @@ fn read_totals(report: &Path) -> Result<Totals> {
             .with_context(|| format!("bad totals.{key} in {}", report.display()))
     };
     Ok(Totals {
+        outstanding_bytes: field("outstanding_bytes")?,
+        outstanding_allocs: field("outstanding_allocs")?,
         allocs_seen: field("allocs_seen")?,
         frees_seen: field("frees_seen")?,
-        outstanding_allocs: field("outstanding_allocs")?,
         dropped: field("dropped")?,
+        drop_reasons: DropReasons {
+            alloc_map_full: field("alloc_map_full")?,
+            stack_map_full: field("stack_map_full")?,
+            in_flight_map_full: field("in_flight_map_full")?,
+            totals_map_full: field("totals_map_full")?,
+        },
     })
 }

@@ -46,8 +46,9 @@ enum Task {
     Demo,
     /// Set up, then run all tests (one at a time, real eBPF, needs root), clippy and rustfmt.
     Test,
-    /// Set up, build in release mode, and measure what tracing costs per malloc/free pair
-    /// (needs root); writes target/bench/results.json.
+    /// Set up, build in release mode, and measure what tracing costs per malloc/free pair, and
+    /// leaktrace at volume (a million outstanding allocations, a one-minute soak; needs root);
+    /// writes target/bench/results.json. LEAKTRACE_BENCH_SOAK_S sets the soak's seconds.
     Bench,
     /// Set up, then `cargo install` leaktrace.
     Install {

