@@ -2,7 +2,6 @@
 //! (`--max-allocs`, `--max-stacks`, ...) before loading.
 use crate::unwind::CachedRule;
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -13,7 +12,7 @@ use leak_common::{
 
 /// Outstanding allocations by address.
 #[map]
-pub static ALLOCS: HashMap<u64, Allocation> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
+pub static ALLOCS: HashMap<u64, Allocation> = HashMap::with_max_entries(1 << 20, 0);
 
 /// Stacks by the hash of their frames.
 #[map]
