@@ -57,6 +57,8 @@ pub struct ProbeCounts {
     pub created: u64,
     pub exited: u64,
     pub dropped: u64,
+    pub cgo_stacks_joined: u64,
+    pub runtime_mmap_bytes: u64,
 }
 
 impl Tracker {
@@ -109,6 +111,8 @@ impl Tracker {
             created: counts.created,
             exited: counts.exited,
             dropped: counts.dropped,
+            cgo_stacks_joined: counts.cgo_stacks_joined,
+            runtime_mmap_bytes: counts.runtime_mmap_bytes,
             coverage: if complete {
                 "all"
             } else {

@@ -135,6 +135,11 @@ pub struct Goroutines {
     pub exited: u64,
     /// Extension: goroutines not tracked because the kernel's map was full.
     pub dropped: u64,
+    /// Extension: native stacks joined to the Go stack of the cgo call that made them.
+    pub cgo_stacks_joined: u64,
+    /// Extension: bytes the Go runtime mapped through libc's mmap (`x_cgo_mmap`) while traced:
+    /// Go memory, never reported as native.
+    pub runtime_mmap_bytes: u64,
     /// Extension: `all` when every goroutine was read from the runtime's list (`allgs`),
     /// `created_while_traced` when only those the probes saw could be read (stripped
     /// binaries whose goroutine list cannot be located).

@@ -637,6 +637,8 @@ mod tests {
             created: 120,
             exited: 20,
             dropped: 0,
+            cgo_stacks_joined: 0,
+            runtime_mmap_bytes: 0,
             coverage: "all",
         });
         go.oom_kills = vec![OomKill {

@@ -539,6 +539,8 @@ impl Session<'_> {
                 created: c.get(counter::GOROUTINES_CREATED),
                 exited: c.get(counter::GOROUTINES_EXITED),
                 dropped: c.get(counter::DROP_GOROUTINE_MAP_FULL),
+                cgo_stacks_joined: c.get(counter::CGO_STACKS_JOINED),
+                runtime_mmap_bytes: c.get(counter::GO_RUNTIME_MMAP_BYTES),
             };
             report.goroutines = Some(go.tracker.report(
                 &go.live,
