@@ -124,7 +124,7 @@ pub mod go_param {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Allocation {
     pub size: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the allocation returned.
+    /// CLOCK_MONOTONIC when the allocation returned, to user space's last clock tick (10 ms).
     pub timestamp_ns: u64,
     /// Key into `STACKS`; 0 when the stack could not be stored.
     pub stack_id: u64,
@@ -132,8 +132,31 @@ pub struct Allocation {
     pub kind: u32,
 }
 
-/// Running totals of one stack, kept by the kernel side (`STACK_TOTALS`).
+/// Running counts of one stack, kept by the kernel side (`STACK_TOTALS`). Cumulative both ways,
+/// so an allocation and a free each take two atomic adds; what is outstanding is the
+/// difference ([`StackCounts::totals`]).
 #[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackCounts {
+    pub allocs: u64,
+    pub bytes: u64,
+    pub freed_allocs: u64,
+    pub freed_bytes: u64,
+}
+
+impl StackCounts {
+    pub fn totals(&self) -> StackTotals {
+        StackTotals {
+            // Read while the kernel side counts: a free may be seen without its allocation.
+            outstanding_bytes: self.bytes.saturating_sub(self.freed_bytes),
+            outstanding_allocs: self.allocs.saturating_sub(self.freed_allocs),
+            total_allocs: self.allocs,
+            total_bytes: self.bytes,
+        }
+    }
+}
+
+/// Totals of one stack as user space works with them (from [`StackCounts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackTotals {
     pub outstanding_bytes: u64,
@@ -240,7 +263,7 @@ mod pod {
     use super::*;
     // SAFETY: all of these are `#[repr(C)]`, made of plain integers, and padded explicitly.
     unsafe impl aya::Pod for Allocation {}
-    unsafe impl aya::Pod for StackTotals {}
+    unsafe impl aya::Pod for StackCounts {}
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for InFlight {}
     unsafe impl aya::Pod for UnwindRow {}

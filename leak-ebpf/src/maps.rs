@@ -1,14 +1,19 @@
 //! The maps shared with user space. Sizes here are defaults; user space sets the real ones
 //! (`--max-allocs`, `--max-stacks`, ...) before loading.
-use crate::unwind::CachedRule;
+use crate::unwind::{CachedRule, StackWindow};
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use leak_common::{
-    Allocation, ExecMapping, GoStack, Goroutine, InFlight, MAX_MAPPINGS, StackTotals, StackTrace,
+    Allocation, ExecMapping, GoStack, Goroutine, InFlight, MAX_MAPPINGS, StackCounts, StackTrace,
     UnwindRow, counter, go_param, unwind_state,
 };
+
+/// CLOCK_MONOTONIC as user space last wrote it (every 10 ms): the allocations' timestamps.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Outstanding allocations by address.
 #[map]
@@ -16,11 +21,12 @@ pub static ALLOCS: HashMap<u64, Allocation> = HashMap::with_max_entries(1 << 20,
 
 /// Stacks by the hash of their frames.
 #[map]
-pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16, 0);
+pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// Outstanding and cumulative totals per stack.
 #[map]
-pub static STACK_TOTALS: HashMap<u64, StackTotals> = HashMap::with_max_entries(1 << 16, 0);
+pub static STACK_TOTALS: HashMap<u64, StackCounts> =
+    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// Allocator calls between entry and return, one slot per thread id modulo the slot count
 /// (see `in_flight`).
@@ -42,7 +48,8 @@ pub struct InFlightSlot {
 /// The calls of threads whose slot was taken. A plain hash: only a thread that dies inside the
 /// allocator leaves its entry behind, and a full map is counted (in_flight_map_full).
 #[map]
-pub static IN_FLIGHT: HashMap<u32, InFlight> = HashMap::with_max_entries(1 << 14, 0);
+pub static IN_FLIGHT: HashMap<u32, InFlight> =
+    HashMap::with_max_entries(1 << 14, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -50,6 +57,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Room to build one stack: it is larger than the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// The first bytes of the stack being walked (`unwind::WINDOW`).
+#[map]
+pub static STACK_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1, 0);
 
 /// Compact unwind rows of every executable object of the target, one sorted slice per object.
 #[map]
@@ -87,7 +98,8 @@ pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(16 * 4096, 0);
 
 /// Goroutines created while traced and not exited, by `g` address (Go targets).
 #[map]
-pub static GOROUTINES: HashMap<u64, Goroutine> = HashMap::with_max_entries(1 << 17, 0);
+pub static GOROUTINES: HashMap<u64, Goroutine> =
+    HashMap::with_max_entries(1 << 17, BPF_F_NO_PREALLOC);
 
 /// The Go stack of each goroutine's latest cgo call, by `g` address. LRU: goroutines exit
 /// without telling, and a reused `g` overwrites its entry at its first cgo call.

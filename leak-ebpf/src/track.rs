@@ -6,11 +6,11 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     programs::ProbeContext,
 };
-use leak_common::{Allocation, InFlight, StackTotals, counter, kind};
+use leak_common::{Allocation, InFlight, StackCounts, counter, kind};
 
 use crate::{
     in_flight,
-    maps::{ALLOCS, STACK_TOTALS, count},
+    maps::{ALLOCS, CLOCK, STACK_TOTALS, count},
     sampling, unwind,
 };
 
@@ -141,23 +141,35 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
     }
     let block = Allocation {
         size: call.size,
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        timestamp_ns: now(),
         stack_id: call.stack_id,
         tid,
         kind: call.kind,
     };
-    // An address we still hold was freed behind our back (by a path we do not probe): settle
-    // the old block's totals before the new one replaces it, so totals never drift.
-    if let Some(old) = ALLOCS.get_ptr(addr) {
-        let old = unsafe { *old };
-        add_totals(old.stack_id, old.size, false);
-    }
-    if ALLOCS.insert(addr, block, 0).is_err() {
-        count(counter::DROP_ALLOC_MAP_FULL);
-        return;
+    if ALLOCS.insert(addr, block, BPF_NOEXIST as u64).is_err() {
+        // An address we still hold was freed behind our back (by a path we do not probe):
+        // settle the old block's totals before the new one replaces it, so totals never drift.
+        // Rare, so the common insert is spared a lookup first.
+        if let Some(old) = ALLOCS.get_ptr(addr) {
+            let old = unsafe { *old };
+            add_totals(old.stack_id, old.size, false);
+        }
+        if ALLOCS.insert(addr, block, 0).is_err() {
+            count(counter::DROP_ALLOC_MAP_FULL);
+            return;
+        }
     }
     add_totals(call.stack_id, call.size, true);
     count(counter::ALLOCS);
+}
+
+/// CLOCK_MONOTONIC to user space's last tick: an array read, where the clock itself costs a
+/// TSC read (see `collect::clock` in leak-user).
+fn now() -> u64 {
+    match CLOCK.get(0) {
+        Some(&t) if t != 0 => t,
+        _ => unsafe { bpf_ktime_get_ns() },
+    }
 }
 
 fn release(addr: u64, unmap: bool) {
@@ -178,16 +190,16 @@ fn release(addr: u64, unmap: bool) {
 }
 
 fn add_totals(stack_id: u64, size: u64, alloc: bool) {
-    let mut totals = STACK_TOTALS.get_ptr_mut(stack_id);
-    if totals.is_none() {
+    let mut counts = STACK_TOTALS.get_ptr_mut(stack_id);
+    if counts.is_none() {
         if !alloc {
             return;
         }
         // Another CPU may create the entry first: NOEXIST keeps its counts.
-        let _ = STACK_TOTALS.insert(stack_id, StackTotals::default(), BPF_NOEXIST as u64);
-        totals = STACK_TOTALS.get_ptr_mut(stack_id);
+        let _ = STACK_TOTALS.insert(stack_id, StackCounts::default(), BPF_NOEXIST as u64);
+        counts = STACK_TOTALS.get_ptr_mut(stack_id);
     }
-    let Some(totals) = totals else {
+    let Some(counts) = counts else {
         count(counter::DROP_TOTALS_MAP_FULL);
         return;
     };
@@ -195,13 +207,11 @@ fn add_totals(stack_id: u64, size: u64, alloc: bool) {
     // since two CPUs may free blocks of the same stack at once.
     unsafe {
         if alloc {
-            atomic_add(&raw mut (*totals).outstanding_bytes, size);
-            atomic_add(&raw mut (*totals).outstanding_allocs, 1);
-            atomic_add(&raw mut (*totals).total_allocs, 1);
-            atomic_add(&raw mut (*totals).total_bytes, size);
+            atomic_add(&raw mut (*counts).allocs, 1);
+            atomic_add(&raw mut (*counts).bytes, size);
         } else {
-            atomic_add(&raw mut (*totals).outstanding_bytes, size.wrapping_neg());
-            atomic_add(&raw mut (*totals).outstanding_allocs, u64::MAX);
+            atomic_add(&raw mut (*counts).freed_allocs, 1);
+            atomic_add(&raw mut (*counts).freed_bytes, size);
         }
     }
 }

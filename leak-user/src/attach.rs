@@ -106,6 +106,53 @@ fn has_bpf_capabilities() -> bool {
         .is_some_and(|caps| caps & (1 << 38) != 0 && caps & (1 << 39) != 0)
 }
 
+/// The uprobe programs a target needs: its allocator's, the Go runtime's, and the entry stop
+/// of a launched command.
+pub fn programs_for(allocator: &Allocator, go: bool, launched: bool) -> Vec<&'static str> {
+    let mut programs: Vec<&'static str> = Vec::new();
+    for entry in &allocator.entries {
+        programs.push(entry.spec.program);
+        if entry.spec.returns {
+            programs.push(RETURN_PROGRAM);
+        }
+    }
+    if go {
+        programs.extend(["go_goroutine_exit", "go_cgocall_enter", "go_newproc1_ret"]);
+    }
+    if launched {
+        programs.push("program_entry");
+    }
+    programs.sort_unstable();
+    programs.dedup();
+    programs
+}
+
+/// Loads the object (creating its maps) and then `programs` (verifying them), so that the
+/// probes can all be attached in one burst: the kernel waits out an RCU grace period (~20 ms
+/// here) at the first uprobe registered after a pause, and a verification between two
+/// attaches is such a pause.
+pub fn load_with_programs(
+    limits: MapLimits,
+    programs: &[&'static str],
+) -> Result<Ebpf, AttachError> {
+    let mut ebpf = load(limits)?;
+    for &program in programs {
+        let probe: &mut UProbe = ebpf
+            .program_mut(program)
+            .ok_or(AttachError::MissingProgram { program })?
+            .try_into()
+            .map_err(|source| AttachError::Program {
+                program,
+                source: Box::new(source),
+            })?;
+        probe.load().map_err(|source| AttachError::Program {
+            program,
+            source: Box::new(source),
+        })?;
+    }
+    Ok(ebpf)
+}
+
 pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
     raise_memlock_limit();
     let go = limits.go;

@@ -1,6 +1,7 @@
-//! Reading a whole BPF hash map with `BPF_MAP_LOOKUP_BATCH`: a few system calls for a million
-//! entries, where walking keys one by one takes two calls per entry (seconds at that size).
-//! aya has no batch API; the syscall is small and stable (Linux 5.6+).
+//! Whole BPF maps in a few system calls: reading a hash map with `BPF_MAP_LOOKUP_BATCH`, where
+//! walking keys one by one takes two calls per entry (seconds for a million), and writing array
+//! slots with `BPF_MAP_UPDATE_BATCH` (tens of thousands of unwind rows at attach time). aya has
+//! no batch API; the syscalls are small and stable (Linux 5.6+).
 use std::{
     io, mem,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -9,7 +10,10 @@ use std::{
 use aya::{Pod, maps::MapData};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries fetched per call.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// The kernel's own "not supported" (not the libc EOPNOTSUPP), from map types without batch ops.
+const ENOTSUPP: i32 = 524;
+/// Entries per call.
 const CHUNK: usize = 8192;
 
 /// `union bpf_attr`'s `batch` member.
@@ -77,4 +81,40 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> io::Resu
         token_in = token_out;
         first = false;
     }
+}
+
+/// Writes `values[i]` at `keys[i]`. Errors with `Unsupported` on kernels without batch ops, so
+/// the caller can fall back to one update per entry.
+pub fn update_all<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let fd = map.fd().as_fd().as_raw_fd();
+    for (keys, values) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: keys.len() as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: attr points at `count` keys and values that outlive the call; the kernel only
+        // reads them.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                mem::size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) => {
+                    io::Error::new(io::ErrorKind::Unsupported, e)
+                }
+                _ => e,
+            });
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Reading the kernel side's maps into a snapshot.
-mod batch;
+pub(crate) mod batch;
+pub mod clock;
 pub mod prog_info;
 
 use std::collections::HashMap;
@@ -8,7 +9,9 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
 };
-use leak_common::{Allocation, Goroutine, StackTotals, StackTrace, counter, unwind_state};
+use leak_common::{
+    Allocation, Goroutine, StackCounts, StackTotals, StackTrace, counter, unwind_state,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -17,6 +20,8 @@ pub enum CollectError {
     MissingMap(&'static str),
     #[error("cannot read eBPF map {map}: {source}")]
     Map { map: &'static str, source: MapError },
+    #[error("cannot start the clock thread: {0}")]
+    Thread(String),
 }
 
 /// Outstanding allocations of one stack.
@@ -130,7 +135,10 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     snapshot.outstanding_bytes = total_bytes.round() as u64;
     snapshot.outstanding_allocs = total_allocs.round() as u64;
 
-    snapshot.totals = entries(ebpf, "STACK_TOTALS")?.into_iter().collect();
+    snapshot.totals = entries::<StackCounts>(ebpf, "STACK_TOTALS")?
+        .into_iter()
+        .map(|(id, counts)| (id, counts.totals()))
+        .collect();
     snapshot.counters = counters(ebpf)?;
     snapshot.skipped_runs = prog_info::skipped_runs(ebpf);
     Ok(snapshot)
@@ -199,7 +207,7 @@ pub fn evict_stacks(ebpf: &mut Ebpf, ids: &[u64]) -> Result<u64, CollectError> {
     let map = ebpf
         .map_mut("STACK_TOTALS")
         .ok_or(CollectError::MissingMap("STACK_TOTALS"))?;
-    let mut totals: BpfHashMap<&mut MapData, u64, StackTotals> =
+    let mut totals: BpfHashMap<&mut MapData, u64, StackCounts> =
         BpfHashMap::try_from(map).map_err(err("STACK_TOTALS"))?;
     for id in ids {
         let _ = totals.remove(id);

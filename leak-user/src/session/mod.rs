@@ -22,7 +22,7 @@ use crate::{
     analysis::{History, Trend},
     attach::{self, MapLimits},
     cli::{Format, TraceOptions},
-    collect::{self, Snapshot},
+    collect::{self, Snapshot, clock::KernelClock},
     golang::{probes::GoProbes, tracker::ProbeCounts},
     launch::{self, Launched},
     memory,
@@ -70,6 +70,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let started = Instant::now();
 
     let (target, allocator, mut launched) = prepare_target(spec)?;
+    startup_phase(started, "target and allocator found");
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
         "go"
@@ -77,6 +78,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         "c"
     };
     let mut go_probes = go_target::probes(&target, &allocator)?;
+    startup_phase(started, "Go runtime inspected");
     // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
     // under us.
     let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
@@ -87,25 +89,39 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
         .transpose()
         .context("cannot enable BPF run-time statistics")?;
-    let mut ebpf = attach::load(MapLimits {
+    let limits = MapLimits {
         allocs: options.max_allocs,
         stacks: options.max_stacks,
         unwind_rows: options.max_unwind_rows,
         empty_probes: options.empty_probes,
         sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
         go: go_probes.as_ref().map(|p| p.offsets),
-    })?;
+    };
+    let programs = attach::programs_for(&allocator, go_probes.is_some(), launched.is_some());
     let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
-    let probed = attach_probes(
+    // The kernel's part (maps, verification: most of the startup time) on a thread, while this
+    // one reads the running target's unwind tables.
+    let mut ebpf = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| attach::load_with_programs(limits, &programs));
+        if launched.is_none() {
+            tables.prepare();
+        }
+        loading.join()
+    })
+    .map_err(|_| anyhow::anyhow!("the eBPF loading thread panicked"))??;
+    startup_phase(started, "eBPF object loaded");
+    let _clock = KernelClock::start(&mut ebpf)?;
+    let (probed, mut symbolizer) = attach_probes(
         &mut ebpf,
         &mut tables,
         &target,
         &allocator,
         go_probes.as_mut(),
         launched.as_mut(),
+        started,
     )
     .await?;
-    let mut symbolizer = Symbolizer::new(target.pid)?;
+    startup_phase(started, "probes attached");
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
             "goroutine probes only (a pure Go program)".to_owned()
@@ -282,8 +298,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     if bpf_stats.is_some() {
         print_bpf_stats(&ebpf);
     }
-    // Detaching waits for the kernel to retire each probe (a grace period apiece), so it comes
-    // after the report is out.
+    // Detaching waits for the kernel to retire each probe (a grace period apiece, under a
+    // kernel lock: closing them from several threads takes as long), so it comes after the
+    // report is out.
     drop(ebpf);
     if let Some(launched) = launched {
         stop_child(&launched);
@@ -322,7 +339,9 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
 /// Unwind tables and probes, in the order that loses nothing: with `--pid` the tables go in
 /// before the probes (allocations seen before them would have truncated stacks); a launched
 /// command is let go only with the probes in place, and its tables are installed while it is
-/// stopped at its entry point. Returns the probed entry points.
+/// stopped at its entry point. Returns the probed entry points and the symbolizer, whose
+/// snapshot of a launched command's mappings is taken while it is stopped: a command that
+/// exits at once would otherwise leave only an empty /proc/PID/maps to read.
 async fn attach_probes(
     ebpf: &mut Ebpf,
     tables: &mut UnwindTables,
@@ -330,10 +349,12 @@ async fn attach_probes(
     allocator: &Allocator,
     mut go: Option<&mut GoProbes>,
     launched: Option<&mut Launched>,
-) -> Result<Vec<String>> {
+    started: Instant,
+) -> Result<(Vec<String>, Symbolizer)> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
         tables.sync(ebpf)?;
+        startup_phase(started, "unwind tables installed");
         if let Some(go) = go.as_deref_mut() {
             go_target::set_params(ebpf, go, target)?;
         }
@@ -346,6 +367,7 @@ async fn attach_probes(
         }
     };
     let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
+    startup_phase(started, "allocator probes attached");
     if let Some(go) = go.as_deref() {
         let exe = target.host_path(&target.exe);
         let count = attach::attach_go(ebpf, go, &exe, &target.exe.display().to_string(), pid)
@@ -363,11 +385,13 @@ async fn attach_probes(
         if let Some(go) = go {
             go_target::set_params(ebpf, go, target)?;
         }
+        let symbolizer = Symbolizer::new(target.pid);
         if stopped {
             launched.resume();
         }
+        return Ok((probed, symbolizer?));
     }
-    Ok(probed)
+    Ok((probed, Symbolizer::new(target.pid)?))
 }
 
 struct Session<'a> {
@@ -555,6 +579,14 @@ impl Session<'_> {
 }
 
 /// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
+/// Where startup time goes (`RUST_LOG=debug`): goal is under 200 ms from launch to attached.
+fn startup_phase(started: Instant, phase: &str) {
+    log::debug!(
+        "startup: {phase} at {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 fn print_bpf_stats(ebpf: &Ebpf) {
     for (name, program) in ebpf.programs() {
         let Ok(info) = program.info() else { continue };

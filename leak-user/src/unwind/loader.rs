@@ -3,7 +3,7 @@
 //! Rows are appended once per object (by device and inode) and never moved; the small mapping
 //! table is rebuilt in the inactive half and then switched, so a probe never reads a half-built
 //! table.
-use std::collections::HashMap;
+use std::{collections::HashMap, io};
 
 use aya::{
     Ebpf,
@@ -13,6 +13,7 @@ use leak_common::{ExecMapping, MAX_MAPPINGS, UnwindRow, unwind_state};
 use thiserror::Error;
 
 use super::table;
+use crate::collect::batch;
 use crate::target::{
     MappedObject,
     elf::{ElfObject, LoadSegment, vaddr_of_offset},
@@ -45,6 +46,10 @@ pub struct UnwindTables {
     active: u32,
     generation: u32,
     installed: Vec<ExecMapping>,
+    /// Rows read from new objects and not yet written to the kernel: (first index, rows).
+    pending: Vec<(u32, Vec<UnwindRow>)>,
+    /// The mappings the rows were read for.
+    mappings: Vec<MappedObject>,
     /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
     /// pointers.
     pub objects_without_room: Vec<String>,
@@ -60,6 +65,8 @@ impl UnwindTables {
             active: 0,
             generation: 0,
             installed: Vec::new(),
+            pending: Vec::new(),
+            mappings: Vec::new(),
             objects_without_room: Vec::new(),
         }
     }
@@ -68,20 +75,36 @@ impl UnwindTables {
         self.next_row
     }
 
-    /// Reads the target's mappings and installs tables for anything new. A target that has
-    /// exited leaves the tables as they are.
-    pub fn sync(&mut self, ebpf: &mut Ebpf) -> Result<bool, LoaderError> {
+    /// Reads the target's mappings and the unwind rows of any new object, without touching the
+    /// kernel (so it can run while the eBPF object loads). Returns false when the target's
+    /// mappings cannot be read (it exited).
+    pub fn prepare(&mut self) -> bool {
         let Ok(mappings) = executable_objects(self.pid) else {
-            return Ok(false);
+            return false;
         };
         for mapping in &mappings {
             let key = (mapping.dev, mapping.inode);
             if !self.objects.contains_key(&key) {
-                let rows = self.load_object(ebpf, mapping)?;
-                self.objects.insert(key, rows);
+                let (object, rows) = self.read_object(mapping);
+                if let Some(rows) = rows {
+                    self.pending.push((object.rows_start, rows));
+                }
+                self.objects.insert(key, object);
             }
         }
-        let table: Vec<ExecMapping> = mappings
+        self.mappings = mappings;
+        true
+    }
+
+    /// Reads the target's mappings and installs tables for anything new. A target that has
+    /// exited leaves the tables as they are.
+    pub fn sync(&mut self, ebpf: &mut Ebpf) -> Result<bool, LoaderError> {
+        if !self.prepare() {
+            return Ok(false);
+        }
+        self.write_pending(ebpf)?;
+        let table: Vec<ExecMapping> = self
+            .mappings
             .iter()
             .filter_map(|mapping| {
                 let object = self.objects.get(&(mapping.dev, mapping.inode))?;
@@ -104,11 +127,14 @@ impl UnwindTables {
         Ok(true)
     }
 
-    fn load_object(
-        &mut self,
-        ebpf: &mut Ebpf,
-        mapping: &MappedObject,
-    ) -> Result<ObjectRows, LoaderError> {
+    /// The object's place in `UNWIND_ROWS` and, when it has rows and they fit, the rows to
+    /// write there.
+    fn read_object(&mut self, mapping: &MappedObject) -> (ObjectRows, Option<Vec<UnwindRow>>) {
+        let nothing = |segments| ObjectRows {
+            rows_start: 0,
+            rows_len: 0,
+            segments,
+        };
         // map_files opens the very file mapped, even when replaced on disk or in a container.
         let path = format!(
             "/proc/{}/map_files/{:x}-{:x}",
@@ -119,11 +145,7 @@ impl UnwindTables {
                 "cannot read {}: its frames use frame pointers",
                 mapping.path.display()
             );
-            return Ok(ObjectRows {
-                rows_start: 0,
-                rows_len: 0,
-                segments: Vec::new(),
-            });
+            return (nothing(Vec::new()), None);
         };
         let segments = object.load_segments();
         let rows = match table::build_rows(object.data()) {
@@ -134,37 +156,55 @@ impl UnwindTables {
             }
         };
         let Ok(rows_len) = u32::try_from(rows.len()) else {
-            return Ok(ObjectRows {
-                rows_start: 0,
-                rows_len: 0,
-                segments,
-            });
+            return (nothing(segments), None);
         };
         if self.next_row.saturating_add(rows_len) > self.capacity {
             self.objects_without_room
                 .push(mapping.path.display().to_string());
-            return Ok(ObjectRows {
-                rows_start: 0,
-                rows_len: 0,
-                segments,
-            });
+            return (nothing(segments), None);
         }
         let rows_start = self.next_row;
-        let mut array: Array<&mut MapData, UnwindRow> = map(ebpf, "UNWIND_ROWS")?;
-        for (i, row) in rows.iter().enumerate() {
-            array
-                .set(rows_start + i as u32, row, 0)
-                .map_err(|source| LoaderError::Map {
-                    map: "UNWIND_ROWS",
-                    source,
-                })?;
-        }
         self.next_row += rows_len;
-        Ok(ObjectRows {
+        let object = ObjectRows {
             rows_start,
             rows_len,
             segments,
-        })
+        };
+        (object, Some(rows))
+    }
+
+    /// Writes the rows read since the last call: one batch per object where the kernel has
+    /// batch updates, a system call per row where not.
+    fn write_pending(&mut self, ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+        let err = |source| LoaderError::Map {
+            map: "UNWIND_ROWS",
+            source,
+        };
+        for (start, rows) in std::mem::take(&mut self.pending) {
+            let keys: Vec<u32> = (start..).take(rows.len()).collect();
+            let data = ebpf
+                .map_mut("UNWIND_ROWS")
+                .ok_or(LoaderError::MissingMap("UNWIND_ROWS"))?;
+            let batched = match data {
+                aya::maps::Map::Array(data) => batch::update_all(data, &keys, &rows),
+                _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
+            };
+            match batched {
+                Ok(()) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+                Err(e) => {
+                    return Err(err(MapError::SyscallError(aya::sys::SyscallError {
+                        call: "bpf_map_update_batch",
+                        io_error: e,
+                    })));
+                }
+            }
+            let mut array: Array<&mut MapData, UnwindRow> = map(ebpf, "UNWIND_ROWS")?;
+            for (key, row) in keys.iter().zip(&rows) {
+                array.set(*key, row, 0).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     fn install(&mut self, ebpf: &mut Ebpf, table: &[ExecMapping]) -> Result<(), LoaderError> {
