@@ -19,7 +19,8 @@
 //!   Debian's package ([`setup::bpftrace`]); when it is missing or cannot run here, the table says
 //!   so instead of failing.
 //!
-//! The columns are ns per pair, slowdown vs untraced, ratio to the floor, peer/leaktrace, the
+//! The columns are ns per pair, slowdown vs untraced, ratio to the floor (the median of each
+//! round's ratio to its own floor run: a VM's speed drifts over minutes), peer/leaktrace, the
 //! tracer's own CPU time and peak RSS, and the time from launching the tracer to its probes
 //! being attached. The traced runs double as correctness checks: leaktrace must see every malloc
 //! and free of the loop and drop nothing; sampled, it must sample about one allocation per
@@ -770,8 +771,12 @@ struct Row {
     spread: Option<f64>,
     /// vs untraced.
     slowdown: Option<f64>,
-    /// vs the floor (traced modes).
+    /// vs the floor (traced modes): the median of each round's ratio to that round's floor
+    /// run, made just before. The machine's speed drifts over a bench (a VM's neighbours),
+    /// and the two medians apart can come from different phases of it.
     vs_floor: Option<f64>,
+    /// (largest - smallest) / median of those ratios.
+    vs_floor_spread: Option<f64>,
     /// The peer's ns/pair over leaktrace's (peer rows).
     peer_vs_leaktrace: Option<f64>,
     cpu_s: Option<f64>,
@@ -784,11 +789,15 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
         .iter()
         .map(|scenario| {
             let ns_per_pair = scenario.ns_median();
-            let of = |mode: Mode| {
+            let scenario_of = |mode: Mode| {
                 scenarios
                     .iter()
                     .find(|s| s.mode == mode && s.workload.slug == scenario.workload.slug)
-                    .and_then(Scenario::ns_median)
+            };
+            let of = |mode: Mode| scenario_of(mode).and_then(Scenario::ns_median);
+            let floor_ratios = match (scenario.mode, scenario_of(Mode::Floor)) {
+                (Mode::Untraced, _) | (_, None) => Vec::new(),
+                (_, Some(floor)) => paired_ratios(&scenario.ns_per_pair, &floor.ns_per_pair),
             };
             let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
             Row {
@@ -797,11 +806,8 @@ fn rows(scenarios: &[Scenario]) -> Vec<Row> {
                 ns_per_pair,
                 spread: spread(&scenario.ns_per_pair),
                 slowdown: ratio(ns_per_pair, of(Mode::Untraced)),
-                vs_floor: if scenario.mode == Mode::Untraced {
-                    None
-                } else {
-                    ratio(ns_per_pair, of(Mode::Floor))
-                },
+                vs_floor: median(floor_ratios.clone()),
+                vs_floor_spread: spread(&floor_ratios),
                 peer_vs_leaktrace: if scenario.mode == Mode::Peer {
                     ratio(ns_per_pair, of(Mode::Leaktrace))
                 } else {
@@ -888,12 +894,11 @@ impl Report<'_> {
         // The ratio is only as good as the runs behind it: say when they scatter.
         let widest = WORKLOADS
             .iter()
-            .flat_map(|w| [Mode::Floor, Mode::Leaktrace].map(|m| self.row(w, m)))
-            .filter_map(|row| row?.spread)
+            .filter_map(|w| self.row(w, Mode::Leaktrace)?.vs_floor_spread)
             .fold(0.0, f64::max);
         let caveat = if widest > NOISY_SPREAD {
             format!(
-                " (but the floor and leaktrace runs spread up to {:.0}%: disturbed, rerun)",
+                " (but the rounds' ratios spread up to {:.0}%: disturbed, rerun)",
                 widest * 100.0
             )
         } else {
@@ -1130,9 +1135,9 @@ impl Report<'_> {
             "spread: (slowest - fastest run) / median; a wide spread means something else used the machine meanwhile.".to_owned(),
             "slowdown: vs the same workload untraced. The probes' in-kernel cost is charged to the workload, so it is in ns/pair.".to_owned(),
             "floor: leaktrace --empty-probes, the same probe sites (malloc entry + return, free past its first instruction, ...) with allocator programs that return at once.".to_owned(),
-            "cgo: bench/cgo_loop, the same loop from Go (C.free + C.malloc, two cgo calls a pair). On a Go target leaktrace also probes runtime.cgocall's entry and RET sites (the Go stack of each cgo call) and goroutine creation/exit; --empty-probes does not empty those, so the cgo floor includes recording the Go stack of every cgo call.".to_owned(),
+            "cgo: bench/cgo_loop, the same loop from Go (C.free + C.malloc, two cgo calls a pair). On a Go target leaktrace also probes runtime.cgocall's entry (the Go stack of each cgo call) and goroutine creation/exit; --empty-probes does not empty those, so the cgo floor includes recording the Go stack of every cgo call.".to_owned(),
             format!("sampled: leaktrace --sample-bytes {SAMPLE_BYTES}; every probe still fires, an unsampled call skips the stack walk and the map, the free of an unsampled block is a lookup miss."),
-            "vs floor: ns/pair over the floor's. peer/leaktrace: the peer's ns/pair over leaktrace's.".to_owned(),
+            "vs floor: the median over rounds of ns/pair over that round's floor run, made just before (the machine's speed drifts). peer/leaktrace: the peer's ns/pair over leaktrace's.".to_owned(),
             "tracer CPU s / RSS: the tracer's user+system time (bpftrace's includes compiling its script) and VmHWM, read when the loop ends.".to_owned(),
             "attach ms: from launching the tracer to its probes being attached (leaktrace's `attached` line, the peer's BEGIN line).".to_owned(),
         ] {
@@ -1452,6 +1457,11 @@ fn json_str(s: &str) -> String {
 }
 
 /// (max - min) / median of `values`, when there are at least two.
+/// `a[i] / b[i]` for the runs both have (run i of every scenario is in round i).
+fn paired_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a / b).collect()
+}
+
 fn spread(values: &[f64]) -> Option<f64> {
     if values.len() < 2 {
         return None;
