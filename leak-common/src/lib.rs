@@ -132,31 +132,19 @@ pub struct Allocation {
     pub kind: u32,
 }
 
-/// Running counts of one stack, kept by the kernel side (`STACK_TOTALS`). Cumulative both ways,
-/// so an allocation and a free each take two atomic adds; what is outstanding is the
-/// difference ([`StackCounts::totals`]).
+/// Allocations made from one stack so far, freed or not, counted by the kernel side per CPU
+/// (`STACK_TOTALS`): plain adds, where shared counters had two threads allocating from one
+/// stack trade the counters' cache line on every call. What is outstanding comes from the
+/// blocks in `ALLOCS`, so a free touches nothing but its block.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackCounts {
     pub allocs: u64,
     pub bytes: u64,
-    pub freed_allocs: u64,
-    pub freed_bytes: u64,
 }
 
-impl StackCounts {
-    pub fn totals(&self) -> StackTotals {
-        StackTotals {
-            // Read while the kernel side counts: a free may be seen without its allocation.
-            outstanding_bytes: self.bytes.saturating_sub(self.freed_bytes),
-            outstanding_allocs: self.allocs.saturating_sub(self.freed_allocs),
-            total_allocs: self.allocs,
-            total_bytes: self.bytes,
-        }
-    }
-}
-
-/// Totals of one stack as user space works with them (from [`StackCounts`]).
+/// Totals of one stack as user space works with them: [`StackCounts`] summed over CPUs, and
+/// what is outstanding from the recorded blocks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackTotals {
     pub outstanding_bytes: u64,

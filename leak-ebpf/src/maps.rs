@@ -4,7 +4,7 @@ use crate::unwind::{CachedRule, StackWindow};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use leak_common::{
     Allocation, ExecMapping, GoStack, Goroutine, InFlight, MAX_MAPPINGS, StackCounts, StackTrace,
@@ -23,10 +23,10 @@ pub static ALLOCS: HashMap<u64, Allocation> = HashMap::with_max_entries(1 << 20,
 #[map]
 pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
-/// Outstanding and cumulative totals per stack.
+/// Allocations made per stack, per CPU (see `StackCounts`).
 #[map]
-pub static STACK_TOTALS: HashMap<u64, StackCounts> =
-    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
+pub static STACK_TOTALS: PerCpuHashMap<u64, StackCounts> =
+    PerCpuHashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
 
 /// Allocator calls between entry and return, one slot per thread id modulo the slot count
 /// (see `in_flight`).

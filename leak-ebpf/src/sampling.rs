@@ -10,6 +10,13 @@ use crate::maps::SAMPLE_COUNTDOWN;
 #[unsafe(no_mangle)]
 static SAMPLE_BYTES: u64 = 0;
 
+/// True under `--sample-bytes`.
+#[inline(always)]
+pub fn enabled() -> bool {
+    // SAFETY: a plain read of a global that user space sets before loading.
+    unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) != 0 }
+}
+
 /// True when this allocation of `size` bytes by thread `tid` is to be recorded.
 #[inline(always)]
 pub fn sampled(tid: u32, size: u64) -> bool {

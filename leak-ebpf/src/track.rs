@@ -1,5 +1,4 @@
 //! Allocation bookkeeping: in-flight calls per thread, outstanding blocks, per-stack totals.
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -146,20 +145,13 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
         tid,
         kind: call.kind,
     };
-    if ALLOCS.insert(addr, block, BPF_NOEXIST as u64).is_err() {
-        // An address we still hold was freed behind our back (by a path we do not probe):
-        // settle the old block's totals before the new one replaces it, so totals never drift.
-        // Rare, so the common insert is spared a lookup first.
-        if let Some(old) = ALLOCS.get_ptr(addr) {
-            let old = unsafe { *old };
-            add_totals(old.stack_id, old.size, false);
-        }
-        if ALLOCS.insert(addr, block, 0).is_err() {
-            count(counter::DROP_ALLOC_MAP_FULL);
-            return;
-        }
+    // An address we still hold was freed behind our back (by a path we do not probe): the new
+    // block replaces it, and what is outstanding follows (user space counts it from ALLOCS).
+    if ALLOCS.insert(addr, block, 0).is_err() {
+        count(counter::DROP_ALLOC_MAP_FULL);
+        return;
     }
-    add_totals(call.stack_id, call.size, true);
+    count_allocation(call.stack_id, call.size);
     count(counter::ALLOCS);
 }
 
@@ -173,29 +165,29 @@ fn now() -> u64 {
 }
 
 fn release(addr: u64, unmap: bool) {
-    let Some(block) = ALLOCS.get_ptr(addr) else {
-        return; // allocated before we attached, or not ours
-    };
-    let block = unsafe { *block };
-    // munmap only releases mmap'd blocks; a free of an mmap'd address is the program's bug.
-    if unmap != (block.kind == kind::MMAP) {
+    // munmap only releases mmap'd blocks. A free is one hash operation: a free of an mmap'd
+    // address, the only case a check would catch, is undefined behaviour the program would
+    // not survive anyway.
+    if unmap {
+        match ALLOCS.get_ptr(addr) {
+            Some(block) if unsafe { (*block).kind } == kind::MMAP => {}
+            _ => return,
+        }
+    } else if sampling::enabled() && ALLOCS.get_ptr(addr).is_none() {
+        // Sampled, most frees miss: a lookup misses without taking the bucket's lock.
         return;
     }
-    // Two threads freeing the same block race here; only the one whose delete succeeds counts.
-    if ALLOCS.remove(addr).is_err() {
-        return;
+    // Absent: allocated before we attached, unsampled, or not ours. Two threads freeing the
+    // same block race here; only the one whose delete succeeds counts.
+    if ALLOCS.remove(addr).is_ok() {
+        count(counter::FREES);
     }
-    add_totals(block.stack_id, block.size, false);
-    count(counter::FREES);
 }
 
-fn add_totals(stack_id: u64, size: u64, alloc: bool) {
+/// One more allocation from the stack, in this CPU's counts.
+fn count_allocation(stack_id: u64, size: u64) {
     let mut counts = STACK_TOTALS.get_ptr_mut(stack_id);
     if counts.is_none() {
-        if !alloc {
-            return;
-        }
-        // Another CPU may create the entry first: NOEXIST keeps its counts.
         let _ = STACK_TOTALS.insert(stack_id, StackCounts::default(), BPF_NOEXIST as u64);
         counts = STACK_TOTALS.get_ptr_mut(stack_id);
     }
@@ -203,20 +195,9 @@ fn add_totals(stack_id: u64, size: u64, alloc: bool) {
         count(counter::DROP_TOTALS_MAP_FULL);
         return;
     };
-    // SAFETY: map values are 8-byte aligned; these compile to the kernel's atomic add (XADD),
-    // since two CPUs may free blocks of the same stack at once.
+    // SAFETY: this CPU's copy; a program does not nest with itself on one CPU.
     unsafe {
-        if alloc {
-            atomic_add(&raw mut (*counts).allocs, 1);
-            atomic_add(&raw mut (*counts).bytes, size);
-        } else {
-            atomic_add(&raw mut (*counts).freed_allocs, 1);
-            atomic_add(&raw mut (*counts).freed_bytes, size);
-        }
+        (*counts).allocs += 1;
+        (*counts).bytes += size;
     }
-}
-
-/// core's atomic types offer no read-modify-write on the BPF target; the intrinsic does.
-unsafe fn atomic_add(dst: *mut u64, value: u64) {
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, value) };
 }

@@ -33,10 +33,35 @@ struct BatchAttr {
 /// Every (key, value) of a hash map. Errors with `Unsupported` on kernels without batch ops, so
 /// the caller can fall back to iteration.
 pub fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> io::Result<Vec<(K, V)>> {
-    let fd = map.fd().as_fd().as_raw_fd();
     let mut out = Vec::new();
+    lookup_batches::<K, V>(map, 1, |key, values| out.push((key, values[0])))?;
+    Ok(out)
+}
+
+/// Every key of a per-CPU hash map with its values on each possible CPU, handed to `sink`.
+pub fn lookup_all_per_cpu<K: Pod + Default, V: Pod + Default>(
+    map: &MapData,
+    cpus: usize,
+    sink: impl FnMut(K, &[V]),
+) -> io::Result<()> {
+    // The kernel lays each CPU's value out at 8-byte strides.
+    assert_eq!(
+        mem::size_of::<V>() % 8,
+        0,
+        "per-CPU values are 8-byte multiples"
+    );
+    lookup_batches(map, cpus.max(1), sink)
+}
+
+/// The batch loop: each key comes with `per_key` values.
+fn lookup_batches<K: Pod + Default, V: Pod + Default>(
+    map: &MapData,
+    per_key: usize,
+    mut sink: impl FnMut(K, &[V]),
+) -> io::Result<()> {
+    let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![K::default(); CHUNK];
-    let mut values = vec![V::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK * per_key];
     // The batch token: an opaque cursor the kernel fills (a bucket index for hash maps), sized
     // generously for any map.
     let mut token_in = [0u8; 16];
@@ -52,7 +77,8 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> io::Resu
             map_fd: fd as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: attr points at buffers of `count` keys and values that outlive the call.
+        // SAFETY: attr points at buffers of `count` keys and `count * per_key` values that
+        // outlive the call.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -63,16 +89,13 @@ pub fn lookup_all<K: Pod + Default, V: Pod + Default>(map: &MapData) -> io::Resu
         };
         let error = (rc < 0).then(io::Error::last_os_error);
         let got = (attr.count as usize).min(CHUNK);
-        out.extend(
-            keys[..got]
-                .iter()
-                .copied()
-                .zip(values[..got].iter().copied()),
-        );
+        for (key, values) in keys[..got].iter().zip(values.chunks(per_key)) {
+            sink(*key, values);
+        }
         match error {
             None => {}
             // The end of the map (the last chunk may still carry entries).
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             Some(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, e));
             }

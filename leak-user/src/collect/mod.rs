@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 use leak_common::{
     Allocation, Goroutine, StackCounts, StackTotals, StackTrace, counter, unwind_state,
@@ -56,7 +56,7 @@ pub struct Snapshot {
     /// CLOCK_MONOTONIC, the clock of the kernel's timestamps.
     pub taken_ns: u64,
     pub by_stack: HashMap<u64, StackOutstanding>,
-    /// Kernel-kept totals per stack (include every allocation ever made there).
+    /// Per stack: the recorded blocks outstanding, and every allocation ever made there.
     pub totals: HashMap<u64, StackTotals>,
     pub counters: Counters,
     pub outstanding_bytes: u64,
@@ -100,8 +100,13 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     // Per stack, estimates in floating point (rounded once at the end): bytes and
     // allocations of any age, then of aged ones, then the variance of the aged bytes.
     let mut stacks: HashMap<u64, (StackOutstanding, [f64; 5])> = HashMap::new();
+    // And per stack, the blocks as recorded (sampled ones only, unweighted).
+    let mut totals: HashMap<u64, StackTotals> = HashMap::new();
     let (mut total_bytes, mut total_allocs) = (0.0, 0.0);
     for (_, block) in &blocks {
+        let recorded = totals.entry(block.stack_id).or_default();
+        recorded.outstanding_allocs += 1;
+        recorded.outstanding_bytes += block.size;
         let w = sample_weight(block.size, sample_bytes);
         let bytes = block.size as f64 * w;
         let (stack, e) = stacks.entry(block.stack_id).or_default();
@@ -135,10 +140,19 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     snapshot.outstanding_bytes = total_bytes.round() as u64;
     snapshot.outstanding_allocs = total_allocs.round() as u64;
 
-    snapshot.totals = entries::<StackCounts>(ebpf, "STACK_TOTALS")?
-        .into_iter()
-        .map(|(id, counts)| (id, counts.totals()))
-        .collect();
+    // Read after the blocks: an allocation made in between counts here and not there, never
+    // the other way round.
+    for (id, counts) in stack_counts(ebpf)? {
+        let t = totals.entry(id).or_default();
+        t.total_allocs = counts.allocs;
+        t.total_bytes = counts.bytes;
+    }
+    for t in totals.values_mut() {
+        // Stacks whose counts could not be kept (`totals_map_full`): at least what is held.
+        t.total_allocs = t.total_allocs.max(t.outstanding_allocs);
+        t.total_bytes = t.total_bytes.max(t.outstanding_bytes);
+    }
+    snapshot.totals = totals;
     snapshot.counters = counters(ebpf)?;
     snapshot.skipped_runs = prog_info::skipped_runs(ebpf);
     Ok(snapshot)
@@ -207,12 +221,60 @@ pub fn evict_stacks(ebpf: &mut Ebpf, ids: &[u64]) -> Result<u64, CollectError> {
     let map = ebpf
         .map_mut("STACK_TOTALS")
         .ok_or(CollectError::MissingMap("STACK_TOTALS"))?;
-    let mut totals: BpfHashMap<&mut MapData, u64, StackCounts> =
-        BpfHashMap::try_from(map).map_err(err("STACK_TOTALS"))?;
+    let mut totals: PerCpuHashMap<&mut MapData, u64, StackCounts> =
+        PerCpuHashMap::try_from(map).map_err(err("STACK_TOTALS"))?;
     for id in ids {
         let _ = totals.remove(id);
     }
     Ok(evicted)
+}
+
+/// Each stack's allocation counts, summed over CPUs.
+fn stack_counts(ebpf: &Ebpf) -> Result<Vec<(u64, StackCounts)>, CollectError> {
+    const MAP: &str = "STACK_TOTALS";
+    let error = |source| CollectError::Map { map: MAP, source };
+    let map = ebpf.map(MAP).ok_or(CollectError::MissingMap(MAP))?;
+    let sum = |values: &[StackCounts]| {
+        values
+            .iter()
+            .fold(StackCounts::default(), |a, v| StackCounts {
+                allocs: a.allocs + v.allocs,
+                bytes: a.bytes + v.bytes,
+            })
+    };
+    if let aya::maps::Map::PerCpuHashMap(data) = map {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| {
+            error(MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }))
+        })?;
+        let mut out = Vec::new();
+        match batch::lookup_all_per_cpu::<u64, StackCounts>(data, cpus, |id, values| {
+            out.push((id, sum(values)))
+        }) {
+            Ok(()) => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(e) => {
+                return Err(error(MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error: e,
+                })));
+            }
+        }
+    }
+    let counts: PerCpuHashMap<&MapData, u64, StackCounts> =
+        PerCpuHashMap::try_from(map).map_err(error)?;
+    let mut out = Vec::new();
+    for entry in counts.iter() {
+        match entry {
+            Ok((id, values)) => out.push((id, sum(&values))),
+            // Freed between reading its key and its values.
+            Err(MapError::KeyNotFound) => continue,
+            Err(source) => return Err(error(source)),
+        }
+    }
+    Ok(out)
 }
 
 /// The frames of a stack, innermost first.
