@@ -338,7 +338,9 @@ fn hash_map<'a, V: aya::Pod>(
 
 #[cfg(test)]
 mod tests {
-    use super::sample_weight;
+    use super::*;
+    use aya::maps::PerCpuValues;
+    use leak_common::UnwindRow;
 
     #[test]
     fn sampling_weights_are_inverse_probabilities() {
@@ -349,5 +351,76 @@ mod tests {
         // Small blocks stand for many; huge ones are always sampled.
         assert!((sample_weight(512, 524_288) - 1024.5).abs() < 0.01);
         assert!((sample_weight(1 << 40, 524_288) - 1.0).abs() < 1e-12);
+    }
+
+    // Root only (BPF), on the real object's maps: the test suite runs as root.
+
+    #[test]
+    fn per_cpu_stack_counts_are_summed_over_cpus() {
+        let mut ebpf = crate::attach::load(crate::attach::MapLimits::minimal()).expect("load");
+        let cpus = aya::util::nr_cpus().expect("possible CPUs");
+        {
+            let map = ebpf.map_mut("STACK_TOTALS").expect("map");
+            let mut counts: PerCpuHashMap<&mut MapData, u64, StackCounts> =
+                PerCpuHashMap::try_from(map).expect("per-CPU hash");
+            for stack in 1..=3u64 {
+                // CPU i made i + stack allocations of 10 bytes each.
+                let values = (0..cpus as u64)
+                    .map(|cpu| StackCounts {
+                        allocs: cpu + stack,
+                        bytes: 10 * (cpu + stack),
+                    })
+                    .collect::<Vec<_>>();
+                let values = PerCpuValues::try_from(values).expect("one value per CPU");
+                counts.insert(stack, values, 0).expect("insert");
+            }
+        }
+        let mut read = stack_counts(&ebpf).expect("read");
+        read.sort_by_key(|&(id, _)| id);
+        let n = cpus as u64;
+        let expected: Vec<(u64, StackCounts)> = (1..=3u64)
+            .map(|stack| {
+                let allocs = n * (n - 1) / 2 + n * stack;
+                (
+                    stack,
+                    StackCounts {
+                        allocs,
+                        bytes: 10 * allocs,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn batch_updates_write_every_array_slot() {
+        let ebpf = crate::attach::load(crate::attach::MapLimits::minimal()).expect("load");
+        // More than one batch's worth would need a bigger map than the minimal one: 1000 rows
+        // from index 7, the rest untouched.
+        let keys: Vec<u32> = (7..1007).collect();
+        let rows: Vec<UnwindRow> = keys
+            .iter()
+            .map(|&k| UnwindRow {
+                pc: u64::from(k) * 16,
+                cfa_offset: k as i32,
+                rbp_offset: -16,
+                cfa_reg: 1,
+                rbp_saved: 1,
+            })
+            .collect();
+        match ebpf.map("UNWIND_ROWS").expect("map") {
+            aya::maps::Map::Array(data) => {
+                batch::update_all(data, &keys, &rows).expect("batch update")
+            }
+            other => panic!("UNWIND_ROWS is not an array: {other:?}"),
+        }
+        let array: Array<&MapData, UnwindRow> =
+            Array::try_from(ebpf.map("UNWIND_ROWS").expect("map")).expect("array");
+        for (&k, row) in keys.iter().zip(&rows) {
+            assert_eq!(array.get(&k, 0).expect("row"), *row, "slot {k}");
+        }
+        assert_eq!(array.get(&6, 0).expect("row"), UnwindRow::default());
+        assert_eq!(array.get(&1007, 0).expect("row"), UnwindRow::default());
     }
 }
