@@ -578,8 +578,8 @@ impl Session<'_> {
     }
 }
 
-/// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
-/// Where startup time goes (`RUST_LOG=debug`): goal is under 200 ms from launch to attached.
+/// Where startup time goes (`RUST_LOG=debug`): from launch to attached should take well under
+/// 200 ms.
 fn startup_phase(started: Instant, phase: &str) {
     log::debug!(
         "startup: {phase} at {:.1} ms",
@@ -587,6 +587,7 @@ fn startup_phase(started: Instant, phase: &str) {
     );
 }
 
+/// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
 fn print_bpf_stats(ebpf: &Ebpf) {
     for (name, program) in ebpf.programs() {
         let Ok(info) = program.info() else { continue };
