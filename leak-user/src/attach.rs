@@ -137,20 +137,31 @@ pub fn load_with_programs(
 ) -> Result<Ebpf, AttachError> {
     let mut ebpf = load(limits)?;
     for &program in programs {
-        let probe: &mut UProbe = ebpf
-            .program_mut(program)
-            .ok_or(AttachError::MissingProgram { program })?
-            .try_into()
-            .map_err(|source| AttachError::Program {
-                program,
-                source: Box::new(source),
-            })?;
+        loaded_uprobe(&mut ebpf, program)?;
+    }
+    Ok(ebpf)
+}
+
+/// The uprobe program `program`, verified by the kernel (now, unless it was already).
+fn loaded_uprobe<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut UProbe, AttachError> {
+    let probe: &mut UProbe = ebpf
+        .program_mut(program)
+        .ok_or(AttachError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| AttachError::Program {
+            program,
+            source: Box::new(source),
+        })?;
+    if probe.fd().is_err() {
         probe.load().map_err(|source| AttachError::Program {
             program,
             source: Box::new(source),
         })?;
     }
-    Ok(ebpf)
+    Ok(probe)
 }
 
 pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
@@ -283,20 +294,7 @@ fn attach_at(
     site: &Site<'_>,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
-    let probe: &mut UProbe = ebpf
-        .program_mut(program)
-        .ok_or(AttachError::MissingProgram { program })?
-        .try_into()
-        .map_err(|source| AttachError::Program {
-            program,
-            source: Box::new(source),
-        })?;
-    if probe.fd().is_err() {
-        probe.load().map_err(|source| AttachError::Program {
-            program,
-            source: Box::new(source),
-        })?;
-    }
+    let probe = loaded_uprobe(ebpf, program)?;
     let location = UProbeAttachLocation::AbsoluteOffset(site.offset);
     probe
         .attach(
