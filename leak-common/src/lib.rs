@@ -11,36 +11,101 @@ pub const MAX_FRAMES: usize = 64;
 /// user space can rebuild one while the probes read the other.
 pub const MAX_MAPPINGS: u32 = 512;
 
-/// Which allocator entry point produced an allocation.
-pub mod kind {
-    pub const MALLOC: u32 = 0;
-    pub const CALLOC: u32 = 1;
-    pub const REALLOC: u32 = 2;
-    pub const REALLOCARRAY: u32 = 3;
-    pub const POSIX_MEMALIGN: u32 = 4;
-    pub const ALIGNED_ALLOC: u32 = 5;
-    pub const MEMALIGN: u32 = 6;
-    pub const VALLOC: u32 = 7;
-    pub const PVALLOC: u32 = 8;
-    pub const MMAP: u32 = 9;
-    /// Number of kinds; also the size of per-kind arrays.
-    pub const COUNT: u32 = 10;
+/// How a probed allocator entry point passes its arguments and result: the low byte of the
+/// probe's cookie ([`probe_cookie`]). One eBPF program serves every entry point of a kind; the
+/// cookie says how to read this one.
+pub mod call {
+    /// `malloc(size)`, `operator new(size)`, `mallocx(size, flags)`, `mi_malloc_aligned(size, a)`.
+    pub const SIZE: u32 = 0;
+    /// `pvalloc(size)`: the size rounded up to whole pages, which is what the program holds.
+    pub const PAGES: u32 = 1;
+    /// `calloc(count, size)`: the product.
+    pub const COUNT_SIZE: u32 = 2;
+    /// `realloc(ptr, size)`, `rallocx(ptr, size, flags)`: a moved block frees the old one.
+    pub const REALLOC: u32 = 3;
+    /// `reallocarray(ptr, count, size)`, `mi_reallocn`, `mi_recalloc`.
+    pub const REALLOC_COUNT: u32 = 4;
+    /// `posix_memalign(memptr, alignment, size)`: returns a status, the block comes in `*memptr`.
+    pub const POSIX_MEMALIGN: u32 = 5;
+    /// `mmap(addr, len, prot, flags, ...)`: only anonymous, accessible mappings count.
+    pub const MMAP: u32 = 6;
+    /// `xallocx(ptr, size, extra, flags)`: resizes in place and returns the block's real size.
+    pub const RESIZE: u32 = 7;
+    /// `mi_expand(ptr, size)`: resizes in place, returns `ptr` or NULL.
+    pub const EXPAND: u32 = 8;
+    /// `mi_strdup(s)`, `mi_strndup`, `mi_realpath`: the size is the returned string's.
+    pub const STRING: u32 = 9;
+    /// `free(ptr)`, sized and aligned deletes, `sdallocx`, `mi_free_size`: releases `ptr`.
+    pub const FREE: u32 = 10;
+    /// `munmap(addr, len)`: releases an mmap'd block.
+    pub const MUNMAP: u32 = 11;
+}
 
-    /// The C name of the entry point, as the report prints it.
-    pub const fn name(kind: u32) -> &'static str {
-        match kind {
-            MALLOC => "malloc",
-            CALLOC => "calloc",
-            REALLOC => "realloc",
-            REALLOCARRAY => "reallocarray",
-            POSIX_MEMALIGN => "posix_memalign",
-            ALIGNED_ALLOC => "aligned_alloc",
-            MEMALIGN => "memalign",
-            VALLOC => "valloc",
-            PVALLOC => "pvalloc",
-            MMAP => "mmap",
-            _ => "unknown",
-        }
+/// Registers a probe reads arguments from, as numbered in probe cookies. At a function's first
+/// instruction the arguments are in the System V order; a probe placed further in (past
+/// instructions the kernel would have to single-step) may find one moved to another register.
+pub mod reg {
+    pub const RDI: u8 = 0;
+    pub const RSI: u8 = 1;
+    pub const RDX: u8 = 2;
+    pub const RCX: u8 = 3;
+    pub const R8: u8 = 4;
+    pub const R9: u8 = 5;
+    pub const RAX: u8 = 6;
+    pub const RBX: u8 = 7;
+    pub const RBP: u8 = 8;
+    pub const R10: u8 = 9;
+    pub const R11: u8 = 10;
+    pub const R12: u8 = 11;
+    pub const R13: u8 = 12;
+    pub const R14: u8 = 13;
+    pub const R15: u8 = 14;
+    /// The argument registers of the System V x86-64 calling convention, in order.
+    pub const ARGS: [u8; 6] = [RDI, RSI, RDX, RCX, R8, R9];
+}
+
+/// The 64-bit attach cookie of an allocator probe: the call layout (bits 0-7), the register of
+/// each of up to three arguments the layout reads (4 bits each from bit 8), and the entry point's
+/// id in user space's catalogue (bits 32-47), which the records keep so the report can name it.
+pub mod probe_cookie {
+    /// Arguments a layout reads, at most.
+    pub const ARGS: usize = 3;
+
+    pub const fn encode(call: u32, regs: [u8; ARGS], entry: u16) -> u64 {
+        (call as u64 & 0xff)
+            | (regs[0] as u64 & 0xf) << 8
+            | (regs[1] as u64 & 0xf) << 12
+            | (regs[2] as u64 & 0xf) << 16
+            | (entry as u64) << 32
+    }
+
+    pub const fn call(cookie: u64) -> u32 {
+        (cookie & 0xff) as u32
+    }
+
+    /// The register holding argument `n` of the layout.
+    pub const fn reg(cookie: u64, n: usize) -> u8 {
+        ((cookie >> (8 + 4 * n)) & 0xf) as u8
+    }
+
+    pub const fn entry(cookie: u64) -> u16 {
+        (cookie >> 32) as u16
+    }
+
+    /// What a record keeps of the cookie (`Allocation::kind`, `InFlight::kind`): the layout
+    /// and the entry id.
+    pub const fn kind(cookie: u64) -> u32 {
+        call(cookie) | (entry(cookie) as u32) << 16
+    }
+
+    /// The layout of a record's `kind`.
+    pub const fn kind_call(kind: u32) -> u32 {
+        kind & 0xff
+    }
+
+    /// The entry id of a record's `kind`.
+    pub const fn kind_entry(kind: u32) -> u16 {
+        (kind >> 16) as u16
     }
 }
 
@@ -129,6 +194,7 @@ pub struct Allocation {
     /// Key into `STACKS`; 0 when the stack could not be stored.
     pub stack_id: u64,
     pub tid: u32,
+    /// The call layout and entry point ([`probe_cookie::kind`]).
     pub kind: u32,
 }
 

@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod args;
 mod golang;
 mod in_flight;
 mod maps;
@@ -18,14 +19,11 @@ mod unwind;
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
-        generated::{bpf_get_attach_cookie, bpf_send_signal},
-    },
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf, generated::bpf_send_signal},
     macros::{tracepoint, uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
-use leak_common::{OOM_RECORD_BYTES, OomRecord, kind};
+use leak_common::{OOM_RECORD_BYTES, OomRecord, call, probe_cookie};
 
 /// From `<sys/mman.h>` (x86-64).
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -44,42 +42,45 @@ fn empty_probes() -> bool {
     unsafe { core::ptr::read_volatile(&EMPTY_PROBES) != 0 }
 }
 
-fn arg(ctx: &ProbeContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n).unwrap_or(0)
-}
-
-/// The entry probe of every allocating function; the attach cookie says which one (a single
-/// program is verified once, where one per function took the verifier a second in all).
+/// The entry probe of every allocating function; the attach cookie says how to read its
+/// arguments (a single program is verified once, where one per function took the verifier a
+/// second in all).
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    // SAFETY: the context pointer comes from the kernel.
-    let kind = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    let a0 = arg(&ctx, 0);
-    let a1 = arg(&ctx, 1);
-    let (size, ptr_arg) = match kind {
-        kind::MALLOC | kind::VALLOC => (a0, 0),
-        kind::CALLOC => (a0.wrapping_mul(a1), 0),
-        kind::REALLOC => (a1, a0),
-        kind::REALLOCARRAY => (a1.wrapping_mul(arg(&ctx, 2)), a0),
-        // The block comes back through `memptr`, the first argument.
-        kind::POSIX_MEMALIGN => (arg(&ctx, 2), a0),
-        kind::ALIGNED_ALLOC | kind::MEMALIGN => (a1, 0),
+    let cookie = args::cookie(&ctx);
+    let arg = |n| args::arg(&ctx, cookie, n);
+    let kind = probe_cookie::kind(cookie);
+    let (size, ptr_arg) = match probe_cookie::call(cookie) {
+        call::SIZE => (arg(0), 0),
         // pvalloc rounds the size up to whole pages; that is what the program holds.
-        kind::PVALLOC => ((a0 + 4095) & !4095, 0),
-        kind::MMAP => {
+        call::PAGES => ((arg(0) + 4095) & !4095, 0),
+        call::COUNT_SIZE => (arg(0).wrapping_mul(arg(1)), 0),
+        call::REALLOC => (arg(1), arg(0)),
+        call::REALLOC_COUNT => (arg(1).wrapping_mul(arg(2)), arg(0)),
+        // The block comes back through `memptr`.
+        call::POSIX_MEMALIGN => (arg(1), arg(0)),
+        // In place: the block keeps its stack; the size comes back at return (see track).
+        call::RESIZE | call::EXPAND => {
+            track::enter_resize(kind, arg(0), arg(1));
+            return 0;
+        }
+        // The size is the returned string's.
+        call::STRING => (0, 0),
+        call::MMAP => {
             // Only anonymous, accessible mappings hold memory: file mappings are not heap, and
             // PROT_NONE ones only reserve address space (glibc's arenas, made inside free too,
             // where no outer call marks them as the allocator's own). An untracked call still
             // counts as nesting so that the return probe stays balanced.
             // In cgo binaries the Go runtime maps its heap through libc (`x_cgo_mmap`): Go
             // memory, accounted apart.
-            let tracked = arg(&ctx, 3) & MAP_ANONYMOUS != 0
-                && arg(&ctx, 2) != PROT_NONE
-                && !(golang::go_target() && golang::mmap_by_go_runtime(&ctx, a1));
-            track::enter_mmap(&ctx, a1, tracked);
+            let len = arg(0);
+            let tracked = arg(2) & MAP_ANONYMOUS != 0
+                && arg(1) != PROT_NONE
+                && !(golang::go_target() && golang::mmap_by_go_runtime(&ctx, len));
+            track::enter_mmap(&ctx, kind, len, tracked);
             return 0;
         }
         _ => return 0,
@@ -98,12 +99,14 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// free, delete, sdallocx, mi_free_size...: the cookie says where the pointer is.
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    track::release_from_user(arg(&ctx, 0), false);
+    let cookie = args::cookie(&ctx);
+    track::release_from_user(args::arg(&ctx, cookie, 0), false);
     0
 }
 
@@ -112,7 +115,8 @@ pub fn munmap_enter(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    track::release_from_user(arg(&ctx, 0), true);
+    let cookie = args::cookie(&ctx);
+    track::release_from_user(args::arg(&ctx, cookie, 0), true);
     0
 }
 

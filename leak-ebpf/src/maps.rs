@@ -106,6 +106,11 @@ pub static GOROUTINES: HashMap<u64, Goroutine> =
 #[map]
 pub static GO_STACKS: LruHashMap<u64, GoStack> = LruHashMap::with_max_entries(1 << 14, 0);
 
+/// Where a duplicated string's length is read (`mi_strdup` and friends), per CPU.
+#[map]
+pub static STRING_SCRATCH: PerCpuArray<[u8; crate::track::STRING_CHUNK]> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Room to build one Go stack.
 #[map]
 pub static GO_SCRATCH: PerCpuArray<GoStack> = PerCpuArray::with_max_entries(1, 0);

@@ -2,16 +2,26 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     programs::ProbeContext,
 };
-use leak_common::{Allocation, InFlight, StackCounts, counter, kind};
+use leak_common::{Allocation, InFlight, StackCounts, call, counter, probe_cookie};
 
 use crate::{
     in_flight,
-    maps::{ALLOCS, CLOCK, STACK_TOTALS, count},
+    maps::{ALLOCS, CLOCK, STACK_TOTALS, STRING_SCRATCH, count},
     sampling, unwind,
 };
+
+/// Bytes of a returned string read at once, and how many reads at most: longer strings count
+/// as that many bytes.
+pub const STRING_CHUNK: usize = 2048;
+const STRING_CHUNKS: usize = 8;
+/// The size byte sampling weighs a string duplication by, before its length is known.
+const STRING_WEIGHT: u64 = 64;
 
 fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
@@ -39,7 +49,12 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
-    let sampled = sampling::sampled(tid, size);
+    let weight = if probe_cookie::kind_call(kind) == call::STRING {
+        STRING_WEIGHT
+    } else {
+        size
+    };
+    let sampled = sampling::sampled(tid, weight);
     let call = InFlight {
         size,
         ptr_arg,
@@ -52,7 +67,7 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     in_flight::insert(tid, call);
 }
 
-pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
+pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
     let tid = current_tid();
     if nest(tid) || !tracked {
         return;
@@ -62,9 +77,28 @@ pub fn enter_mmap(ctx: &ProbeContext, len: u64, tracked: bool) {
         size: len,
         ptr_arg: 0,
         stack_id: if sampled { unwind::capture(ctx) } else { 0 },
-        kind: kind::MMAP,
+        kind,
         depth: 0,
         sampled: sampled as u32,
+        _pad: 0,
+    };
+    in_flight::insert(tid, call);
+}
+
+/// An in-place resize (`xallocx`, `mi_expand`): no new block and no stack; the block keeps its
+/// own and takes the new size at return.
+pub fn enter_resize(kind: u32, ptr: u64, size: u64) {
+    let tid = current_tid();
+    if nest(tid) {
+        return;
+    }
+    let call = InFlight {
+        size,
+        ptr_arg: ptr,
+        stack_id: 0,
+        kind,
+        depth: 0,
+        sampled: 1,
         _pad: 0,
     };
     in_flight::insert(tid, call);
@@ -85,8 +119,8 @@ pub fn exit(ret: u64) {
     };
     in_flight::remove(tid);
 
-    match call.kind {
-        kind::REALLOC | kind::REALLOCARRAY => {
+    match probe_cookie::kind_call(call.kind) {
+        call::REALLOC | call::REALLOC_COUNT => {
             // NULL with a non-zero size: the call failed and the old block is still owned.
             // NULL with size 0: glibc freed the old block.
             if ret == 0 && call.size != 0 {
@@ -99,7 +133,7 @@ pub fn exit(ret: u64) {
                 record(ret, &call, tid);
             }
         }
-        kind::POSIX_MEMALIGN => {
+        call::POSIX_MEMALIGN => {
             // Returns an error number; the block is written through `memptr`.
             if ret as u32 != 0 {
                 return;
@@ -110,7 +144,16 @@ pub fn exit(ret: u64) {
                 }
             }
         }
-        kind::MMAP => {
+        // xallocx returns the block's real size, at least `size` when it could resize.
+        call::RESIZE if ret >= call.size => resize(call.ptr_arg, ret),
+        call::EXPAND if ret != 0 => resize(call.ptr_arg, call.size),
+        call::RESIZE | call::EXPAND => {}
+        call::STRING if ret != 0 => {
+            let mut sized = call;
+            sized.size = string_size(ret);
+            record(ret, &sized, tid);
+        }
+        call::MMAP => {
             // MAP_FAILED is (void *)-1.
             if ret != u64::MAX {
                 count(counter::MMAPS);
@@ -170,7 +213,7 @@ fn release(addr: u64, unmap: bool) {
     // not survive anyway.
     if unmap {
         match ALLOCS.get_ptr(addr) {
-            Some(block) if unsafe { (*block).kind } == kind::MMAP => {}
+            Some(block) if probe_cookie::kind_call(unsafe { (*block).kind }) == call::MMAP => {}
             _ => return,
         }
     } else if sampling::enabled() && ALLOCS.get_ptr(addr).is_none() {
@@ -182,6 +225,38 @@ fn release(addr: u64, unmap: bool) {
     if ALLOCS.remove(addr).is_ok() {
         count(counter::FREES);
     }
+}
+
+/// A block resized in place keeps its stack; only what it holds changes.
+fn resize(addr: u64, size: u64) {
+    if let Some(block) = ALLOCS.get_ptr_mut(addr) {
+        // SAFETY: a valid map value; a concurrent free of the same block is the program's bug.
+        unsafe { (*block).size = size };
+    }
+}
+
+/// The bytes a duplicated string holds: its length and the terminating NUL.
+fn string_size(addr: u64) -> u64 {
+    let Some(buf) = STRING_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, valid for the program's run.
+    let buf = unsafe { &mut *buf };
+    // Each read takes up to a chunk less one byte and ends it with a NUL; a string that fills
+    // the chunk goes on from where the read stopped.
+    let mut size = 0;
+    for _ in 0..STRING_CHUNKS {
+        let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes((addr + size) as *const u8, buf) })
+        else {
+            break;
+        };
+        let len = read.len() as u64;
+        if len < (STRING_CHUNK - 1) as u64 {
+            return size + len + 1;
+        }
+        size += len;
+    }
+    size
 }
 
 /// One more allocation from the stack, in this CPU's counts.

@@ -111,8 +111,8 @@ fn has_bpf_capabilities() -> bool {
 pub fn programs_for(allocator: &Allocator, go: bool, launched: bool) -> Vec<&'static str> {
     let mut programs: Vec<&'static str> = Vec::new();
     for entry in &allocator.entries {
-        programs.push(entry.spec.program);
-        if entry.spec.returns {
+        programs.push(entry.program());
+        if entry.returns() {
             programs.push(RETURN_PROGRAM);
         }
     }
@@ -210,7 +210,8 @@ fn raise_memlock_limit() {
 ///
 /// The order matters on a running target: releasing probes (free, munmap) and return probes go
 /// in before any allocating entry probe, so no allocation is recorded whose free or return could
-/// still be missed (a missed free would be reported as a leak forever).
+/// still be missed (a missed free would be reported as a leak forever). A return probe sits on
+/// the same instruction as its entry probe: one trap for both.
 pub fn attach(
     ebpf: &mut Ebpf,
     allocator: &Allocator,
@@ -221,21 +222,23 @@ pub fn attach(
         .iter()
         .filter(|e| e.alias_of.is_none())
         .collect();
-    for entry in entries.iter().filter(|e| !e.spec.returns) {
-        attach_one(ebpf, entry.spec.program, entry, entry.entry_offset, pid)?;
+    for entry in entries.iter().filter(|e| !e.returns()) {
+        attach_entry_point(ebpf, entry.program(), entry, pid)?;
     }
-    for entry in entries.iter().filter(|e| e.spec.returns) {
-        attach_one(ebpf, RETURN_PROGRAM, entry, entry.offset, pid)?;
+    for entry in entries.iter().filter(|e| e.returns()) {
+        attach_entry_point(ebpf, RETURN_PROGRAM, entry, pid)?;
     }
-    for entry in entries.iter().filter(|e| e.spec.returns) {
-        attach_one(ebpf, entry.spec.program, entry, entry.entry_offset, pid)?;
+    for entry in entries.iter().filter(|e| e.returns()) {
+        attach_entry_point(ebpf, entry.program(), entry, pid)?;
     }
     // Aliases are probed too: they are the same code (glibc's memalign is aligned_alloc).
-    Ok(allocator
-        .entries
-        .iter()
-        .map(|e| e.spec.name.to_owned())
-        .collect())
+    let mut probed: Vec<String> = Vec::new();
+    for entry in &allocator.entries {
+        if !probed.contains(&entry.symbol) {
+            probed.push(entry.symbol.clone());
+        }
+    }
+    Ok(probed)
 }
 
 /// `leaktrace run`: a probe at the program's entry point that stops it there (SIGSTOP) so the
@@ -246,35 +249,29 @@ pub fn attach_entry_stop(
     entry_offset: u64,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
-    let entry = EntryPoint {
-        spec: crate::target::allocator::EntrySpec {
-            name: "entry point",
-            program: "program_entry",
-            cookie: None,
-            returns: false,
-        },
-        path: program.display().to_string(),
-        host_path: program.to_path_buf(),
+    let path = program.display().to_string();
+    let site = Site {
+        host_path: program,
+        path: &path,
+        function: "entry point",
         offset: entry_offset,
-        entry_offset,
-        alias_of: None,
+        cookie: None,
     };
-    attach_one(ebpf, "program_entry", &entry, entry_offset, pid)
+    attach_at(ebpf, "program_entry", &site, pid)
 }
 
-fn attach_one(
+fn attach_entry_point(
     ebpf: &mut Ebpf,
     program: &'static str,
     entry: &EntryPoint,
-    offset: u64,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
     let site = Site {
-        host_path: &entry.host_path,
+        host_path: &entry.attach_path,
         path: &entry.path,
-        function: entry.spec.name,
-        offset,
-        cookie: entry.spec.cookie.map(u64::from),
+        function: entry.entry().symbol,
+        offset: entry.site.offset,
+        cookie: Some(entry.cookie()),
     };
     attach_at(ebpf, program, &site, pid)
 }

@@ -263,7 +263,7 @@ fn native_report_metadata(v: Variant) {
     }
     match v {
         Variant::Static => {
-            assert_eq!(r.allocator.name, "static", "allocator {:?}", r.allocator);
+            assert_eq!(r.allocator.name, "glibc", "allocator {:?}", r.allocator);
             assert!(
                 r.allocator.path.ends_with(&t.exe_name()),
                 "allocator {:?}",

@@ -9,13 +9,13 @@ pub mod text;
 pub mod units;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use leak_common::{StackTrace, counter, kind};
+use leak_common::{StackTrace, counter, probe_cookie};
 
 use crate::{
     analysis::History,
     collect::Snapshot,
     symbolize::Symbolizer,
-    target::{Allocator, TargetProcess},
+    target::{Allocator, TargetProcess, catalogue},
 };
 use model::{DropReasons, Memory, Report, Settings, Site, Target, Totals};
 
@@ -72,7 +72,7 @@ pub fn build(
         .map(|(&id, outstanding)| {
             let assessment = history.assess(id);
             let trace = stack(id);
-            let allocator = kind::name(outstanding.kind);
+            let allocator = catalogue::site_name(probe_cookie::kind_entry(outstanding.kind));
             let (mut frames, truncated) = match &trace {
                 Some(t) => {
                     let len = (t.len as usize).min(t.pcs.len());
@@ -124,6 +124,17 @@ pub fn build(
         allocator: model::Allocator {
             path: run.allocator.path.clone(),
             name: run.allocator.name.clone(),
+            linked_into_executable: run.allocator.linked_into_executable,
+            families: run
+                .allocator
+                .families
+                .iter()
+                .map(|f| model::AllocatorFamily {
+                    name: f.flavour.as_str(),
+                    path: f.path.clone(),
+                    probed: f.probed.clone(),
+                })
+                .collect(),
             probed: run.probed.to_vec(),
             missing: run
                 .allocator

@@ -39,12 +39,27 @@ pub struct Target {
 pub struct Allocator {
     /// The object whose entry points were probed (as the target sees its path).
     pub path: String,
-    /// `glibc`, `jemalloc`, `tcmalloc`, `mimalloc`, `static` (linked into the executable), or
-    /// `unknown`.
+    /// The flavour of the object providing `malloc`: `glibc`, `musl`, `jemalloc`, `tcmalloc`,
+    /// `mimalloc` or `unknown`.
     pub name: String,
     pub probed: Vec<String>,
     /// Entry points the allocator does not export: skipped, not an error.
     pub missing: Vec<String>,
+    /// Extension: the C heap is linked into the executable (a static binary).
+    pub linked_into_executable: bool,
+    /// Extension: every allocator probed, by object (a Rust program's jemalloc in its
+    /// executable beside libc's malloc, say).
+    pub families: Vec<AllocatorFamily>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocatorFamily {
+    /// `glibc`, `musl`, `jemalloc`, `tcmalloc`, `mimalloc` or `unknown`.
+    pub name: &'static str,
+    /// The object, as the target sees its path.
+    pub path: String,
+    /// The symbols probed there.
+    pub probed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

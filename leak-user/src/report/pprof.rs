@@ -505,6 +505,8 @@ pub(crate) mod tests {
                 name: "glibc".into(),
                 probed: vec![],
                 missing: vec![],
+                linked_into_executable: false,
+                families: vec![],
             },
             ended_by: Some("duration".into()),
         }

@@ -544,6 +544,8 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
                 missing: vec!["pvalloc".into()],
+                linked_into_executable: false,
+                families: vec![],
             },
             ended_by: Some("signal".into()),
         }

@@ -93,12 +93,7 @@ pub fn pure_go_has_none(
     found: Result<Allocator, allocator::AllocatorError>,
 ) -> Result<Allocator, allocator::AllocatorError> {
     match found {
-        Err(allocator::AllocatorError::PureGo { .. }) => Ok(Allocator {
-            name: "none (pure Go)".to_owned(),
-            path: String::new(),
-            entries: Vec::new(),
-            missing: Vec::new(),
-        }),
+        Err(allocator::AllocatorError::PureGo { .. }) => Ok(Allocator::pure_go()),
         other => other,
     }
 }

@@ -1,95 +1,130 @@
-//! Finding the allocator the target really uses: the first object in the dynamic linker's
-//! lookup order that exports `malloc` — the executable itself when statically linked, an
-//! LD_PRELOADed or linked jemalloc/tcmalloc/mimalloc, otherwise libc.
+//! Finding every allocator entry point the target really calls, in the objects it really calls
+//! them in.
+//!
+//! Names other objects bind to (the C heap, `mmap`, C++ `operator new`, exported allocator
+//! APIs) are taken from the first object in the dynamic linker's lookup order that exports
+//! them, as the linker binds them: an LD_PRELOADed or linked jemalloc/tcmalloc/mimalloc, else
+//! libc. An allocator linked into an object without exporting it (a static binary, Rust's
+//! tikv-jemallocator with its `_rjem_` prefix, a static mimalloc) is probed in that object.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     process::Command,
 };
 
-use leak_common::kind;
+use leak_common::probe_cookie;
 use thiserror::Error;
 
 use super::{
-    elf::{ElfError, ElfObject},
-    probe_site::skip_flag_only_prologue,
+    catalogue::{self, Api, Entry, Role},
+    elf::{ElfError, ElfObject, FunctionSymbol},
+    probe_site::{self, ProbeSite},
     process::{MappedObject, TargetProcess},
 };
 
-/// An allocator function and the eBPF program that probes its entry.
-#[derive(Debug, Clone, Copy)]
-pub struct EntrySpec {
-    pub name: &'static str,
-    pub program: &'static str,
-    /// The attach cookie: which function `alloc_enter` is looking at (`leak_common::kind`).
-    pub cookie: Option<u32>,
-    /// Also probed at return (the address or status comes back there).
-    pub returns: bool,
-}
-
-const fn allocating(name: &'static str, kind: u32) -> EntrySpec {
-    EntrySpec {
-        name,
-        program: "alloc_enter",
-        cookie: Some(kind),
-        returns: true,
-    }
-}
-
-const fn releasing(name: &'static str, program: &'static str) -> EntrySpec {
-    EntrySpec {
-        name,
-        program,
-        cookie: None,
-        returns: false,
-    }
-}
-
-/// Taken from the allocator object. `aligned_alloc` precedes `memalign`: glibc 2.36 exports them
-/// at one address, and C11 code calls the former.
-pub const HEAP_ENTRY_POINTS: [EntrySpec; 10] = [
-    allocating("malloc", kind::MALLOC),
-    allocating("calloc", kind::CALLOC),
-    allocating("realloc", kind::REALLOC),
-    allocating("reallocarray", kind::REALLOCARRAY),
-    allocating("posix_memalign", kind::POSIX_MEMALIGN),
-    allocating("aligned_alloc", kind::ALIGNED_ALLOC),
-    allocating("memalign", kind::MEMALIGN),
-    allocating("valloc", kind::VALLOC),
-    allocating("pvalloc", kind::PVALLOC),
-    releasing("free", "free_enter"),
-];
-
-/// Taken from the first object exporting them (libc even under jemalloc: its own mmaps happen
-/// inside malloc and are ignored there).
-pub const MAP_ENTRY_POINTS: [EntrySpec; 2] = [
-    allocating("mmap", kind::MMAP),
-    releasing("munmap", "munmap_enter"),
-];
-
-/// One probe site.
+/// One probed entry point.
 #[derive(Debug, Clone)]
 pub struct EntryPoint {
-    pub spec: EntrySpec,
+    /// Its id in the catalogue.
+    pub id: u16,
+    /// The symbol as the object names it (`_rjem_mallocx`).
+    pub symbol: String,
     /// The object as the target sees it.
     pub path: String,
-    /// The same object, openable from here.
-    pub host_path: PathBuf,
-    /// File offset of the function's first instruction (where the return probe goes).
-    pub offset: u64,
-    /// File offset for the entry probe: past a leading flag-only instruction the kernel would
-    /// have to single-step (see `probe_site`).
-    pub entry_offset: u64,
-    /// Another entry point at the same address, already probed (glibc's memalign).
-    pub alias_of: Option<&'static str>,
+    /// The same object, for the kernel to place the probe in.
+    pub attach_path: PathBuf,
+    /// File offset of the function's first instruction.
+    pub function_offset: u64,
+    /// Where the probes go (entry and return: one trap for both).
+    pub site: ProbeSite,
+    /// Another entry point at the same address, probed already (glibc's memalign is
+    /// aligned_alloc): this one is not probed again.
+    pub alias_of: Option<String>,
+}
+
+impl EntryPoint {
+    pub fn entry(&self) -> &'static Entry {
+        &catalogue::ENTRIES[usize::from(self.id)]
+    }
+
+    /// The eBPF program of its entry probe.
+    pub fn program(&self) -> &'static str {
+        match self.entry().role() {
+            Role::Allocates => "alloc_enter",
+            Role::Releases => "free_enter",
+            Role::Unmaps => "munmap_enter",
+        }
+    }
+
+    /// Whether it is probed at return too (the block's address comes back there).
+    pub fn returns(&self) -> bool {
+        self.entry().role() == Role::Allocates
+    }
+
+    /// The attach cookie: how the probe reads the call and which entry point it is.
+    pub fn cookie(&self) -> u64 {
+        probe_cookie::encode(self.entry().call, self.site.regs, self.id)
+    }
+}
+
+/// An allocator implementation, told by the symbols its object defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    Glibc,
+    Musl,
+    Jemalloc,
+    Tcmalloc,
+    Mimalloc,
+    Unknown,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Glibc => "glibc",
+            Flavour::Musl => "musl",
+            Flavour::Jemalloc => "jemalloc",
+            Flavour::Tcmalloc => "tcmalloc",
+            Flavour::Mimalloc => "mimalloc",
+            Flavour::Unknown => "unknown",
+        }
+    }
+}
+
+/// The entry points probed in one object, for one allocator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    pub flavour: Flavour,
+    pub path: String,
+    /// Symbols probed (aliases included).
+    pub probed: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Allocator {
+    /// The flavour of the object that provides `malloc`.
     pub name: String,
     pub path: String,
+    /// The C heap is linked into the executable (a static binary).
+    pub linked_into_executable: bool,
     pub entries: Vec<EntryPoint>,
+    /// Standard entry points nothing defines: skipped, not an error.
     pub missing: Vec<&'static str>,
+    pub families: Vec<Family>,
+}
+
+impl Allocator {
+    /// A pure Go program: no C allocator, only its goroutines are traced.
+    pub fn pure_go() -> Self {
+        Self {
+            name: "none (pure Go)".to_owned(),
+            path: String::new(),
+            linked_into_executable: false,
+            entries: Vec::new(),
+            missing: Vec::new(),
+            families: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -115,11 +150,15 @@ pub enum AllocatorError {
     Elf(#[from] ElfError),
 }
 
-/// A candidate object: its path in the target's view and a path we can open.
+/// An object the target has (or will have) mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
+    /// As the target sees it.
     path: String,
-    host_path: PathBuf,
+    /// Where this process opens it, and the kernel places probes in it: the mapping itself
+    /// (`/proc/PID/map_files/...`) for a running process.
+    open_path: PathBuf,
+    executable: bool,
 }
 
 /// The allocator of a running process.
@@ -127,19 +166,19 @@ pub fn for_process(
     target: &TargetProcess,
     objects: &[MappedObject],
 ) -> Result<Allocator, AllocatorError> {
-    let candidates = lookup_order(target, objects)?;
+    let candidates = lookup_order(target, objects);
     let exe = target.exe.display().to_string();
-    choose(&candidates, &exe).map_err(|none| match none {
-        Choice::None { go: true } => AllocatorError::PureGo {
+    resolve(&candidates).map_err(|none| match none {
+        Missing::Allocator { go: true } => AllocatorError::PureGo {
             pid: target.pid,
             comm: target.comm.clone(),
         },
-        Choice::None { go: false } => AllocatorError::NoAllocator {
+        Missing::Allocator { go: false } => AllocatorError::NoAllocator {
             pid: target.pid,
             comm: target.comm.clone(),
             exe: exe.clone(),
         },
-        Choice::Failed(error) => error,
+        Missing::Executable(error) => error,
     })
 }
 
@@ -150,7 +189,8 @@ pub fn for_program(program: &Path) -> Result<Allocator, AllocatorError> {
     let program_path = program.display().to_string();
     let mut candidates = vec![Candidate {
         path: program_path.clone(),
-        host_path: program.to_path_buf(),
+        open_path: program.to_path_buf(),
+        executable: true,
     }];
     if let Some(loader) = exe.interpreter() {
         let output = Command::new(&loader)
@@ -171,20 +211,21 @@ pub fn for_program(program: &Path) -> Result<Allocator, AllocatorError> {
         }
         for path in parse_loader_list(&String::from_utf8_lossy(&output.stdout)) {
             candidates.push(Candidate {
-                host_path: PathBuf::from(&path),
+                open_path: PathBuf::from(&path),
                 path,
+                executable: false,
             });
         }
     }
-    choose(&candidates, &program_path).map_err(|none| match none {
-        Choice::None { go: true } => AllocatorError::PureGo {
+    resolve(&candidates).map_err(|none| match none {
+        Missing::Allocator { go: true } => AllocatorError::PureGo {
             pid: 0,
             comm: program_path.clone(),
         },
-        Choice::None { go: false } => AllocatorError::NoAllocatorInProgram {
+        Missing::Allocator { go: false } => AllocatorError::NoAllocatorInProgram {
             program: program_path.clone(),
         },
-        Choice::Failed(error) => error,
+        Missing::Executable(error) => error,
     })
 }
 
@@ -205,180 +246,302 @@ fn parse_loader_list(listing: &str) -> Vec<String> {
 }
 
 /// Executable first, then LD_PRELOAD, then the DT_NEEDED graph breadth first (the dynamic
-/// linker's symbol lookup order), then anything else mapped (dlopen'ed).
-fn lookup_order(
-    target: &TargetProcess,
-    objects: &[MappedObject],
-) -> Result<Vec<Candidate>, AllocatorError> {
-    let mut mapped: Vec<PathBuf> = Vec::new();
+/// linker's symbol lookup order), then anything else mapped (dlopen'ed). Each object is opened
+/// through its mapping, so a container's paths, or a file replaced on disk, do not matter.
+fn lookup_order(target: &TargetProcess, objects: &[MappedObject]) -> Vec<Candidate> {
+    let mut mapped: Vec<Candidate> = Vec::new();
     for object in objects {
-        if !mapped.contains(&object.path) {
-            mapped.push(object.path.clone());
+        let path = object.path.display().to_string();
+        if !mapped.iter().any(|c| c.path == path) {
+            mapped.push(Candidate {
+                path,
+                open_path: PathBuf::from(format!(
+                    "/proc/{}/map_files/{:x}-{:x}",
+                    target.pid, object.start, object.end
+                )),
+                executable: object.path == target.exe,
+            });
         }
     }
-    let candidate = |path: &Path| Candidate {
-        path: path.display().to_string(),
-        host_path: target.host_path(path),
+    let exe = match mapped.iter().find(|c| c.executable) {
+        Some(exe) => exe.clone(),
+        None => Candidate {
+            path: target.exe.display().to_string(),
+            open_path: PathBuf::from(format!("/proc/{}/exe", target.pid)),
+            executable: true,
+        },
     };
-    let basename = |path: &Path| {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
+    let basename = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
 
-    let mut order: Vec<Candidate> = vec![candidate(&target.exe)];
+    let mut order: Vec<Candidate> = vec![exe.clone()];
     for preload in &target.preload {
-        let wanted = basename(Path::new(preload));
-        if let Some(path) = mapped.iter().find(|p| basename(p) == wanted) {
-            order.push(candidate(path));
+        let wanted = basename(preload);
+        if let Some(c) = mapped.iter().find(|c| basename(&c.path) == wanted) {
+            order.push(c.clone());
         }
     }
-
     // Names a library can be asked for: its SONAME and its file name.
-    let mut by_name: HashMap<String, PathBuf> = HashMap::new();
-    for path in &mapped {
-        by_name.insert(basename(path), path.clone());
-        if let Ok(object) = ElfObject::open(&target.host_path(path))
+    let mut by_name: HashMap<String, &Candidate> = HashMap::new();
+    for c in &mapped {
+        by_name.insert(basename(&c.path), c);
+        if let Ok(object) = ElfObject::open(&c.open_path)
             && let Some(soname) = object.soname()
         {
-            by_name.entry(soname).or_insert_with(|| path.clone());
+            by_name.entry(soname).or_insert(c);
         }
     }
     let mut seen: HashSet<String> = HashSet::new();
-    let mut queue: VecDeque<PathBuf> = VecDeque::from([target.exe.clone()]);
-    while let Some(path) = queue.pop_front() {
-        let Ok(object) = ElfObject::open(&target.host_path(&path)) else {
+    let mut queue: VecDeque<Candidate> = VecDeque::from([exe]);
+    while let Some(c) = queue.pop_front() {
+        let Ok(object) = ElfObject::open(&c.open_path) else {
             continue;
         };
         for name in object.needed() {
             if seen.insert(name.clone())
-                && let Some(dep) = by_name.get(&name)
+                && let Some(&dep) = by_name.get(&name)
             {
-                order.push(candidate(dep));
+                order.push(dep.clone());
                 queue.push_back(dep.clone());
             }
         }
     }
-    for path in &mapped {
-        order.push(candidate(path));
-    }
-    let mut unique = Vec::new();
+    order.extend(mapped.iter().cloned());
+    let mut unique: Vec<Candidate> = Vec::new();
     for c in order {
-        if !unique.contains(&c) {
+        if !unique.iter().any(|u| u.path == c.path) {
             unique.push(c);
         }
     }
-    Ok(unique)
+    unique
 }
 
-enum Choice {
-    None { go: bool },
-    Failed(AllocatorError),
+enum Missing {
+    Allocator { go: bool },
+    Executable(AllocatorError),
 }
 
-fn choose(candidates: &[Candidate], exe: &str) -> Result<Allocator, Choice> {
-    let heap_names: Vec<&str> = HEAP_ENTRY_POINTS.iter().map(|e| e.name).collect();
-    let map_names: Vec<&str> = MAP_ENTRY_POINTS.iter().map(|e| e.name).collect();
-    let mut heap: Option<(Candidate, HashMap<String, u64>)> = None;
-    let mut maps: Option<(Candidate, HashMap<String, u64>)> = None;
-    let mut go = false;
-    for candidate in candidates {
-        let Ok(object) = ElfObject::open(&candidate.host_path) else {
-            if candidate.path == exe {
-                // The executable must be readable; a library we cannot open is skipped.
-                return Err(Choice::Failed(
-                    ElfObject::open(&candidate.host_path)
-                        .err()
-                        .map(AllocatorError::Elf)
-                        .unwrap_or(AllocatorError::NoAllocatorInProgram {
-                            program: exe.to_owned(),
-                        }),
-                ));
-            }
-            continue;
-        };
-        if candidate.path == exe {
-            go = object.is_go();
-        }
-        if heap.is_none() {
-            let found = object.function_offsets(&heap_names);
-            if found.contains_key("malloc") {
-                heap = Some((candidate.clone(), found));
-            }
-        }
-        if maps.is_none() {
-            let found = object.function_offsets(&map_names);
-            if found.contains_key("mmap") {
-                maps = Some((candidate.clone(), found));
-            }
-        }
-        if heap.is_some() && maps.is_some() {
-            break;
-        }
-    }
-    let Some((object, offsets)) = heap else {
-        return Err(Choice::None { go });
-    };
+/// Symbols that tell an allocator apart without being probed.
+const MARKERS: [(&str, Flavour); 5] = [
+    ("gnu_get_libc_version", Flavour::Glibc),
+    ("TCMallocInternalMalloc", Flavour::Tcmalloc),
+    // musl's mallocng, in static binaries' symbol tables.
+    ("__malloc_alloc_meta", Flavour::Musl),
+    ("__libc_malloc_impl", Flavour::Musl),
+    ("__malloc_donate", Flavour::Musl),
+];
 
-    let mut entries: Vec<EntryPoint> = Vec::new();
-    let mut missing = Vec::new();
-    let mut add =
-        |specs: &[EntrySpec], owner: &Candidate, offsets: &HashMap<String, u64>, code: &[u8]| {
-            for spec in specs {
-                let Some(&offset) = offsets.get(spec.name) else {
-                    missing.push(spec.name);
-                    continue;
-                };
-                let alias_of = entries
-                    .iter()
-                    .find(|e| e.host_path == owner.host_path && e.offset == offset)
-                    .map(|e| e.spec.name);
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                let window = code.get(start..).map_or(&[][..], |c| &c[..c.len().min(32)]);
-                entries.push(EntryPoint {
-                    spec: *spec,
-                    path: owner.path.clone(),
-                    host_path: owner.host_path.clone(),
-                    offset,
-                    entry_offset: offset + skip_flag_only_prologue(window, offset),
-                    alias_of,
-                });
-            }
-        };
-    let code = |c: &Candidate| {
-        ElfObject::open(&c.host_path)
-            .map(|o| o.data().to_vec())
-            .unwrap_or_default()
-    };
-    add(&HEAP_ENTRY_POINTS, &object, &offsets, &code(&object));
-    match &maps {
-        Some((owner, offsets)) => add(&MAP_ENTRY_POINTS, owner, offsets, &code(owner)),
-        None => missing.extend(MAP_ENTRY_POINTS.iter().map(|e| e.name)),
-    }
-    Ok(Allocator {
-        name: classify(&object.path, object.path == exe),
-        path: object.path,
-        entries,
-        missing,
+/// What one object defines of the catalogue.
+struct Scanned {
+    candidate: Candidate,
+    /// Catalogue entries found, with their symbols, in catalogue order.
+    found: Vec<(u16, FunctionSymbol, bool)>,
+    flavour: Flavour,
+    /// C++ runtimes forward `operator new`/`delete` to malloc/free: probed there.
+    cxx_runtime: bool,
+    code: ElfObject,
+}
+
+fn scan(candidate: &Candidate) -> Result<Scanned, ElfError> {
+    let object = ElfObject::open(&candidate.open_path)?;
+    let symbols = object.functions(|name| {
+        catalogue::lookup(name).is_some() || MARKERS.iter().any(|(m, _)| *m == name)
+    });
+    let mut found: Vec<(u16, FunctionSymbol, bool)> = symbols
+        .iter()
+        .filter_map(|s| catalogue::lookup(&s.name).map(|m| (m.id, s.clone(), m.prefixed)))
+        .collect();
+    found.sort_by_key(|(id, symbol, _)| (*id, !symbol.exported));
+    let has = |name: &str| symbols.iter().any(|s| s.name == name);
+    let file = candidate.path.rsplit('/').next().unwrap_or(&candidate.path);
+    let soname = object.soname().unwrap_or_default();
+    Ok(Scanned {
+        flavour: flavour(&found, &has, file),
+        cxx_runtime: ["libstdc++.", "libc++."]
+            .iter()
+            .any(|p| soname.starts_with(p) || file.starts_with(p)),
+        candidate: candidate.clone(),
+        found,
+        code: object,
     })
 }
 
-fn classify(path: &str, is_executable: bool) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let name = if is_executable {
-        "static"
-    } else if file.contains("jemalloc") {
-        "jemalloc"
-    } else if file.contains("tcmalloc") {
-        "tcmalloc"
-    } else if file.contains("mimalloc") {
-        "mimalloc"
-    } else if file.starts_with("libc.so") || file.starts_with("libc-") {
-        "glibc"
-    } else {
-        "unknown"
+fn flavour(
+    found: &[(u16, FunctionSymbol, bool)],
+    has: &dyn Fn(&str) -> bool,
+    file: &str,
+) -> Flavour {
+    let api = |api: Api| {
+        found
+            .iter()
+            .any(|(id, _, _)| catalogue::ENTRIES[usize::from(*id)].api == api)
     };
-    name.to_owned()
+    if api(Api::Jemalloc) || found.iter().any(|(_, _, prefixed)| *prefixed) {
+        return Flavour::Jemalloc;
+    }
+    if api(Api::Tcmalloc) {
+        return Flavour::Tcmalloc;
+    }
+    if api(Api::Mimalloc) {
+        return Flavour::Mimalloc;
+    }
+    if let Some((_, f)) = MARKERS.iter().find(|(m, _)| has(m)) {
+        return *f;
+    }
+    if file.starts_with("ld-musl") || file.starts_with("libc.musl") {
+        return Flavour::Musl;
+    }
+    Flavour::Unknown
+}
+
+fn resolve(candidates: &[Candidate]) -> Result<Allocator, Missing> {
+    let mut scanned: Vec<Scanned> = Vec::new();
+    let mut go = false;
+    for candidate in candidates {
+        match scan(candidate) {
+            Ok(s) => {
+                go |= candidate.executable && s.code.is_go();
+                scanned.push(s);
+            }
+            // The executable must be readable; a library we cannot open is skipped.
+            Err(error) if candidate.executable => {
+                return Err(Missing::Executable(AllocatorError::Elf(error)));
+            }
+            Err(error) => log::debug!("allocator symbols of {}: {error}", candidate.path),
+        }
+    }
+    let chosen = choose(&scanned);
+    let Some(provider) = chosen
+        .iter()
+        .find(|(_, symbol, id)| symbol.name == "malloc" && catalogue::site_name(*id) == "malloc")
+        .map(|(object, _, _)| *object)
+    else {
+        return Err(Missing::Allocator { go });
+    };
+    let provider = &scanned[provider];
+    if provider.flavour == Flavour::Unknown {
+        log::warn!(
+            "unknown allocator in {} (it defines {}): probing what it defines",
+            provider.candidate.path,
+            provider
+                .found
+                .iter()
+                .map(|(_, s, _)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let entries = entry_points(&scanned, &chosen);
+    Ok(Allocator {
+        name: provider.flavour.as_str().to_owned(),
+        path: provider.candidate.path.clone(),
+        linked_into_executable: provider.candidate.executable,
+        missing: missing(&entries),
+        families: families(&scanned, &entries),
+        entries,
+    })
+}
+
+/// The symbols to probe: (object index, symbol, entry id), in lookup order.
+fn choose(scanned: &[Scanned]) -> Vec<(usize, FunctionSymbol, u16)> {
+    let mut bound: HashSet<&str> = HashSet::new();
+    let mut chosen = Vec::new();
+    for (index, object) in scanned.iter().enumerate() {
+        for (id, symbol, prefixed) in &object.found {
+            let api = catalogue::ENTRIES[usize::from(*id)].api;
+            let standard = matches!(api, Api::CHeap | Api::Map | Api::Cxx) && !prefixed;
+            let take = if symbol.exported {
+                // The dynamic linker binds a name to its first exporter.
+                bound.insert(symbol.name.as_str()) && !(api == Api::Cxx && object.cxx_runtime)
+            } else {
+                // Linked in without exporting: the object calls its own. Standard names only
+                // in an executable (a static binary), where no other object can provide them.
+                !standard || object.candidate.executable
+            };
+            if take {
+                chosen.push((index, symbol.clone(), *id));
+            }
+        }
+    }
+    chosen
+}
+
+fn entry_points(scanned: &[Scanned], chosen: &[(usize, FunctionSymbol, u16)]) -> Vec<EntryPoint> {
+    let mut entries: Vec<EntryPoint> = Vec::new();
+    for (index, symbol, id) in chosen {
+        let object = &scanned[*index];
+        let entry = &catalogue::ENTRIES[usize::from(*id)];
+        // Aliases share the first one's probe (catalogue order: standard names first).
+        let alias_of = entries
+            .iter()
+            .find(|e| e.path == object.candidate.path && e.function_offset == symbol.offset)
+            .map(|e| e.symbol.clone());
+        let code = object.code.bytes_at(symbol.offset, symbol.size.max(64));
+        let site = probe_site::place(code, symbol.offset, entry.args);
+        log::debug!(
+            "{} in {}: probe at +{} ({}), arguments in {:?}",
+            symbol.name,
+            object.candidate.path,
+            site.offset - symbol.offset,
+            if site.emulated {
+                "emulated"
+            } else {
+                "single-stepped"
+            },
+            &site.regs[..entry.args.len()]
+        );
+        entries.push(EntryPoint {
+            id: *id,
+            symbol: symbol.name.clone(),
+            path: object.candidate.path.clone(),
+            attach_path: object.candidate.open_path.clone(),
+            function_offset: symbol.offset,
+            site,
+            alias_of,
+        });
+    }
+    entries
+}
+
+/// Standard entry points nothing defines.
+fn missing(entries: &[EntryPoint]) -> Vec<&'static str> {
+    const STANDARD: [&str; 12] = [
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "free",
+        "mmap",
+        "munmap",
+    ];
+    STANDARD
+        .into_iter()
+        .filter(|name| !entries.iter().any(|e| e.entry().symbol == *name))
+        .collect()
+}
+
+/// The probed entry points by object.
+fn families(scanned: &[Scanned], entries: &[EntryPoint]) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    for entry in entries {
+        let flavour = scanned
+            .iter()
+            .find(|s| s.candidate.path == entry.path)
+            .map_or(Flavour::Unknown, |s| s.flavour);
+        match families.iter_mut().find(|f| f.path == entry.path) {
+            Some(family) => family.probed.push(entry.symbol.clone()),
+            None => families.push(Family {
+                flavour,
+                path: entry.path.clone(),
+                probed: vec![entry.symbol.clone()],
+            }),
+        }
+    }
+    families
 }
 
 #[cfg(test)]
@@ -405,22 +568,22 @@ mod tests {
     }
 
     #[test]
-    fn names_follow_the_object() {
-        assert_eq!(classify("/lib/x86_64-linux-gnu/libc.so.6", false), "glibc");
-        assert_eq!(classify("/usr/lib/libjemalloc.so.2", false), "jemalloc");
-        assert_eq!(classify("/opt/server", true), "static");
-    }
-
-    #[test]
     fn own_process_uses_glibc() {
         let me = TargetProcess::inspect(std::process::id()).expect("inspect self");
         let objects = me.executable_objects().expect("maps");
         let allocator = for_process(&me, &objects).expect("allocator");
         assert_eq!(allocator.name, "glibc");
-        let names: Vec<_> = allocator.entries.iter().map(|e| e.spec.name).collect();
+        assert!(!allocator.linked_into_executable);
+        let names: Vec<_> = allocator
+            .entries
+            .iter()
+            .map(|e| e.symbol.as_str())
+            .collect();
         for wanted in ["malloc", "free", "calloc", "realloc", "mmap", "munmap"] {
             assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
         }
+        // libstdc++'s operator new forwards to malloc: not probed twice.
+        assert!(!names.contains(&"_Znwm"), "{names:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What leaktrace needs from an ELF object: exported functions as file offsets (uprobes are
 //! placed by offset), the dynamic-linking names, and the segment layout.
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use object::{
     Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind,
@@ -54,15 +54,15 @@ impl ElfObject {
         })
     }
 
-    /// File offsets of the defined functions among `names`, from the dynamic symbol table, or
-    /// the full symbol table for executables that export nothing (static binaries).
-    pub fn function_offsets(&self, names: &[&str]) -> HashMap<String, u64> {
+    /// Defined functions whose names `wanted` accepts: exported ones from the dynamic symbol
+    /// table first, then those only in the full symbol table (static binaries, and allocators
+    /// linked into an executable without exporting them).
+    pub fn functions(&self, wanted: impl Fn(&str) -> bool) -> Vec<FunctionSymbol> {
         let Ok(elf) = self.parse() else {
-            return HashMap::new();
+            return Vec::new();
         };
-        let mut found = HashMap::new();
-        let tables = [elf.dynamic_symbols(), elf.symbols()];
-        for table in tables {
+        let mut found: Vec<FunctionSymbol> = Vec::new();
+        for (table, exported) in [(elf.dynamic_symbols(), true), (elf.symbols(), false)] {
             for symbol in table {
                 if !symbol.is_definition() || symbol.kind() != SymbolKind::Text {
                     continue;
@@ -70,18 +70,30 @@ impl ElfObject {
                 let Ok(name) = symbol.name() else { continue };
                 // Versioned names from some toolchains: "malloc@@GLIBC_2.2.5".
                 let name = name.split('@').next().unwrap_or(name);
-                if !names.contains(&name) || found.contains_key(name) {
+                if !wanted(name) || found.iter().any(|f| f.name == name) {
                     continue;
                 }
                 if let Some(offset) = file_offset(&elf, symbol.address()) {
-                    found.insert(name.to_owned(), offset);
+                    found.push(FunctionSymbol {
+                        name: name.to_owned(),
+                        offset,
+                        size: symbol.size(),
+                        exported,
+                    });
                 }
-            }
-            if !found.is_empty() {
-                break;
             }
         }
         found
+    }
+
+    /// The bytes of the file from `offset`, at most `len` of them.
+    pub fn bytes_at(&self, offset: u64, len: u64) -> &[u8] {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let Some(rest) = self.data.get(start..) else {
+            return &[];
+        };
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
+        &rest[..len]
     }
 
     /// File offset of the entry point (`e_entry`).
@@ -156,6 +168,18 @@ impl ElfObject {
     }
 }
 
+/// A defined function of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSymbol {
+    pub name: String,
+    /// File offset of its first instruction.
+    pub offset: u64,
+    /// Its size in bytes (0 when the symbol does not say).
+    pub size: u64,
+    /// In the dynamic symbol table: other objects bind to it.
+    pub exported: bool,
+}
+
 /// A `PT_LOAD` program header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadSegment {
@@ -190,11 +214,16 @@ mod tests {
     #[test]
     fn libc_exports_the_allocator() {
         let libc = ElfObject::open(Path::new(LIBC)).expect("libc");
-        let offsets = libc.function_offsets(&["malloc", "free", "no_such_function"]);
-        assert!(offsets.contains_key("malloc") && offsets.contains_key("free"));
-        assert!(!offsets.contains_key("no_such_function"));
+        let wanted = ["malloc", "free", "no_such_function"];
+        let found = libc.functions(|name| wanted.contains(&name));
+        let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+        assert!(
+            names.contains(&"malloc") && names.contains(&"free"),
+            "{names:?}"
+        );
+        assert!(found.iter().all(|f| f.exported && f.size > 0));
         // The offset maps back to malloc's address through the segments.
-        assert!(vaddr_of_offset(&libc.load_segments(), offsets["malloc"]).is_some());
+        assert!(vaddr_of_offset(&libc.load_segments(), found[0].offset).is_some());
         assert_eq!(libc.soname().as_deref(), Some("libc.so.6"));
         assert!(!libc.is_go());
     }

@@ -1,5 +1,6 @@
 //! Target discovery: the process, its mapped objects, and the allocator it really uses.
 pub mod allocator;
+pub mod catalogue;
 pub mod elf;
 pub mod probe_site;
 pub mod process;
