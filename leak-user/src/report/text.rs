@@ -39,8 +39,12 @@ fn header(out: &mut Lines, report: &Report) {
     out.push(format!("{} {}: {what}", report.tool, report.version));
 
     let target = &report.target;
+    let in_namespace = target
+        .pid_in_namespace
+        .map(|pid| format!(", pid {pid} in its namespace"))
+        .unwrap_or_default();
     out.push(format!(
-        "target:      pid {} ({}), language {}",
+        "target:      pid {}{in_namespace} ({}), language {}",
         target.pid, target.comm, target.language
     ));
     out.push(format!("executable:  {}", path_tail(&target.exe, LABEL)));
@@ -462,6 +466,7 @@ mod tests {
             is_final: true,
             target: Target {
                 pid: 1234,
+                pid_in_namespace: None,
                 comm: "leaky".into(),
                 exe: "/opt/some/really/long/installation/directory/for/the/program/bin/leaky"
                     .into(),

@@ -1,6 +1,7 @@
 //! Target discovery: the process, its mapped objects, and the allocator it really uses.
 pub mod allocator;
 pub mod elf;
+pub mod files;
 pub mod probe_site;
 pub mod process;
 pub mod remote_memory;
