@@ -30,6 +30,11 @@ use super::process::MappedObject;
 /// and mapping more of a hostile file would only cost address space and page faults.
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
+/// Compressed sections (DWARF, `.debug_frame`) larger than this once inflated are refused:
+/// the size comes from the file, and a corrupt or hostile header must not make us allocate
+/// gigabytes.
+pub const MAX_INFLATED_SECTION_BYTES: u64 = 1 << 30;
+
 /// `statfs` magic of overlayfs, where a mapping shows the real file's device but a path
 /// opens the overlay's (inodes agree).
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;

@@ -17,6 +17,8 @@ use gimli::{
 use leak_common::{UnwindRow, cfa};
 use object::{Architecture, FileKind, Object, ObjectSection, SectionKind};
 
+use crate::target::files::MAX_INFLATED_SECTION_BYTES;
+
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
 /// Why an object's unwind table could not be built.
@@ -41,6 +43,9 @@ pub enum TableError {
         #[source]
         source: object::Error,
     },
+    /// A compressed section declares more than [`MAX_INFLATED_SECTION_BYTES`] inflated.
+    #[error("section {section} would inflate to {size} bytes, more than leaktrace reads")]
+    TooLarge { section: &'static str, size: u64 },
     /// The CIE/FDE structure of the section could not be parsed.
     #[error("malformed CFI in {section}: {source}")]
     MalformedCfi {
@@ -108,12 +113,18 @@ fn section_data<'data>(
     if section.kind() == SectionKind::UninitializedData {
         return Ok(None);
     }
-    let data = section
-        .uncompressed_data()
-        .map_err(|source| TableError::Section {
+    let error = |source| TableError::Section {
+        section: name,
+        source,
+    };
+    let declared = section.compressed_data().map_err(error)?.uncompressed_size;
+    if declared > MAX_INFLATED_SECTION_BYTES {
+        return Err(TableError::TooLarge {
             section: name,
-            source,
-        })?;
+            size: declared,
+        });
+    }
+    let data = section.uncompressed_data().map_err(error)?;
     Ok((!data.is_empty()).then_some(data))
 }
 
