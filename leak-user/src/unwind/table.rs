@@ -681,4 +681,30 @@ mod tests {
         );
         assert!(matches!(build_rows(&elf), Err(TableError::NoCfi)));
     }
+
+    #[test]
+    fn compressed_sections_declaring_too_much_are_refused_before_inflating() {
+        let dir = TempDir::new("inflate");
+        let flags = ["-g", "-gz=zlib", "-fno-asynchronous-unwind-tables"];
+        let mut elf = gcc(&dir.0, PROGRAM, &flags, "prog");
+        let file = object::File::parse(elf.as_slice()).unwrap();
+        // As built: inflates to its real size.
+        let inflated = section_data(&file, ".debug_frame").unwrap().unwrap();
+        assert!(!inflated.is_empty());
+        // The compressed bytes follow the 24-byte Elf64_Chdr: ch_type, ch_reserved, then
+        // ch_size, the declared inflated size.
+        let data_offset = file
+            .section_by_name(".debug_frame")
+            .and_then(|s| s.compressed_file_range().ok())
+            .map(|r| r.offset as usize)
+            .unwrap();
+        let declared = MAX_INFLATED_SECTION_BYTES + 1;
+        elf[data_offset - 16..data_offset - 8].copy_from_slice(&declared.to_le_bytes());
+        let file = object::File::parse(elf.as_slice()).unwrap();
+        let err = section_data(&file, ".debug_frame").unwrap_err();
+        assert!(
+            matches!(err, TableError::TooLarge { section: ".debug_frame", size } if size == declared),
+            "{err}"
+        );
+    }
 }
