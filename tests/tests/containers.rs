@@ -1,4 +1,4 @@
-//! Targets in a container: their own mount and PID namespaces, chrooted into a root on a tmpfs
+//! Targets in a container: their own mount, PID and cgroup namespaces, chrooted into a root on a tmpfs
 //! mounted only in that namespace, at paths (`/srv/app-<random>/...`) that do not exist on the
 //! host. Attached by host PID, leaktrace must open every file through the target's view and
 //! report the exact leaks of targets/contained.c at their marked lines, the host PID and the
@@ -112,12 +112,20 @@ fn start_contained(libc: Libc) -> Container {
 
     let mount_point = TempDir::new("container-root");
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--pid", "--fork", "--kill-child", "sh", "-c"])
-        .arg(r#"mount -t tmpfs tmpfs "$1" && cp -a "$2"/srv "$1"/ && exec chroot "$1" "$3""#)
-        .arg("sh")
-        .arg(mount_point.path())
-        .arg(stage.path())
-        .arg(&exe_inside);
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--cgroup",
+        "--fork",
+        "--kill-child",
+        "sh",
+        "-c",
+    ])
+    .arg(r#"mount -t tmpfs tmpfs "$1" && cp -a "$2"/srv "$1"/ && exec chroot "$1" "$3""#)
+    .arg("sh")
+    .arg(mount_point.path())
+    .arg(stage.path())
+    .arg(&exe_inside);
     let mut target = Target::spawn_command(cmd);
     target.wait_ready();
     let host_pid = only_child(target.pid);
@@ -233,8 +241,42 @@ fn check_contained(libc: Libc) {
         );
         assert!(site.has_function("main"), "{leak_fn}: no main\n{ctx}");
     }
+    // Its cgroup namespace makes its own /proc/self/cgroup read `0::/`; the report names the
+    // cgroup as the host sees it and reads usage from the host's cgroupfs.
+    let host_view = fs::read_to_string(format!("/proc/{}/cgroup", container.host_pid))
+        .expect("cgroup of the target");
+    let cgroup = &report.raw["memory"]["cgroup"];
+    let (version, path) = memory_cgroup(&host_view);
+    assert_eq!(cgroup["path"], path, "{ctx}");
+    assert_eq!(cgroup["version"], version, "{ctx}");
+    assert!(
+        cgroup["usage_bytes"].as_u64().is_some_and(|u| u > 0),
+        "{ctx}"
+    );
     let (bytes, allocs) = report.site_sums();
     assert_eq!((bytes, allocs), (14_000, 14), "only the leaks\n{ctx}");
+}
+
+/// `(version, path)` of the memory cgroup in a `/proc/PID/cgroup` listing: v1's memory
+/// hierarchy when there is one (hybrid hosts), else the v2 one.
+fn memory_cgroup(listing: &str) -> (&'static str, String) {
+    let fields = |line: &str| {
+        let mut it = line.splitn(3, ':');
+        let (_, controllers, path) = (it.next()?, it.next()?, it.next()?);
+        Some((controllers.to_owned(), path.to_owned()))
+    };
+    let lines: Vec<(String, String)> = listing.lines().filter_map(fields).collect();
+    if let Some((_, path)) = lines
+        .iter()
+        .find(|(c, _)| c.split(',').any(|c| c == "memory"))
+    {
+        return ("v1", path.clone());
+    }
+    let (_, path) = lines
+        .iter()
+        .find(|(c, _)| c.is_empty())
+        .expect("a cgroup v2 line");
+    ("v2", path.clone())
 }
 
 #[test]
