@@ -592,6 +592,18 @@ mod tests {
     }
 
     #[test]
+    fn a_namespaced_target_shows_both_pids() {
+        let mut contained = report();
+        contained.target.pid_in_namespace = Some(7);
+        let text = render(&contained);
+        assert!(
+            text.contains("target:      pid 1234, pid 7 in its namespace (leaky), language c"),
+            "{text}"
+        );
+        assert_fits(&text);
+    }
+
+    #[test]
     fn dropped_allocations_are_a_warning() {
         let text = render(&report());
         assert!(text.contains("DROPPED 123 allocations (alloc map full: 100, stack map full: 23)"));
