@@ -15,10 +15,6 @@ use std::{
     collections::HashMap,
     fs::File,
     io,
-    os::{
-        fd::AsRawFd,
-        unix::fs::{FileExt, MetadataExt},
-    },
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -33,6 +29,10 @@ use thiserror::Error;
 use crate::{
     golang::symbols::{GoFrame, GoSymbols, SymbolsError},
     report::model::Frame,
+    target::{
+        MappedObject,
+        files::{FileError, ObjectFile, TargetFiles},
+    },
 };
 
 /// A miss (address in no known mapping) re-reads the maps at most this often, so a stack into
@@ -51,6 +51,8 @@ pub enum SymbolizeError {
         #[source]
         source: procfs::ProcError,
     },
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 /// One file mapped executable into the target, kept open.
@@ -59,7 +61,7 @@ struct Module {
     /// As the target sees it, for the report.
     path: String,
     /// `None` when no way of opening it worked: frames then carry the module and nothing else.
-    file: Option<File>,
+    file: Option<ObjectFile>,
     /// Exported function names by start address, read on first need.
     exported: Option<HashMap<u64, String>>,
     /// How its addresses are symbolized, decided on first need.
@@ -69,9 +71,7 @@ struct Module {
 impl Module {
     /// What blazesym opens: our descriptor, valid for as long as `self`.
     fn source_path(&self) -> Option<PathBuf> {
-        self.file
-            .as_ref()
-            .map(|file| PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd())))
+        self.file.as_ref().map(ObjectFile::kernel_path)
     }
 
     /// Internal aliases (`__GI___libc_malloc`, `__libc_malloc`, `_IO_puts`) are what the debug
@@ -86,9 +86,10 @@ impl Module {
             return;
         }
         let file = self.file.as_ref();
-        let exported = self
-            .exported
-            .get_or_insert_with(|| file.map(exported_functions).unwrap_or_default());
+        let exported = self.exported.get_or_insert_with(|| {
+            file.map(|f| exported_functions(f.file()))
+                .unwrap_or_default()
+        });
         if let Some(name) = exported.get(&sym_addr) {
             frame.function = Some(name.clone());
         }
@@ -134,7 +135,7 @@ enum Backend {
 }
 
 impl Backend {
-    fn of(file: Option<&File>, path: &str) -> Backend {
+    fn of(file: Option<&ObjectFile>, path: &str) -> Backend {
         let Some(file) = file else {
             return Backend::Blazesym;
         };
@@ -178,27 +179,21 @@ impl std::fmt::Debug for GoModule {
 impl GoModule {
     /// `Ok(None)` for anything but a Go binary (`.gopclntab` or `.go.buildinfo` section).
     /// Only section headers are read for that test; the whole file only for a Go binary.
-    fn open(file: &File) -> Result<Option<GoModule>, GoModuleError> {
+    fn open(file: &ObjectFile) -> Result<Option<GoModule>, GoModuleError> {
         use object::{Object, ObjectSection};
 
-        {
-            let cache = object::ReadCache::new(file);
-            let elf = object::File::parse(&cache)?;
-            let go = elf.sections().any(|section| {
-                section
-                    .name()
-                    .is_ok_and(|name| name.ends_with(".gopclntab") || name == ".go.buildinfo")
-            });
-            if !go {
-                return Ok(None);
-            }
+        let data = file.data();
+        let elf = object::File::parse(data)?;
+        let go = elf.sections().any(|section| {
+            section
+                .name()
+                .is_ok_and(|name| name.ends_with(".gopclntab") || name == ".go.buildinfo")
+        });
+        if !go {
+            return Ok(None);
         }
-        let len = usize::try_from(file.metadata()?.len())
-            .map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?;
-        let mut data = vec![0; len];
-        file.read_exact_at(&mut data, 0)?;
-        let symbols = GoSymbols::open(&data)?;
-        let segments = object::File::parse(&*data)?
+        let symbols = GoSymbols::open(data)?;
+        let segments = elf
             .segments()
             .map(|segment| {
                 use object::ObjectSegment;
@@ -303,8 +298,22 @@ struct MapsEntry {
     path: PathBuf,
 }
 
+impl MapsEntry {
+    fn mapped_object(&self) -> MappedObject {
+        MappedObject {
+            start: self.start,
+            end: self.end,
+            offset: self.offset,
+            dev: self.key.0,
+            inode: self.key.1,
+            path: self.path.clone(),
+        }
+    }
+}
+
 pub struct Symbolizer {
     pid: u32,
+    files: TargetFiles,
     /// Start time (clock ticks after boot) of the process we snapshotted: a later process that
     /// reuses the PID must not be merged in.
     start_time: u64,
@@ -342,6 +351,7 @@ impl Symbolizer {
             .map_err(|e| proc_error(pid, "stat", e))?
             .starttime;
         let maps = read_exec_maps(pid, &process)?;
+        let files = TargetFiles::new(pid)?;
         let inner = blazesym::symbolize::Symbolizer::builder()
             .enable_code_info(true)
             .enable_inlined_fns(true)
@@ -351,6 +361,7 @@ impl Symbolizer {
             .build();
         let mut symbolizer = Self {
             pid,
+            files,
             start_time,
             inner,
             modules: Vec::new(),
@@ -582,14 +593,13 @@ impl Symbolizer {
             let module = match known {
                 Some(module) => module,
                 None => {
-                    let file = open_mapped_file(self.pid, &entry);
-                    if file.is_none() {
-                        log::debug!(
-                            "cannot open {} of PID {}: its frames will have no symbols",
-                            entry.path.display(),
-                            self.pid
-                        );
-                    }
+                    let file = self
+                        .files
+                        .open_mapped(&entry.mapped_object())
+                        .inspect_err(|e| {
+                            log::debug!("PID {}: {e}: its frames will have no symbols", self.pid);
+                        })
+                        .ok();
                     self.modules.push(Module {
                         path: entry.path.to_string_lossy().into_owned(),
                         file,
@@ -675,26 +685,6 @@ fn strip_deleted(path: &Path) -> PathBuf {
         Some(stripped) => PathBuf::from(stripped),
         None => path.to_path_buf(),
     }
-}
-
-/// Opens the very file behind a mapping. `map_files` is exact (even for deleted files and inside
-/// containers) but needs CAP_SYS_ADMIN; the path fallbacks must have the mapped inode (device
-/// numbers differ on overlayfs, inodes do not), else a replaced file would give wrong names.
-fn open_mapped_file(pid: u32, entry: &MapsEntry) -> Option<File> {
-    let map_file = format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end);
-    if let Ok(file) = File::open(map_file) {
-        return Some(file);
-    }
-    let relative = entry.path.strip_prefix("/").unwrap_or(&entry.path);
-    let in_root = Path::new("/proc")
-        .join(pid.to_string())
-        .join("root")
-        .join(relative);
-    [in_root, entry.path.clone()].into_iter().find_map(|path| {
-        let file = File::open(path).ok()?;
-        let inode = file.metadata().ok()?.ino();
-        (inode == entry.key.1).then_some(file)
-    })
 }
 
 fn unknown_frame(pc: u64, module: Option<&str>) -> Frame {
@@ -1039,7 +1029,8 @@ int main(int argc, char **)
 
     #[test]
     fn path_fallback_checks_the_inode() {
-        // A range with no map_files entry forces the /proc/PID/root and plain path fallbacks.
+        use std::os::unix::fs::MetadataExt as _;
+        // A range with no map_files entry forces the fallback to the path in the root.
         let exe = std::env::current_exe().expect("own exe");
         let inode = std::fs::metadata(&exe).expect("stat own exe").ino();
         let entry = |inode| MapsEntry {
@@ -1049,8 +1040,15 @@ int main(int argc, char **)
             key: ((0, 0), inode),
             path: exe.clone(),
         };
-        assert!(open_mapped_file(std::process::id(), &entry(inode)).is_some());
-        assert!(open_mapped_file(std::process::id(), &entry(inode + 1)).is_none());
+        let files = TargetFiles::new(std::process::id()).expect("own files");
+        let device = std::fs::metadata(&exe).expect("stat").dev();
+        let (major, minor) = (libc::major(device) as i32, libc::minor(device) as i32);
+        let mut same = entry(inode).mapped_object();
+        same.dev = (major, minor);
+        assert!(files.open_mapped(&same).is_ok());
+        let mut other = entry(inode + 1).mapped_object();
+        other.dev = (major, minor);
+        assert!(files.open_mapped(&other).is_err());
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::io::Read;
 
 use object::{CompressionFormat, Object, ObjectSection, ObjectSegment, SectionKind, SegmentFlags};
 
-/// Inflated debug sections larger than this are refused: the size comes from the file, and a
-/// corrupt header must not make us allocate gigabytes.
-const MAX_UNCOMPRESSED: u64 = 1 << 30;
+use crate::target::files::MAX_INFLATED_SECTION_BYTES as MAX_UNCOMPRESSED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {

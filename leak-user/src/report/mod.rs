@@ -109,6 +109,7 @@ pub fn build(
         is_final: ended_by.is_some(),
         target: Target {
             pid: run.target.pid,
+            pid_in_namespace: run.target.pid_in_namespace,
             comm: run.target.comm.clone(),
             exe: run.target.exe.display().to_string(),
             language: run.language.to_owned(),

@@ -28,7 +28,11 @@ pub struct Report {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
+    /// As the host sees it.
     pub pid: u32,
+    /// In the target's own PID namespace, when that differs (containers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_in_namespace: Option<u32>,
     pub comm: String,
     pub exe: String,
     /// `c` or `go`.

@@ -16,7 +16,6 @@ pub mod proto;
 
 use std::{
     collections::HashMap,
-    fs::File,
     io::Write as _,
     path::{Path, PathBuf},
 };
@@ -26,6 +25,7 @@ use prost::Message as _;
 use thiserror::Error;
 
 use super::model::{Frame, Report, Site, Verdict};
+use crate::target::{MappedObject, files::TargetFiles, process::executable_objects};
 
 #[derive(Debug, Error)]
 pub enum PprofError {
@@ -372,70 +372,45 @@ fn address(frame: &Frame) -> Option<u64> {
 
 /// The target's executable file mappings (read once, empty once it has exited) and its files.
 pub struct ProcModules {
-    pid: u32,
-    /// `(start, end, offset, path)` of each executable file mapping.
-    maps: Vec<(u64, u64, u64, String)>,
+    files: Option<TargetFiles>,
+    maps: Vec<MappedObject>,
 }
 
 impl ProcModules {
     pub fn read(pid: u32) -> Self {
-        use procfs::process::{MMPermissions, MMapPath, Process};
-
-        let maps = Process::new(pid as i32)
-            .and_then(|p| p.maps())
-            .map(|maps| {
-                maps.into_iter()
-                    .filter(|m| m.perms.contains(MMPermissions::EXECUTE))
-                    .filter_map(|m| match m.pathname {
-                        MMapPath::Path(path) => Some((
-                            m.address.0,
-                            m.address.1,
-                            m.offset,
-                            path.to_string_lossy().into_owned(),
-                        )),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ProcModules { pid, maps }
+        ProcModules {
+            files: TargetFiles::new(pid).ok(),
+            maps: executable_objects(pid).unwrap_or_default(),
+        }
     }
 
     pub fn info(&self, module: &str, addresses: &[u64]) -> ModuleInfo {
+        let mapping = self.mapping(module, addresses);
         ModuleInfo {
-            build_id: self.candidates(module).iter().find_map(|p| build_id(p)),
-            range: self.range(module, addresses),
+            // The mapped file itself, never a path the host may give to another file.
+            build_id: mapping.and_then(|m| {
+                let file = self.files.as_ref()?.open_mapped(m).ok()?;
+                build_id(file.data())
+            }),
+            range: mapping.map(|m| (m.start, m.end, m.offset)),
         }
     }
 
     /// The module's executable mapping that holds every address seen in it. Checking the
     /// addresses also guards against a new process that reused the PID.
-    fn range(&self, module: &str, addresses: &[u64]) -> Option<(u64, u64, u64)> {
+    fn mapping(&self, module: &str, addresses: &[u64]) -> Option<&MappedObject> {
         self.maps
             .iter()
-            .filter(|(_, _, _, path)| path == module)
-            .find(|(start, end, _, _)| addresses.iter().all(|a| (*start..*end).contains(a)))
-            .map(|&(start, end, offset, _)| (start, end, offset))
-    }
-
-    /// The file as the target sees it (through its root), then as we see it.
-    fn candidates(&self, module: &str) -> Vec<PathBuf> {
-        let mut paths = Vec::new();
-        if module.starts_with('/') {
-            paths.push(PathBuf::from(format!("/proc/{}/root{module}", self.pid)));
-        }
-        paths.push(PathBuf::from(module));
-        paths
+            .filter(|m| m.path == Path::new(module))
+            .find(|m| addresses.iter().all(|a| (m.start..m.end).contains(a)))
     }
 }
 
 /// The GNU build ID note of an ELF file, as lowercase hex.
-pub fn build_id(path: &Path) -> Option<String> {
+pub fn build_id(data: &[u8]) -> Option<String> {
     use object::Object as _;
 
-    let file = File::open(path).ok()?;
-    let cache = object::ReadCache::new(file);
-    let elf = object::File::parse(&cache).ok()?;
+    let elf = object::File::parse(data).ok()?;
     let id = elf.build_id().ok()??;
     if id.is_empty() {
         return None;
@@ -484,6 +459,7 @@ pub(crate) mod tests {
             is_final: true,
             target: Target {
                 pid: 1,
+                pid_in_namespace: None,
                 comm: "leaky".into(),
                 exe: "/opt/leaky".into(),
                 language: "c".into(),
@@ -663,8 +639,9 @@ pub(crate) mod tests {
     fn reads_the_gnu_build_id() {
         let exe = std::env::current_exe().expect("current exe");
         // Rust test binaries are linked with a GNU build ID on Linux.
-        let id = build_id(&exe).expect("build id");
+        let exe = crate::target::files::open_host(&exe).expect("open own exe");
+        let id = build_id(exe.data()).expect("build id");
         assert!(id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(build_id(Path::new("/nonexistent")), None);
+        assert_eq!(build_id(b"#!/bin/sh\n"), None);
     }
 }

@@ -39,8 +39,12 @@ fn header(out: &mut Lines, report: &Report) {
     out.push(format!("{} {}: {what}", report.tool, report.version));
 
     let target = &report.target;
+    let in_namespace = target
+        .pid_in_namespace
+        .map(|pid| format!(", pid {pid} in its namespace"))
+        .unwrap_or_default();
     out.push(format!(
-        "target:      pid {} ({}), language {}",
+        "target:      pid {}{in_namespace} ({}), language {}",
         target.pid, target.comm, target.language
     ));
     out.push(format!("executable:  {}", path_tail(&target.exe, LABEL)));
@@ -462,6 +466,7 @@ mod tests {
             is_final: true,
             target: Target {
                 pid: 1234,
+                pid_in_namespace: None,
                 comm: "leaky".into(),
                 exe: "/opt/some/really/long/installation/directory/for/the/program/bin/leaky"
                     .into(),
@@ -586,6 +591,18 @@ mod tests {
         }
         // The site line that does not fit wraps instead of losing its verdict.
         assert!(text.contains("\n    via posix_memalign\n"), "{text}");
+    }
+
+    #[test]
+    fn a_namespaced_target_shows_both_pids() {
+        let mut contained = report();
+        contained.target.pid_in_namespace = Some(7);
+        let text = render(&contained);
+        assert!(
+            text.contains("target:      pid 1234, pid 7 in its namespace (leaky), language c"),
+            "{text}"
+        );
+        assert_fits(&text);
     }
 
     #[test]

@@ -15,17 +15,13 @@ use crate::{
         tracker::{LiveGoroutine, Tracker},
     },
     report,
-    target::{
-        Allocator, TargetProcess, allocator,
-        elf::{self, ElfObject},
-        remote_memory::RemoteMemory,
-    },
+    target::{Allocator, TargetProcess, allocator, elf, remote_memory::RemoteMemory},
 };
 
 /// The goroutine probes of a Go target; None for other targets, and for a Go target whose
 /// runtime leaktrace cannot read while it still has a C allocator to trace.
 pub fn probes(target: &TargetProcess, allocator: &Allocator) -> Result<Option<GoProbes>> {
-    let Ok(exe) = ElfObject::open(&target.host_path(&target.exe)) else {
+    let Ok(exe) = target.open_exe() else {
         return Ok(None);
     };
     if !exe.is_go() {
@@ -56,7 +52,7 @@ pub fn probes(target: &TargetProcess, allocator: &Allocator) -> Result<Option<Go
 pub fn set_params(ebpf: &mut Ebpf, go: &mut GoProbes, target: &TargetProcess) -> Result<()> {
     let bias = exe_bias(target)?;
     if go.cgo_mmap.is_none() && go.cgo_mmap_slot.is_some() {
-        let exe = ElfObject::open(&target.host_path(&target.exe))?;
+        let exe = target.open_exe()?;
         let memory = RemoteMemory::open(target.pid)?;
         go.resolve_cgo_mmap(exe.data(), bias, |addr| memory.read_u64(addr));
         if go.cgo_mmap.is_none() {
@@ -69,12 +65,11 @@ pub fn set_params(ebpf: &mut Ebpf, go: &mut GoProbes, target: &TargetProcess) ->
 
 /// Run-time minus link-time address of the target's executable (0 unless it is PIE).
 fn exe_bias(target: &TargetProcess) -> Result<u64> {
-    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let exe = target.open_exe()?;
     let segments = exe.load_segments();
-    let objects = target.executable_objects()?;
-    objects
+    target
+        .exe_mappings(&exe)?
         .iter()
-        .filter(|o| o.path == target.exe)
         .find_map(|o| {
             let vaddr = elf::vaddr_of_offset(&segments, o.offset)?;
             Some(o.start.wrapping_sub(vaddr))
@@ -147,7 +142,7 @@ impl GoState {
 
 /// What reads the target's goroutines and Go heap through its memory.
 fn go_reader(probes: &GoProbes, target: &TargetProcess) -> Result<GoReader> {
-    let exe = ElfObject::open(&target.host_path(&target.exe))?;
+    let exe = target.open_exe()?;
     let vars = RuntimeVars::for_binary(exe.data(), &probes.version)?;
     let memory = RemoteMemory::open(target.pid)?;
     Ok(GoReader::new(

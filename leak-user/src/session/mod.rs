@@ -72,7 +72,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let (target, allocator, mut launched) = prepare_target(spec)?;
     startup_phase(started, "target and allocator found");
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
-    let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
+    let language = if target.open_exe().is_ok_and(|e| e.is_go()) {
         "go"
     } else {
         "c"
@@ -98,7 +98,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         go: go_probes.as_ref().map(|p| p.offsets),
     };
     let programs = attach::programs_for(&allocator, go_probes.is_some(), launched.is_some());
-    let mut tables = UnwindTables::new(target.pid, options.max_unwind_rows);
+    let mut tables = UnwindTables::new(target.files.clone(), options.max_unwind_rows);
     // The kernel's part (maps, verification: most of the startup time) on a thread, while this
     // one reads the running target's unwind tables.
     let mut ebpf = std::thread::scope(|scope| {
@@ -321,16 +321,7 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
             let program = launch::resolve_program(&command[0])?;
             let allocator = go_target::pure_go_has_none(allocator::for_program(&program))?;
             let launched = launch::launch_paused(&command)?;
-            let target = TargetProcess {
-                pid: launched.pid,
-                comm: program
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                exe: program.clone(),
-                root: format!("/proc/{}/root", launched.pid).into(),
-                preload: Vec::new(),
-            };
+            let target = TargetProcess::launched(launched.pid, &program)?;
             Ok((target, allocator, Some(launched)))
         }
     }
@@ -369,9 +360,16 @@ async fn attach_probes(
     let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
     startup_phase(started, "allocator probes attached");
     if let Some(go) = go.as_deref() {
-        let exe = target.host_path(&target.exe);
-        let count = attach::attach_go(ebpf, go, &exe, &target.exe.display().to_string(), pid)
-            .map_err(exited)?;
+        // The verified file itself, through our descriptor: its path may not exist here.
+        let exe = target.open_exe()?;
+        let count = attach::attach_go(
+            ebpf,
+            go,
+            &exe.file().kernel_path(),
+            &target.exe.display().to_string(),
+            pid,
+        )
+        .map_err(exited)?;
         probed.push(format!("{count} Go runtime probes"));
     }
     if let Some(launched) = launched {

@@ -9,13 +9,12 @@ use object::{
 };
 use thiserror::Error;
 
+use super::files::{self, FileError, ObjectFile};
+
 #[derive(Debug, Error)]
 pub enum ElfError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path} is not a 64-bit ELF object: {source}")]
     Parse {
         path: String,
@@ -23,32 +22,39 @@ pub enum ElfError {
     },
 }
 
-/// A parsed ELF file, owning its bytes.
+/// A parsed ELF file over its mapped contents.
 pub struct ElfObject {
     pub path: String,
-    data: Vec<u8>,
+    file: ObjectFile,
 }
 
 impl ElfObject {
+    /// A host path leaktrace chose itself (the program of `run -- CMD`, tests); a target's
+    /// files come through [`files::TargetFiles`] and [`ElfObject::from_file`].
     pub fn open(path: &Path) -> Result<Self, ElfError> {
-        let data = std::fs::read(path).map_err(|source| ElfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        Self::from_file(files::open_host(path)?)
+    }
+
+    pub fn from_file(file: ObjectFile) -> Result<Self, ElfError> {
         let object = Self {
-            path: path.display().to_string(),
-            data,
+            path: file.label().to_owned(),
+            file,
         };
         object.parse()?;
         Ok(object)
     }
 
     pub fn data(&self) -> &[u8] {
-        &self.data
+        self.file.data()
+    }
+
+    /// The opened file, e.g. for its [`ObjectFile::kernel_path`].
+    pub fn file(&self) -> &ObjectFile {
+        &self.file
     }
 
     fn parse(&self) -> Result<ElfFile64<'_, Endianness>, ElfError> {
-        ElfFile64::parse(self.data.as_slice()).map_err(|source| ElfError::Parse {
+        ElfFile64::parse(self.data()).map_err(|source| ElfError::Parse {
             path: self.path.clone(),
             source,
         })
@@ -118,7 +124,7 @@ impl ElfObject {
             .elf_program_headers()
             .iter()
             .find(|ph| ph.p_type(endian) == PT_INTERP)?;
-        let bytes = header.data(endian, self.data.as_slice()).ok()?;
+        let bytes = header.data(endian, self.data()).ok()?;
         let bytes = bytes.split(|b| *b == 0).next()?;
         Some(String::from_utf8_lossy(bytes).into_owned())
     }
@@ -151,7 +157,7 @@ impl ElfObject {
             return Vec::new();
         };
         let endian = elf.endian();
-        let data = self.data.as_slice();
+        let data = self.data();
         let sections = elf.elf_section_table();
         let Ok(Some((entries, link))) = sections.dynamic(endian, data) else {
             return Vec::new();
@@ -238,7 +244,17 @@ mod tests {
 
     #[test]
     fn non_elf_files_are_refused() {
-        let err = ElfObject::open(Path::new("/proc/self/status")).err();
+        let scratch = std::env::temp_dir().join(format!("leaktrace-elf-{}", std::process::id()));
+        std::fs::write(&scratch, b"#!/bin/sh\n").expect("write");
+        let err = ElfObject::open(&scratch).err();
+        let _ = std::fs::remove_file(&scratch);
         assert!(matches!(err, Some(ElfError::Parse { .. })));
+        // Not regular: refused before anything is read.
+        let err = ElfObject::open(Path::new("/proc/self/status")).err();
+        assert!(
+            matches!(err, Some(ElfError::File(_))),
+            "{:?}",
+            err.map(|e| e.to_string())
+        );
     }
 }

@@ -2,6 +2,7 @@
 pub mod allocator;
 pub mod catalogue;
 pub mod elf;
+pub mod files;
 pub mod probe_site;
 pub mod process;
 pub mod remote_memory;

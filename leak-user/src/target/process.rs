@@ -2,10 +2,16 @@
 use std::{
     io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 use thiserror::Error;
+
+use super::{
+    elf::{ElfError, ElfObject},
+    files::{self, FileError, TargetFiles},
+};
 
 #[derive(Debug, Error)]
 pub enum ProcessError {
@@ -18,19 +24,35 @@ pub enum ProcessError {
         what: &'static str,
         source: procfs::ProcError,
     },
+    #[error(transparent)]
+    Files(#[from] FileError),
 }
 
 /// The process being traced.
 #[derive(Debug, Clone)]
 pub struct TargetProcess {
     pub pid: u32,
+    /// Its PID in its own PID namespace, when that differs from `pid` (containers).
+    pub pid_in_namespace: Option<u32>,
     pub comm: String,
-    /// The executable as the target sees it (inside its mount namespace).
+    /// The executable's path as `/proc/PID/exe` names it, for the report.
     pub exe: PathBuf,
-    /// `/proc/PID/root`: prefix for opening the target's files from here (containers).
-    pub root: PathBuf,
+    /// Where the executable's contents come from.
+    pub exe_source: ExeSource,
+    /// Opens the target's files, inside its root.
+    pub files: Arc<TargetFiles>,
     /// `LD_PRELOAD` entries, in order.
     pub preload: Vec<String>,
+}
+
+/// Where the target's executable is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExeSource {
+    /// A running process: `/proc/PID/exe`.
+    Running,
+    /// A command of `run` not started yet (its `/proc/PID/exe` is still leaktrace): the host
+    /// path leaktrace resolved itself.
+    Program(PathBuf),
 }
 
 /// One file mapped executable into the target.
@@ -60,19 +82,79 @@ impl TargetProcess {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
+        let pid_in_namespace = process
+            .status()
+            .ok()
+            .and_then(|status| innermost_pid(pid, status.nspid.as_deref()));
         Ok(Self {
             pid,
+            pid_in_namespace,
             comm: stat.comm,
             exe: strip_deleted(&exe),
-            root: PathBuf::from(format!("/proc/{pid}/root")),
+            exe_source: ExeSource::Running,
+            files: Arc::new(TargetFiles::new(pid)?),
             preload,
         })
     }
 
-    /// A path under which we can open one of the target's files.
+    /// A command of `run`, held before it executes `program`.
+    pub fn launched(pid: u32, program: &Path) -> Result<Self, ProcessError> {
+        Ok(Self {
+            pid,
+            pid_in_namespace: None,
+            comm: program
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            exe: program.to_path_buf(),
+            exe_source: ExeSource::Program(program.to_path_buf()),
+            files: Arc::new(TargetFiles::new(pid)?),
+            preload: Vec::new(),
+        })
+    }
+
+    /// The executable's contents, parsed.
+    pub fn open_exe(&self) -> Result<ElfObject, ElfError> {
+        let file = match &self.exe_source {
+            ExeSource::Running => self.files.open_exe()?,
+            ExeSource::Program(program) => files::open_host(program)?,
+        };
+        ElfObject::from_file(file)
+    }
+
+    /// The executable's mappings: those of the file `open_exe` reads.
+    pub fn exe_mappings(&self, exe: &ElfObject) -> Result<Vec<MappedObject>, ProcessError> {
+        let (_, inode) = exe.file().identity();
+        Ok(self
+            .executable_objects()?
+            .into_iter()
+            .filter(|o| o.inode == inode)
+            .collect())
+    }
+
+    /// A path from which leaktrace can open one of the target's objects: the mapping's
+    /// `/proc/PID/map_files` entry when `path` is mapped, `/proc/PID/exe` for the executable.
+    /// Only for the allocator lookup and attachment, until they open files through
+    /// [`TargetFiles`]; anything else must use `files`.
     pub fn host_path(&self, path: &Path) -> PathBuf {
-        let relative = path.strip_prefix("/").unwrap_or(path);
-        self.root.join(relative)
+        if let ExeSource::Program(program) = &self.exe_source {
+            return program.clone();
+        }
+        if path == self.exe {
+            return PathBuf::from(format!("/proc/{}/exe", self.pid));
+        }
+        let mapped = self
+            .executable_objects()
+            .ok()
+            .and_then(|objects| objects.into_iter().find(|o| o.path == path));
+        match mapped {
+            Some(o) => PathBuf::from(format!(
+                "/proc/{}/map_files/{:x}-{:x}",
+                self.pid, o.start, o.end
+            )),
+            None => PathBuf::from(format!("/proc/{}/root", self.pid))
+                .join(path.strip_prefix("/").unwrap_or(path)),
+        }
     }
 
     /// Executable file mappings, in address order.
@@ -119,6 +201,12 @@ fn not_found_or(pid: u32, error: procfs::ProcError, what: &'static str) -> Proce
     }
 }
 
+/// The last `NSpid` value is the PID in the innermost namespace; None when it is `pid`.
+fn innermost_pid(pid: u32, nspid: Option<&[i32]>) -> Option<u32> {
+    let inner = u32::try_from(*nspid?.last()?).ok()?;
+    (inner != pid).then_some(inner)
+}
+
 /// `LD_PRELOAD` is separated by spaces or colons.
 fn split_preload(value: &str) -> Vec<String> {
     value
@@ -145,6 +233,14 @@ mod tests {
             vec!["/a/libjemalloc.so.2", "libfoo.so", "/b/libbar.so"]
         );
         assert!(split_preload("").is_empty());
+    }
+
+    #[test]
+    fn the_innermost_namespace_pid_is_kept_when_it_differs() {
+        assert_eq!(innermost_pid(4242, Some(&[4242, 7])), Some(7));
+        assert_eq!(innermost_pid(4242, Some(&[4242, 9, 1])), Some(1));
+        assert_eq!(innermost_pid(4242, Some(&[4242])), None);
+        assert_eq!(innermost_pid(4242, None), None);
     }
 
     #[test]

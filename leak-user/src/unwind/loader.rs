@@ -3,7 +3,7 @@
 //! Rows are appended once per object (by device and inode) and never moved; the small mapping
 //! table is rebuilt in the inactive half and then switched, so a probe never reads a half-built
 //! table.
-use std::{collections::HashMap, io};
+use std::{collections::HashMap, io, sync::Arc};
 
 use aya::{
     Ebpf,
@@ -17,6 +17,7 @@ use crate::collect::batch;
 use crate::target::{
     MappedObject,
     elf::{ElfObject, LoadSegment, vaddr_of_offset},
+    files::TargetFiles,
     process::executable_objects,
 };
 
@@ -39,7 +40,7 @@ struct ObjectRows {
 
 /// User-space side of the unwind tables.
 pub struct UnwindTables {
-    pid: u32,
+    files: Arc<TargetFiles>,
     objects: HashMap<ObjectKey, ObjectRows>,
     next_row: u32,
     capacity: u32,
@@ -56,9 +57,9 @@ pub struct UnwindTables {
 }
 
 impl UnwindTables {
-    pub fn new(pid: u32, capacity: u32) -> Self {
+    pub fn new(files: Arc<TargetFiles>, capacity: u32) -> Self {
         Self {
-            pid,
+            files,
             objects: HashMap::new(),
             next_row: 0,
             capacity,
@@ -79,7 +80,7 @@ impl UnwindTables {
     /// kernel (so it can run while the eBPF object loads). Returns false when the target's
     /// mappings cannot be read (it exited).
     pub fn prepare(&mut self) -> bool {
-        let Ok(mappings) = executable_objects(self.pid) else {
+        let Ok(mappings) = executable_objects(self.files.pid()) else {
             return false;
         };
         for mapping in &mappings {
@@ -135,17 +136,13 @@ impl UnwindTables {
             rows_len: 0,
             segments,
         };
-        // map_files opens the very file mapped, even when replaced on disk or in a container.
-        let path = format!(
-            "/proc/{}/map_files/{:x}-{:x}",
-            self.pid, mapping.start, mapping.end
-        );
-        let Ok(object) = ElfObject::open(std::path::Path::new(&path)) else {
-            log::debug!(
-                "cannot read {}: its frames use frame pointers",
-                mapping.path.display()
-            );
-            return (nothing(Vec::new()), None);
+        let opened = self.files.open_mapped(mapping).map_err(Into::into);
+        let object = match opened.and_then(ElfObject::from_file) {
+            Ok(object) => object,
+            Err(error) => {
+                log::debug!("{error}: its frames use frame pointers");
+                return (nothing(Vec::new()), None);
+            }
         };
         let segments = object.load_segments();
         let rows = match table::build_rows(object.data()) {

@@ -17,6 +17,8 @@ use gimli::{
 use leak_common::{UnwindRow, cfa};
 use object::{Architecture, FileKind, Object, ObjectSection, SectionKind};
 
+use crate::target::files::MAX_INFLATED_SECTION_BYTES;
+
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
 /// Why an object's unwind table could not be built.
@@ -41,6 +43,9 @@ pub enum TableError {
         #[source]
         source: object::Error,
     },
+    /// A compressed section declares more than [`MAX_INFLATED_SECTION_BYTES`] inflated.
+    #[error("section {section} would inflate to {size} bytes, more than leaktrace reads")]
+    TooLarge { section: &'static str, size: u64 },
     /// The CIE/FDE structure of the section could not be parsed.
     #[error("malformed CFI in {section}: {source}")]
     MalformedCfi {
@@ -108,12 +113,18 @@ fn section_data<'data>(
     if section.kind() == SectionKind::UninitializedData {
         return Ok(None);
     }
-    let data = section
-        .uncompressed_data()
-        .map_err(|source| TableError::Section {
+    let error = |source| TableError::Section {
+        section: name,
+        source,
+    };
+    let declared = section.compressed_data().map_err(error)?.uncompressed_size;
+    if declared > MAX_INFLATED_SECTION_BYTES {
+        return Err(TableError::TooLarge {
             section: name,
-            source,
-        })?;
+            size: declared,
+        });
+    }
+    let data = section.uncompressed_data().map_err(error)?;
     Ok((!data.is_empty()).then_some(data))
 }
 
@@ -669,5 +680,31 @@ mod tests {
             "f.o",
         );
         assert!(matches!(build_rows(&elf), Err(TableError::NoCfi)));
+    }
+
+    #[test]
+    fn compressed_sections_declaring_too_much_are_refused_before_inflating() {
+        let dir = TempDir::new("inflate");
+        let flags = ["-g", "-gz=zlib", "-fno-asynchronous-unwind-tables"];
+        let mut elf = gcc(&dir.0, PROGRAM, &flags, "prog");
+        let file = object::File::parse(elf.as_slice()).unwrap();
+        // As built: inflates to its real size.
+        let inflated = section_data(&file, ".debug_frame").unwrap().unwrap();
+        assert!(!inflated.is_empty());
+        // The compressed bytes follow the 24-byte Elf64_Chdr: ch_type, ch_reserved, then
+        // ch_size, the declared inflated size.
+        let data_offset = file
+            .section_by_name(".debug_frame")
+            .and_then(|s| s.compressed_file_range().ok())
+            .map(|r| r.offset as usize)
+            .unwrap();
+        let declared = MAX_INFLATED_SECTION_BYTES + 1;
+        elf[data_offset - 16..data_offset - 8].copy_from_slice(&declared.to_le_bytes());
+        let file = object::File::parse(elf.as_slice()).unwrap();
+        let err = section_data(&file, ".debug_frame").unwrap_err();
+        assert!(
+            matches!(err, TableError::TooLarge { section: ".debug_frame", size } if size == declared),
+            "{err}"
+        );
     }
 }
