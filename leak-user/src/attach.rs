@@ -266,8 +266,9 @@ fn attach_entry_point(
     entry: &EntryPoint,
     pid: NonZeroU32,
 ) -> Result<(), AttachError> {
+    let path = entry.object.kernel_path();
     let site = Site {
-        host_path: &entry.attach_path,
+        host_path: &path,
         path: &entry.path,
         function: entry.entry().symbol,
         offset: entry.site.offset,

@@ -10,6 +10,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
     process::Command,
+    sync::Arc,
 };
 
 use leak_common::probe_cookie;
@@ -18,8 +19,9 @@ use thiserror::Error;
 use super::{
     catalogue::{self, Api, Entry, Role},
     elf::{ElfError, ElfObject, FunctionSymbol},
+    files::{ObjectFile, TargetFiles},
     probe_site::{self, ProbeSite},
-    process::{MappedObject, TargetProcess},
+    process::{ExeSource, MappedObject, TargetProcess},
 };
 
 /// One probed entry point.
@@ -31,8 +33,9 @@ pub struct EntryPoint {
     pub symbol: String,
     /// The object as the target sees it.
     pub path: String,
-    /// The same object, for the kernel to place the probe in.
-    pub attach_path: PathBuf,
+    /// The same object, opened and checked: probes are placed in it through its
+    /// `kernel_path`, never by a path the target could swap.
+    pub object: Arc<ObjectFile>,
     /// File offset of the function's first instruction.
     pub function_offset: u64,
     /// Where the probes go (entry and return: one trap for both).
@@ -155,10 +158,34 @@ pub enum AllocatorError {
 struct Candidate {
     /// As the target sees it.
     path: String,
-    /// Where this process opens it, and the kernel places probes in it: the mapping itself
-    /// (`/proc/PID/map_files/...`) for a running process.
-    open_path: PathBuf,
+    source: Source,
     executable: bool,
+}
+
+/// Where a candidate's contents come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// A running target's mapping: opened through it, checked against it.
+    Mapped(MappedObject),
+    /// A running target's executable (`/proc/PID/exe`).
+    Exe,
+    /// A host path leaktrace resolved itself (`run -- CMD`, before the command starts).
+    Host(PathBuf),
+}
+
+impl Candidate {
+    fn open(&self, files: Option<&TargetFiles>) -> Result<ElfObject, ElfError> {
+        match (&self.source, files) {
+            (Source::Mapped(mapping), Some(files)) => {
+                ElfObject::from_file(files.open_mapped(mapping)?)
+            }
+            (Source::Exe, Some(files)) => ElfObject::from_file(files.open_exe()?),
+            (Source::Host(path), _) => ElfObject::open(path),
+            (_, None) => Err(ElfError::NotOpened {
+                path: self.path.clone(),
+            }),
+        }
+    }
 }
 
 /// The allocator of a running process.
@@ -166,9 +193,10 @@ pub fn for_process(
     target: &TargetProcess,
     objects: &[MappedObject],
 ) -> Result<Allocator, AllocatorError> {
-    let candidates = lookup_order(target, objects);
+    let files = target.files.as_ref();
+    let candidates = lookup_order(target, files, objects);
     let exe = target.exe.display().to_string();
-    resolve(&candidates).map_err(|none| match none {
+    resolve(&candidates, Some(files)).map_err(|none| match none {
         Missing::Allocator { go: true } => AllocatorError::PureGo {
             pid: target.pid,
             comm: target.comm.clone(),
@@ -189,7 +217,7 @@ pub fn for_program(program: &Path) -> Result<Allocator, AllocatorError> {
     let program_path = program.display().to_string();
     let mut candidates = vec![Candidate {
         path: program_path.clone(),
-        open_path: program.to_path_buf(),
+        source: Source::Host(program.to_path_buf()),
         executable: true,
     }];
     if let Some(loader) = exe.interpreter() {
@@ -211,13 +239,13 @@ pub fn for_program(program: &Path) -> Result<Allocator, AllocatorError> {
         }
         for path in parse_loader_list(&String::from_utf8_lossy(&output.stdout)) {
             candidates.push(Candidate {
-                open_path: PathBuf::from(&path),
+                source: Source::Host(PathBuf::from(&path)),
                 path,
                 executable: false,
             });
         }
     }
-    resolve(&candidates).map_err(|none| match none {
+    resolve(&candidates, None).map_err(|none| match none {
         Missing::Allocator { go: true } => AllocatorError::PureGo {
             pid: 0,
             comm: program_path.clone(),
@@ -248,17 +276,18 @@ fn parse_loader_list(listing: &str) -> Vec<String> {
 /// Executable first, then LD_PRELOAD, then the DT_NEEDED graph breadth first (the dynamic
 /// linker's symbol lookup order), then anything else mapped (dlopen'ed). Each object is opened
 /// through its mapping, so a container's paths, or a file replaced on disk, do not matter.
-fn lookup_order(target: &TargetProcess, objects: &[MappedObject]) -> Vec<Candidate> {
+fn lookup_order(
+    target: &TargetProcess,
+    files: &TargetFiles,
+    objects: &[MappedObject],
+) -> Vec<Candidate> {
     let mut mapped: Vec<Candidate> = Vec::new();
     for object in objects {
         let path = object.path.display().to_string();
         if !mapped.iter().any(|c| c.path == path) {
             mapped.push(Candidate {
                 path,
-                open_path: PathBuf::from(format!(
-                    "/proc/{}/map_files/{:x}-{:x}",
-                    target.pid, object.start, object.end
-                )),
+                source: Source::Mapped(object.clone()),
                 executable: object.path == target.exe,
             });
         }
@@ -267,10 +296,14 @@ fn lookup_order(target: &TargetProcess, objects: &[MappedObject]) -> Vec<Candida
         Some(exe) => exe.clone(),
         None => Candidate {
             path: target.exe.display().to_string(),
-            open_path: PathBuf::from(format!("/proc/{}/exe", target.pid)),
+            source: match &target.exe_source {
+                ExeSource::Running => Source::Exe,
+                ExeSource::Program(program) => Source::Host(program.clone()),
+            },
             executable: true,
         },
     };
+    let open = |c: &Candidate| c.open(Some(files));
     let basename = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
 
     let mut order: Vec<Candidate> = vec![exe.clone()];
@@ -284,7 +317,7 @@ fn lookup_order(target: &TargetProcess, objects: &[MappedObject]) -> Vec<Candida
     let mut by_name: HashMap<String, &Candidate> = HashMap::new();
     for c in &mapped {
         by_name.insert(basename(&c.path), c);
-        if let Ok(object) = ElfObject::open(&c.open_path)
+        if let Ok(object) = open(c)
             && let Some(soname) = object.soname()
         {
             by_name.entry(soname).or_insert(c);
@@ -293,7 +326,7 @@ fn lookup_order(target: &TargetProcess, objects: &[MappedObject]) -> Vec<Candida
     let mut seen: HashSet<String> = HashSet::new();
     let mut queue: VecDeque<Candidate> = VecDeque::from([exe]);
     while let Some(c) = queue.pop_front() {
-        let Ok(object) = ElfObject::open(&c.open_path) else {
+        let Ok(object) = open(&c) else {
             continue;
         };
         for name in object.needed() {
@@ -321,8 +354,10 @@ enum Missing {
 }
 
 /// Symbols that tell an allocator apart without being probed.
-const MARKERS: [(&str, Flavour); 5] = [
+const MARKERS: [(&str, Flavour); 6] = [
     ("gnu_get_libc_version", Flavour::Glibc),
+    // ptmalloc's core, in static binaries' symbol tables.
+    ("_int_malloc", Flavour::Glibc),
     ("TCMallocInternalMalloc", Flavour::Tcmalloc),
     // musl's mallocng, in static binaries' symbol tables.
     ("__malloc_alloc_meta", Flavour::Musl),
@@ -341,8 +376,8 @@ struct Scanned {
     code: ElfObject,
 }
 
-fn scan(candidate: &Candidate) -> Result<Scanned, ElfError> {
-    let object = ElfObject::open(&candidate.open_path)?;
+fn scan(candidate: &Candidate, files: Option<&TargetFiles>) -> Result<Scanned, ElfError> {
+    let object = candidate.open(files)?;
     let symbols = object.functions(|name| {
         catalogue::lookup(name).is_some() || MARKERS.iter().any(|(m, _)| *m == name)
     });
@@ -393,11 +428,11 @@ fn flavour(
     Flavour::Unknown
 }
 
-fn resolve(candidates: &[Candidate]) -> Result<Allocator, Missing> {
+fn resolve(candidates: &[Candidate], files: Option<&TargetFiles>) -> Result<Allocator, Missing> {
     let mut scanned: Vec<Scanned> = Vec::new();
     let mut go = false;
     for candidate in candidates {
-        match scan(candidate) {
+        match scan(candidate, files) {
             Ok(s) => {
                 go |= candidate.executable && s.code.is_go();
                 scanned.push(s);
@@ -493,7 +528,7 @@ fn entry_points(scanned: &[Scanned], chosen: &[(usize, FunctionSymbol, u16)]) ->
             id: *id,
             symbol: symbol.name.clone(),
             path: object.candidate.path.clone(),
-            attach_path: object.candidate.open_path.clone(),
+            object: object.code.shared_file(),
             function_offset: symbol.offset,
             site,
             alias_of,

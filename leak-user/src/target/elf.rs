@@ -1,6 +1,6 @@
 //! What leaktrace needs from an ELF object: exported functions as file offsets (uprobes are
 //! placed by offset), the dynamic-linking names, and the segment layout.
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use object::{
     Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind,
@@ -15,6 +15,9 @@ use super::files::{self, FileError, ObjectFile};
 pub enum ElfError {
     #[error(transparent)]
     File(#[from] FileError),
+    /// A mapped object asked for with no process to open it through.
+    #[error("cannot open {path}: no process to open it through")]
+    NotOpened { path: String },
     #[error("{path} is not a 64-bit ELF object: {source}")]
     Parse {
         path: String,
@@ -25,7 +28,7 @@ pub enum ElfError {
 /// A parsed ELF file over its mapped contents.
 pub struct ElfObject {
     pub path: String,
-    file: ObjectFile,
+    file: Arc<ObjectFile>,
 }
 
 impl ElfObject {
@@ -38,7 +41,7 @@ impl ElfObject {
     pub fn from_file(file: ObjectFile) -> Result<Self, ElfError> {
         let object = Self {
             path: file.label().to_owned(),
-            file,
+            file: Arc::new(file),
         };
         object.parse()?;
         Ok(object)
@@ -51,6 +54,12 @@ impl ElfObject {
     /// The opened file, e.g. for its [`ObjectFile::kernel_path`].
     pub fn file(&self) -> &ObjectFile {
         &self.file
+    }
+
+    /// The opened file, shared: probes placed in it through its
+    /// [`ObjectFile::kernel_path`] need it open until they are attached.
+    pub fn shared_file(&self) -> Arc<ObjectFile> {
+        Arc::clone(&self.file)
     }
 
     fn parse(&self) -> Result<ElfFile64<'_, Endianness>, ElfError> {
@@ -95,7 +104,7 @@ impl ElfObject {
     /// The bytes of the file from `offset`, at most `len` of them.
     pub fn bytes_at(&self, offset: u64, len: u64) -> &[u8] {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let Some(rest) = self.data.get(start..) else {
+        let Some(rest) = self.data().get(start..) else {
             return &[];
         };
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());

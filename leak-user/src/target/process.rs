@@ -132,31 +132,6 @@ impl TargetProcess {
             .collect())
     }
 
-    /// A path from which leaktrace can open one of the target's objects: the mapping's
-    /// `/proc/PID/map_files` entry when `path` is mapped, `/proc/PID/exe` for the executable.
-    /// Only for the allocator lookup and attachment, until they open files through
-    /// [`TargetFiles`]; anything else must use `files`.
-    pub fn host_path(&self, path: &Path) -> PathBuf {
-        if let ExeSource::Program(program) = &self.exe_source {
-            return program.clone();
-        }
-        if path == self.exe {
-            return PathBuf::from(format!("/proc/{}/exe", self.pid));
-        }
-        let mapped = self
-            .executable_objects()
-            .ok()
-            .and_then(|objects| objects.into_iter().find(|o| o.path == path));
-        match mapped {
-            Some(o) => PathBuf::from(format!(
-                "/proc/{}/map_files/{:x}-{:x}",
-                self.pid, o.start, o.end
-            )),
-            None => PathBuf::from(format!("/proc/{}/root", self.pid))
-                .join(path.strip_prefix("/").unwrap_or(path)),
-        }
-    }
-
     /// Executable file mappings, in address order.
     pub fn executable_objects(&self) -> Result<Vec<MappedObject>, ProcessError> {
         executable_objects(self.pid)
