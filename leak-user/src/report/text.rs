@@ -52,7 +52,26 @@ fn header(out: &mut Lines, report: &Report) {
     let name = format!("allocator:   {} ", allocator.name);
     let room = name.chars().count();
     out.push(format!("{name}{}", path_tail(&allocator.path, room)));
-    out.wrap("  probed:    ", &or_none(&allocator.probed), ", ");
+    // One line per allocator probed (their symbols are in the JSON report), then anything
+    // else probed (the Go runtime's probes).
+    for family in &allocator.families {
+        let label = format!(
+            "  probed:    {} {} entry points in ",
+            family.probed.len(),
+            family.name
+        );
+        let room = label.chars().count();
+        out.push(format!("{label}{}", path_tail(&family.path, room)));
+    }
+    let others: Vec<String> = allocator
+        .probed
+        .iter()
+        .filter(|p| !allocator.families.iter().any(|f| f.probed.contains(p)))
+        .cloned()
+        .collect();
+    if allocator.families.is_empty() || !others.is_empty() {
+        out.wrap("  probed:    ", &or_none(&others), ", ");
+    }
     if !allocator.missing.is_empty() {
         out.wrap("  missing:   ", &allocator.missing, ", ");
     }
