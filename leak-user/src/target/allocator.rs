@@ -306,13 +306,6 @@ fn lookup_order(
     let open = |c: &Candidate| c.open(Some(files));
     let basename = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
 
-    let mut order: Vec<Candidate> = vec![exe.clone()];
-    for preload in &target.preload {
-        let wanted = basename(preload);
-        if let Some(c) = mapped.iter().find(|c| basename(&c.path) == wanted) {
-            order.push(c.clone());
-        }
-    }
     // Names a library can be asked for: its SONAME and its file name.
     let mut by_name: HashMap<String, &Candidate> = HashMap::new();
     for c in &mapped {
@@ -321,6 +314,14 @@ fn lookup_order(
             && let Some(soname) = object.soname()
         {
             by_name.entry(soname).or_insert(c);
+        }
+    }
+    let mut order: Vec<Candidate> = vec![exe.clone()];
+    // A preload names a file (often a symlink: `libtcmalloc_minimal.so.4`, mapped as
+    // `.so.4.5.10`) or a library name: matched by file name or SONAME.
+    for preload in &target.preload {
+        if let Some(&c) = by_name.get(&basename(preload)) {
+            order.push(c.clone());
         }
     }
     let mut seen: HashSet<String> = HashSet::new();
