@@ -391,7 +391,7 @@ fn scan(candidate: &Candidate, files: Option<&TargetFiles>) -> Result<Scanned, E
     let file = candidate.path.rsplit('/').next().unwrap_or(&candidate.path);
     let soname = object.soname().unwrap_or_default();
     Ok(Scanned {
-        flavour: flavour(&found, &has, file),
+        flavour: flavour(&found, &has, &candidate.path),
         cxx_runtime: ["libstdc++.", "libc++."]
             .iter()
             .any(|p| soname.starts_with(p) || file.starts_with(p)),
@@ -404,7 +404,7 @@ fn scan(candidate: &Candidate, files: Option<&TargetFiles>) -> Result<Scanned, E
 fn flavour(
     found: &[(u16, FunctionSymbol, bool)],
     has: &dyn Fn(&str) -> bool,
-    file: &str,
+    path: &str,
 ) -> Flavour {
     let api = |api: Api| {
         found
@@ -423,7 +423,10 @@ fn flavour(
     if let Some((_, f)) = MARKERS.iter().find(|(m, _)| has(m)) {
         return *f;
     }
-    if file.starts_with("ld-musl") || file.starts_with("libc.musl") {
+    // musl's dynamic libc exports nothing of its own allocator and has no SONAME; its paths
+    // say it: /lib/ld-musl-x86_64.so.1, Alpine's libc.musl-x86_64.so.1, Debian's
+    // /usr/lib/x86_64-linux-musl/libc.so.
+    if path.contains("musl") {
         return Flavour::Musl;
     }
     Flavour::Unknown
@@ -620,6 +623,27 @@ mod tests {
         }
         // libstdc++'s operator new forwards to malloc: not probed twice.
         assert!(!names.contains(&"_Znwm"), "{names:?}");
+    }
+
+    /// Debian's allocator packages, installed by `cargo xtask setup`.
+    #[test]
+    fn flavours_come_from_the_symbols() {
+        let lib = "/usr/lib/x86_64-linux-gnu";
+        for (path, want) in [
+            (format!("{lib}/libc.so.6"), Flavour::Glibc),
+            (format!("{lib}/libjemalloc.so.2"), Flavour::Jemalloc),
+            (format!("{lib}/libtcmalloc_minimal.so.4"), Flavour::Tcmalloc),
+            (format!("{lib}/libmimalloc.so.2"), Flavour::Mimalloc),
+            ("/lib/ld-musl-x86_64.so.1".to_owned(), Flavour::Musl),
+        ] {
+            let candidate = Candidate {
+                source: Source::Host(PathBuf::from(&path)),
+                path: path.clone(),
+                executable: false,
+            };
+            let scanned = scan(&candidate, None).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(scanned.flavour, want, "{path}");
+        }
     }
 
     #[test]
