@@ -8,26 +8,34 @@ use std::{
 };
 
 use aya::{Pod, maps::MapData};
+use aya_obj::generated::{bpf_attr, bpf_attr__bindgen_ty_3 as BatchAttr, bpf_cmd};
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+use super::bpf_sys;
+
 /// The kernel's own "not supported" (not the libc EOPNOTSUPP), from map types without batch ops.
 const ENOTSUPP: i32 = 524;
 /// Entries per call.
 const CHUNK: usize = 8192;
 
-/// `union bpf_attr`'s `batch` member.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
+/// A `bpf_attr` whose `batch` member is `batch`, the rest zero.
+fn batch_attr(batch: BatchAttr) -> bpf_attr {
+    let mut attr = bpf_sys::zeroed_attr();
+    attr.batch = batch;
+    attr
+}
+
+/// The zero batch: every field set explicitly by the callers that matter.
+fn empty_batch() -> BatchAttr {
+    BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: 0,
+        values: 0,
+        count: 0,
+        map_fd: 0,
+        elem_flags: 0,
+        flags: 0,
+    }
 }
 
 /// Every (key, value) of a hash map. Errors with `Unsupported` on kernels without batch ops, so
@@ -68,27 +76,20 @@ fn lookup_batches<K: Pod + Default, V: Pod + Default>(
     let mut token_out = [0u8; 16];
     let mut first = true;
     loop {
-        let mut attr = BatchAttr {
+        let mut attr = batch_attr(BatchAttr {
             in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
             out_batch: token_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: CHUNK as u32,
             map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at buffers of `count` keys and `count * per_key` values that
-        // outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                mem::size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        let got = (attr.count as usize).min(CHUNK);
+            ..empty_batch()
+        });
+        // The pointers are buffers of `count` keys and `count * per_key` values that outlive
+        // the call.
+        let error = bpf_sys::bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr).err();
+        // SAFETY: the kernel filled in the `batch` member it was given.
+        let got = (unsafe { attr.batch.count } as usize).min(CHUNK);
         for (key, values) in keys[..got].iter().zip(values.chunks(per_key)) {
             sink(*key, values);
         }
@@ -112,25 +113,16 @@ pub fn update_all<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io
     assert_eq!(keys.len(), values.len(), "one value per key");
     let fd = map.fd().as_fd().as_raw_fd();
     for (keys, values) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
-        let mut attr = BatchAttr {
+        let mut attr = batch_attr(BatchAttr {
             keys: keys.as_ptr() as u64,
             values: values.as_ptr() as u64,
             count: keys.len() as u32,
             map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: attr points at `count` keys and values that outlive the call; the kernel only
+            ..empty_batch()
+        });
+        // The pointers are `count` keys and values that outlive the call; the kernel only
         // reads them.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                mem::size_of::<BatchAttr>(),
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = bpf_sys::bpf(bpf_cmd::BPF_MAP_UPDATE_BATCH, &mut attr) {
             return Err(match e.raw_os_error() {
                 Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) => {
                     io::Error::new(io::ErrorKind::Unsupported, e)

@@ -1,5 +1,6 @@
 //! Reading the kernel side's maps into a snapshot.
 pub(crate) mod batch;
+pub(crate) mod bpf_sys;
 pub mod clock;
 pub mod prog_info;
 

@@ -3,19 +3,14 @@
 //! tracer's uprobe on the same function, a profiler's perf event). Each skip is an allocator
 //! call we never saw: it must show in `dropped`, never pass silently.
 use std::{
-    io,
+    io, mem,
     os::fd::{AsFd as _, AsRawFd as _},
 };
 
 use aya::{Ebpf, programs::Program};
+use aya_obj::generated::{bpf_cmd, bpf_prog_info};
 
-/// `BPF_OBJ_GET_INFO_BY_FD`.
-const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// `struct bpf_prog_info` up to and including `recursion_misses` (Linux 5.12+).
-const INFO_LEN: usize = 216;
-const RUN_TIME_NS: usize = 192;
-const RUN_CNT: usize = 200;
-const RECURSION_MISSES: usize = 208;
+use super::bpf_sys;
 
 /// Kernel statistics of one loaded program.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,48 +26,20 @@ pub fn stats(program: &Program) -> io::Result<ProgStats> {
         .map_err(|e| io::Error::other(e.to_string()))?
         .as_fd()
         .as_raw_fd();
-    #[repr(C, align(8))]
-    struct Info([u8; INFO_LEN]);
-    let mut info = Info([0; INFO_LEN]);
-    #[repr(C)]
-    struct Attr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut attr = Attr {
-        bpf_fd: fd as u32,
-        info_len: INFO_LEN as u32,
-        info: info.0.as_mut_ptr() as u64,
-    };
-    // SAFETY: the attribute points at a buffer of `info_len` bytes that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            size_of::<Attr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let field = |at: usize| {
-        let bytes: [u8; 8] = info.0[at..at + 8].try_into().unwrap_or_default();
-        u64::from_ne_bytes(bytes)
-    };
-    // A kernel that knows fewer fields says so by the length it filled in.
-    let known = |at: usize| {
-        if (attr.info_len as usize) >= at + 8 {
-            field(at)
-        } else {
-            0
-        }
-    };
+    // SAFETY: bpf_prog_info is plain integers (and pointers the kernel only writes through
+    // when their lengths are non-zero); all zero is valid.
+    let mut info: bpf_prog_info = unsafe { mem::zeroed() };
+    let mut attr = bpf_sys::zeroed_attr();
+    attr.info.bpf_fd = fd as u32;
+    attr.info.info_len = mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = (&raw mut info) as u64;
+    // The pointer is `info_len` bytes that outlive the call.
+    bpf_sys::bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // A kernel that knows fewer fields leaves the rest zero (and says so by the length).
     Ok(ProgStats {
-        run_time_ns: known(RUN_TIME_NS),
-        run_count: known(RUN_CNT),
-        recursion_misses: known(RECURSION_MISSES),
+        run_time_ns: info.run_time_ns,
+        run_count: info.run_cnt,
+        recursion_misses: info.recursion_misses,
     })
 }
 
