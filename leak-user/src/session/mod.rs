@@ -291,6 +291,12 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
             tables.objects_without_room.join(", ")
         );
     }
+    if !tables.objects_unwound_from_code.is_empty() {
+        log::info!(
+            "unwound from machine code (no CFI): {}",
+            tables.objects_unwound_from_code.join(", ")
+        );
+    }
     sink.write(&output::render(options.format, &report)?)?;
     if options.format == Format::Pprof {
         go_target::write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;

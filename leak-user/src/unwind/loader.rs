@@ -53,6 +53,9 @@ pub struct UnwindTables {
     /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
     /// pointers.
     pub objects_without_room: Vec<String>,
+    /// Objects some of whose functions no CFI describes: their rows were derived from the
+    /// machine code (`prologue`).
+    pub objects_unwound_from_code: Vec<String>,
 }
 
 impl UnwindTables {
@@ -68,6 +71,7 @@ impl UnwindTables {
             pending: Vec::new(),
             mappings: Vec::new(),
             objects_without_room: Vec::new(),
+            objects_unwound_from_code: Vec::new(),
         }
     }
 
@@ -148,8 +152,19 @@ impl UnwindTables {
             return (nothing(Vec::new()), None);
         };
         let segments = object.load_segments();
-        let rows = match table::build_rows(object.data()) {
-            Ok(rows) => rows,
+        let rows = match table::build(object.data()) {
+            Ok(table) => {
+                if table.functions_from_code > 0 {
+                    log::debug!(
+                        "{}: {} functions without CFI unwound from their code",
+                        mapping.path.display(),
+                        table.functions_from_code
+                    );
+                    self.objects_unwound_from_code
+                        .push(mapping.path.display().to_string());
+                }
+                table.rows
+            }
             Err(error) => {
                 log::debug!("no unwind rows for {}: {error}", mapping.path.display());
                 Vec::new()
