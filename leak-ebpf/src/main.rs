@@ -9,6 +9,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod dlopen;
 mod golang;
 mod in_flight;
 mod maps;
