@@ -28,6 +28,7 @@ const RT_CONSISTENT: i32 = 0;
 /// process, which must then not be stopped.
 const CLOCK_FRESH_NS: u64 = 100_000_000;
 const SIGSTOP: u32 = 19;
+const SIGCONT: u32 = 18;
 
 #[uprobe]
 pub fn dl_debug_state(_ctx: ProbeContext) -> u32 {
@@ -46,13 +47,18 @@ pub fn dl_debug_state(_ctx: ProbeContext) -> u32 {
         let _ = DLOPEN_EVENTS.output::<u64>(&dlopen_event::NOT_STOPPED, 0);
         return 0;
     }
-    // Only a process user space hears of is stopped: it will continue it.
+    // The stop is queued before user space can hear of it, so its SIGCONT always comes after.
+    // SAFETY: signals the current process.
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        return 0;
+    }
+    // Unheard of, it would stay stopped: SIGCONT drops the pending SIGSTOP.
     if DLOPEN_EVENTS
         .output::<u64>(&dlopen_event::STOPPED, 0)
-        .is_ok()
+        .is_err()
     {
-        // SAFETY: signals the current process.
-        unsafe { bpf_send_signal(SIGSTOP) };
+        // SAFETY: as above.
+        unsafe { bpf_send_signal(SIGCONT) };
     }
     0
 }

@@ -53,7 +53,7 @@ pub struct UnwindTables {
     /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
     /// pointers.
     pub objects_without_room: Vec<String>,
-    /// Objects some of whose functions no CFI describes: their rows were derived from the
+    /// Objects most of whose functions no CFI describes: their rows were derived from the
     /// machine code (`prologue`).
     pub objects_unwound_from_code: Vec<String>,
 }
@@ -156,10 +156,13 @@ impl UnwindTables {
             Ok(table) => {
                 if table.functions_from_code > 0 {
                     log::debug!(
-                        "{}: {} functions without CFI unwound from their code",
+                        "{}: {} of {} functions without CFI unwound from their code",
                         mapping.path.display(),
-                        table.functions_from_code
+                        table.functions_from_code,
+                        table.functions
                     );
+                }
+                if table.mostly_from_code() {
                     self.objects_unwound_from_code
                         .push(mapping.path.display().to_string());
                 }

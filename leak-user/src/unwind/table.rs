@@ -57,6 +57,16 @@ pub enum TableError {
 pub struct Table {
     pub rows: Vec<UnwindRow>,
     pub functions_from_code: usize,
+    /// Functions known from symbols and call targets, with or without CFI.
+    pub functions: usize,
+}
+
+impl Table {
+    /// Most of the object's functions have no CFI (musl's libc, hand-built libraries), as opposed
+    /// to the few start-up stubs and assembly routines of an object built with unwind tables.
+    pub fn mostly_from_code(&self) -> bool {
+        self.functions_from_code * 2 > self.functions
+    }
 }
 
 /// Compiles an ELF object's `.eh_frame` (and `.debug_frame` when there is no .eh_frame) into
@@ -81,7 +91,9 @@ pub fn build(elf: &[u8]) -> Result<Table, TableError> {
         Err(TableError::NoCfi) if file.kind() != ObjectKind::Relocatable => Vec::new(),
         Err(error) => return Err(error),
     };
-    let derived: Vec<(prologue::Function, Vec<UnwindRow>)> = prologue::functions(&file)
+    let functions = prologue::functions(&file);
+    let total = functions.len();
+    let derived: Vec<(prologue::Function, Vec<UnwindRow>)> = functions
         .into_iter()
         .filter(|function| !described(&cfi, *function))
         .filter_map(|function| {
@@ -94,6 +106,7 @@ pub fn build(elf: &[u8]) -> Result<Table, TableError> {
     }
     Ok(Table {
         functions_from_code: derived.len(),
+        functions: total,
         rows: fill_gaps(&cfi, &derived),
     })
 }
