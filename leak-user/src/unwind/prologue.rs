@@ -80,10 +80,11 @@ pub fn unknown(pc: u64) -> UnwindRow {
     }
 }
 
-/// The functions of an object: symbols with a size (`.symtab`, else `.dynsym`), plus, for
-/// functions no symbol names (stripped objects keep only exported ones), the targets of direct
-/// calls, each running to the next known start.
-pub fn functions(file: &object::File) -> Vec<Function> {
+/// The functions of an object: symbols with a size (`.symtab`, else `.dynsym`), plus, with
+/// `call_targets`, for functions no symbol names (stripped objects keep only exported ones), the
+/// targets of direct calls, each running to the next known start (decoding all the code: worth
+/// it only where CFI does not describe the functions already).
+pub fn functions(file: &object::File, call_targets: bool) -> Vec<Function> {
     let mut sized: BTreeMap<u64, u64> = BTreeMap::new();
     for symbol in file.symbols().chain(file.dynamic_symbols()) {
         // gcc's `f.cold` parts run inside f's frame, not from an entry of their own.
@@ -96,7 +97,9 @@ pub fn functions(file: &object::File) -> Vec<Function> {
         }
     }
     let mut starts: BTreeSet<u64> = sized.keys().copied().collect();
-    starts.extend(call_targets(file));
+    if call_targets {
+        starts.extend(direct_call_targets(file));
+    }
     let texts = text_sections(file);
     let starts: Vec<u64> = starts.into_iter().collect();
     let mut out = Vec::with_capacity(starts.len());
@@ -136,7 +139,7 @@ fn text_sections<'data>(file: &object::File<'data>) -> Vec<(u64, &'data [u8])> {
 }
 
 /// Targets of the direct calls in the object's code, found by decoding it linearly.
-fn call_targets(file: &object::File) -> BTreeSet<u64> {
+fn direct_call_targets(file: &object::File) -> BTreeSet<u64> {
     let mut targets = BTreeSet::new();
     let texts = text_sections(file);
     let inside = |pc: u64| {
@@ -174,11 +177,9 @@ pub fn derive(function: Function, code: &[u8]) -> Vec<UnwindRow> {
     let instructions = decode(function, code);
     let states = simulate(function, &instructions);
     let mut rows: Vec<UnwindRow> = Vec::new();
-    for instruction in &instructions {
+    for (instruction, state) in instructions.iter().zip(&states) {
         let pc = instruction.ip();
-        let row = states
-            .get(&pc)
-            .map_or_else(|| unknown(pc), |state| state.row(pc));
+        let row = state.map_or_else(|| unknown(pc), |state| state.row(pc));
         if rows.last().is_none_or(|last| !same_rule(last, &row)) {
             rows.push(row);
         }
@@ -200,19 +201,16 @@ fn decode(function: Function, code: &[u8]) -> Vec<Instruction> {
     out
 }
 
-/// The state before each reachable instruction, by pc.
+/// The state before each reachable instruction, by index in `instructions`.
 ///
 /// Where paths meet with different states the first one found stands. Paths along branches go
 /// first; the path past a call comes last, as calls to `noreturn` functions fall into unrelated
 /// code. Code no direct branch reaches (the cases of a `switch`, reached through a jump table)
 /// starts from the state of the function's indirect jump, when it has one.
-fn simulate(function: Function, instructions: &[Instruction]) -> BTreeMap<u64, State> {
-    let index: BTreeMap<u64, usize> = instructions
-        .iter()
-        .enumerate()
-        .map(|(i, instruction)| (instruction.ip(), i))
-        .collect();
-    let mut states: BTreeMap<u64, State> = BTreeMap::new();
+fn simulate(function: Function, instructions: &[Instruction]) -> Vec<Option<State>> {
+    // Decoded in order: sorted by pc.
+    let index = |pc: u64| instructions.binary_search_by_key(&pc, Instruction::ip).ok();
+    let mut states: Vec<Option<State>> = vec![None; instructions.len()];
     let mut branches = vec![(function.start, State::ENTRY)];
     let mut after_calls = Vec::new();
     let mut indirect_jump: Option<State> = None;
@@ -227,21 +225,25 @@ fn simulate(function: Function, instructions: &[Instruction]) -> BTreeMap<u64, S
                 // last instruction reached: jump tables point before it.
                 let last = match function.sized {
                     true => function.end,
-                    false => states.keys().next_back().copied().unwrap_or(0),
+                    false => states
+                        .iter()
+                        .rposition(Option::is_some)
+                        .map_or(0, |i| instructions[i].ip()),
                 };
                 let unreached = instructions
                     .iter()
-                    .map(Instruction::ip)
-                    .filter(|pc| *pc < last && !states.contains_key(pc));
-                branches.extend(unreached.map(|pc| (pc, state)));
+                    .zip(&states)
+                    .filter(|(instruction, state)| state.is_none() && instruction.ip() < last)
+                    .map(|(instruction, _)| (instruction.ip(), state));
+                branches.extend(unreached.collect::<Vec<_>>());
                 continue;
             }
         };
-        let Some(&i) = index.get(&pc) else { continue };
-        if states.contains_key(&pc) {
+        let Some(i) = index(pc) else { continue };
+        if states[i].is_some() {
             continue;
         }
-        states.insert(pc, state);
+        states[i] = Some(state);
         let instruction = &instructions[i];
         let after = step(state, instruction);
         let next = instruction.next_ip();
@@ -250,10 +252,7 @@ fn simulate(function: Function, instructions: &[Instruction]) -> BTreeMap<u64, S
             // Padding after a call means the call does not return (`__stack_chk_fail`):
             // what follows is another function.
             FlowControl::Call | FlowControl::IndirectCall => {
-                if !index
-                    .get(&next)
-                    .is_some_and(|&j| is_padding(&instructions[j]))
-                {
+                if !index(next).is_some_and(|j| is_padding(&instructions[j])) {
                     after_calls.push((next, after));
                 }
             }
@@ -474,7 +473,7 @@ mod tests {
         let file = object::File::parse(elf).unwrap();
         let cfi = table::build_rows(elf).unwrap();
         let (mut sites, mut unknown, mut mismatches) = (0, 0, Vec::new());
-        for function in functions(&file) {
+        for function in functions(&file, true) {
             let Some(code) = code(&file, function) else {
                 continue;
             };

@@ -91,7 +91,13 @@ pub fn build(elf: &[u8]) -> Result<Table, TableError> {
         Err(TableError::NoCfi) if file.kind() != ObjectKind::Relocatable => Vec::new(),
         Err(error) => return Err(error),
     };
-    let functions = prologue::functions(&file);
+    let mut functions = prologue::functions(&file, false);
+    let described_count = functions.iter().filter(|f| described(&cfi, **f)).count();
+    // Objects built with unwind tables give every compiled function an FDE: only those without
+    // (most of) them need the functions that no symbol names.
+    if described_count * 2 < functions.len() || functions.is_empty() {
+        functions = prologue::functions(&file, true);
+    }
     let total = functions.len();
     let derived: Vec<(prologue::Function, Vec<UnwindRow>)> = functions
         .into_iter()
