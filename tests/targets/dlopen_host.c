@@ -1,11 +1,13 @@
 /*
  * Loads a plugin after leaktrace attached: prints `ready`, waits for a line, dlopen()s argv[1]
  * (whose constructor leaks), calls its plugin_leak(), prints `dlopen_us N` (how long dlopen
- * took) and `done`, then sleeps. Self-contained (built with glibc and with musl).
+ * took) and `done`, then sleeps; with a second argument `loop`, it closes and opens the plugin
+ * again and again instead of sleeping. Self-contained (built with glibc and with musl).
  */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +53,14 @@ int main(int argc, char **argv)
     call_plugin(leak); /* @line main_call */
     printf("dlopen_us %ld\ndone\n", took);
     fflush(stdout);
+    if (argc > 2 && strcmp(argv[2], "loop") == 0) {
+        for (;;) {
+            dlclose(handle);
+            handle = load_plugin(argv[1]);
+            if (!handle)
+                return 1;
+        }
+    }
     for (;;)
         pause();
 }

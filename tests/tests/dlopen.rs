@@ -116,3 +116,37 @@ fn glibc_plugin() {
 fn musl_plugin() {
     plugin_leaks_have_full_stacks(&["-specs", MUSL_SPECS], "musl");
 }
+
+/// A target that keeps opening and closing the plugin is stopped and continued many times a
+/// second; when leaktrace ends, the hook is gone and the target is left running, not stopped.
+#[test]
+fn target_left_running() {
+    let plugin = build_with(
+        "dlopen_plugin",
+        "libplugin-loop.so",
+        &["-O2", "-fomit-frame-pointer", "-fPIC", "-shared"],
+    );
+    let host = build_with("dlopen_host", "dlopen-host-loop", &["-O2", "-g"]);
+    let plugin_path = plugin.exe.display().to_string();
+    let session = trace(
+        &host,
+        &SessionOpts {
+            target_args: &[&plugin_path, "loop"],
+            tracer_args: &["--duration", "1s", "--format", "json"],
+            ..SessionOpts::default()
+        },
+    );
+    session.finished.assert_success();
+    let pid = session.target.pid;
+    let mut states = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        states.push(process_state(pid));
+    }
+    assert!(
+        states
+            .iter()
+            .all(|s| s.is_some_and(|s| s != 'T' && s != 't')),
+        "target {pid} stopped after leaktrace ended: states {states:?}"
+    );
+}
