@@ -523,6 +523,64 @@ mod tests {
         }
     }
 
+    /// The same library built with and without unwind tables (identical code): the table built
+    /// from the code alone gives the CFI's rule at every call site, in the probe's own lookup.
+    #[test]
+    fn object_without_cfi_gets_the_cfi_rules() {
+        let common = [
+            "-O2",
+            "-fomit-frame-pointer",
+            "-fPIC",
+            "-shared",
+            "-nostartfiles",
+        ];
+        let with = build(
+            &[&common[..], &["-fasynchronous-unwind-tables"]].concat(),
+            "with.so",
+        );
+        let without = build(
+            &[
+                &common[..],
+                &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"],
+            ]
+            .concat(),
+            "without.so",
+        );
+        let text = |elf: &[u8]| {
+            let file = object::File::parse(elf).unwrap();
+            let text = file.section_by_name(".text").unwrap();
+            (text.address(), text.data().unwrap().to_vec())
+        };
+        assert_eq!(
+            text(&with),
+            text(&without),
+            "unwind tables changed the code"
+        );
+        let file = object::File::parse(&*without).unwrap();
+        assert!(
+            file.section_by_name(".eh_frame")
+                .is_none_or(|s| s.size() == 0)
+        );
+
+        let expected = table::build(&with).unwrap();
+        let derived = table::build(&without).unwrap();
+        assert_eq!(expected.functions_from_code, 0);
+        assert!(derived.mostly_from_code());
+        assert!(derived.functions_from_code >= 7, "{derived:?}");
+        let mut sites = 0;
+        for function in functions(&file, true) {
+            for pc in call_sites(function, code(&file, function).unwrap()) {
+                sites += 1;
+                assert_eq!(
+                    rule_at(&derived.rows, pc),
+                    rule_at(&expected.rows, pc),
+                    "call site {pc:#x}"
+                );
+            }
+        }
+        assert!(sites >= 20, "{sites}");
+    }
+
     /// glibc's own CFI against its code, hand-written assembly included: the analysis may give
     /// up (the walker then falls back to frame pointers) but must hardly ever be wrong.
     #[test]
