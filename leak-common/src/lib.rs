@@ -285,6 +285,14 @@ pub struct ExecMapping {
     pub rows_len: u32,
 }
 
+/// What `dl_debug_state` (the dlopen hook) tells user space, one `u64` per call.
+pub mod dlopen_event {
+    /// The process was stopped (SIGSTOP): user space installs the new rows and continues it.
+    pub const STOPPED: u64 = 1;
+    /// User space's clock was stale: the process runs on; the rows come at the next refresh.
+    pub const NOT_STOPPED: u64 = 0;
+}
+
 /// Indexes of `UNWIND_STATE`.
 pub mod unwind_state {
     /// Which of the two mapping tables the probes read (0 or 1).

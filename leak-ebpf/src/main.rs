@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod args;
+mod dlopen;
 mod golang;
 mod in_flight;
 mod maps;

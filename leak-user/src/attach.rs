@@ -25,6 +25,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The return probe shared by all allocating entry points.
 const RETURN_PROGRAM: &str = "alloc_return";
 
+/// The probe on the dynamic loader's debugger hook.
+const DLOPEN_PROGRAM: &str = "dl_debug_state";
+
 #[derive(Debug, Error)]
 pub enum AttachError {
     #[error("leaktrace needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs")]
@@ -258,6 +261,35 @@ pub fn attach_entry_stop(
         cookie: None,
     };
     attach_at(ebpf, "program_entry", &site, pid)
+}
+
+/// The dlopen hook: a probe on the dynamic loader's `_dl_debug_state` (file offset `offset`
+/// in `loader`, as the target names it `path`), see `unwind::dlopen`.
+pub fn attach_dlopen_hook(
+    ebpf: &mut Ebpf,
+    loader: &Path,
+    path: &str,
+    offset: u64,
+    pid: NonZeroU32,
+) -> Result<(), AttachError> {
+    let site = Site {
+        host_path: loader,
+        path,
+        function: "_dl_debug_state",
+        offset,
+        cookie: None,
+    };
+    attach_at(ebpf, DLOPEN_PROGRAM, &site, pid)
+}
+
+/// Detaches the dlopen hook: after it, no call stops the target.
+pub fn detach_dlopen_hook(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    let program = DLOPEN_PROGRAM;
+    let probe = loaded_uprobe(ebpf, program)?;
+    probe.unload().map_err(|source| AttachError::Program {
+        program,
+        source: Box::new(source),
+    })
 }
 
 fn attach_entry_point(

@@ -36,7 +36,10 @@ use crate::{
     status::{self, Status},
     symbolize::Symbolizer,
     target::{Allocator, TargetProcess, allocator, elf::ElfObject},
-    unwind::loader::UnwindTables,
+    unwind::{
+        dlopen::{DlopenHook, HookError},
+        loader::UnwindTables,
+    },
 };
 
 mod go_target;
@@ -111,7 +114,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     .map_err(|_| anyhow::anyhow!("the eBPF loading thread panicked"))??;
     startup_phase(started, "eBPF object loaded");
     let _clock = KernelClock::start(&mut ebpf)?;
-    let (probed, mut symbolizer) = attach_probes(
+    let (probed, mut symbolizer, mut dlopen_hook) = attach_probes(
         &mut ebpf,
         &mut tables,
         &target,
@@ -248,6 +251,20 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
                     refresh_tick = interval(MAPPINGS_REFRESH);
                 }
             }
+            stop = next_dlopen_stop(dlopen_hook.as_mut()) => match stop {
+                // The target is stopped in its loader: the new object's rows go in first.
+                Ok(()) => {
+                    tables.sync(&mut ebpf)?;
+                    symbolizer.refresh()?;
+                    if let Some(hook) = dlopen_hook.as_mut() {
+                        hook.resume();
+                    }
+                }
+                Err(error) => {
+                    log::warn!("stopped watching dlopen: {error}");
+                    dlopen_hook = None;
+                }
+            },
             victims = next_victims(oom_watch.as_mut()) => match victims {
                 Ok(victims) => {
                     if session.note_oom_kills(&victims) {
@@ -266,6 +283,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         }
     };
 
+    if let Some(hook) = dlopen_hook.take() {
+        hook.finish(&mut ebpf);
+    }
     // A kill the watch had not delivered yet when the target's exit was noticed.
     let mut ended_by = ended_by;
     if let Some(watch) = oom_watch.as_mut()
@@ -289,6 +309,12 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         log::warn!(
             "unwind rows ran out (--max-unwind-rows): frame pointers used for {}",
             tables.objects_without_room.join(", ")
+        );
+    }
+    if !tables.objects_unwound_from_code.is_empty() {
+        log::info!(
+            "unwound from machine code (no CFI): {}",
+            tables.objects_unwound_from_code.join(", ")
         );
     }
     sink.write(&output::render(options.format, &report)?)?;
@@ -341,7 +367,7 @@ async fn attach_probes(
     mut go: Option<&mut GoProbes>,
     launched: Option<&mut Launched>,
     started: Instant,
-) -> Result<(Vec<String>, Symbolizer)> {
+) -> Result<(Vec<String>, Symbolizer, Option<DlopenHook>)> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
         tables.sync(ebpf)?;
@@ -384,12 +410,31 @@ async fn attach_probes(
             go_target::set_params(ebpf, go, target)?;
         }
         let symbolizer = Symbolizer::new(target.pid);
+        // Before the program runs: its first dlopen is already covered.
+        let hook = install_dlopen_hook(ebpf, target, pid);
         if stopped {
             launched.resume();
         }
-        return Ok((probed, symbolizer?));
+        return Ok((probed, symbolizer?, hook));
     }
-    Ok((probed, Symbolizer::new(target.pid)?))
+    let hook = install_dlopen_hook(ebpf, target, pid);
+    Ok((probed, Symbolizer::new(target.pid)?, hook))
+}
+
+/// Optional, like the OOM watch: without it a library loaded later gets its rows at the next
+/// refresh.
+fn install_dlopen_hook(
+    ebpf: &mut Ebpf,
+    target: &TargetProcess,
+    pid: NonZeroU32,
+) -> Option<DlopenHook> {
+    match DlopenHook::install(ebpf, target, pid) {
+        Ok(hook) => hook,
+        Err(error) => {
+            log::warn!("libraries loaded while tracing get their unwind rows late: {error}");
+            None
+        }
+    }
 }
 
 struct Session<'a> {
@@ -598,6 +643,13 @@ fn print_bpf_stats(ebpf: &Ebpf) {
 }
 
 /// The next OOM victims, or never when the tracepoint is not watched.
+async fn next_dlopen_stop(hook: Option<&mut DlopenHook>) -> Result<(), HookError> {
+    match hook {
+        Some(hook) => hook.next_stop().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_victims(watch: Option<&mut OomWatch>) -> Result<Vec<Victim>, WatchError> {
     match watch {
         Some(watch) => watch.next().await,

@@ -54,6 +54,9 @@ pub struct UnwindTables {
     /// Objects whose rows did not fit (`--max-unwind-rows`): their frames fall back to frame
     /// pointers.
     pub objects_without_room: Vec<String>,
+    /// Objects most of whose functions no CFI describes: their rows were derived from the
+    /// machine code (`prologue`).
+    pub objects_unwound_from_code: Vec<String>,
 }
 
 impl UnwindTables {
@@ -69,6 +72,7 @@ impl UnwindTables {
             pending: Vec::new(),
             mappings: Vec::new(),
             objects_without_room: Vec::new(),
+            objects_unwound_from_code: Vec::new(),
         }
     }
 
@@ -145,8 +149,22 @@ impl UnwindTables {
             }
         };
         let segments = object.load_segments();
-        let rows = match table::build_rows(object.data()) {
-            Ok(rows) => rows,
+        let rows = match table::build(object.data()) {
+            Ok(table) => {
+                if table.functions_from_code > 0 {
+                    log::debug!(
+                        "{}: {} of {} functions without CFI unwound from their code",
+                        mapping.path.display(),
+                        table.functions_from_code,
+                        table.functions
+                    );
+                }
+                if table.mostly_from_code() {
+                    self.objects_unwound_from_code
+                        .push(mapping.path.display().to_string());
+                }
+                table.rows
+            }
             Err(error) => {
                 log::debug!("no unwind rows for {}: {error}", mapping.path.display());
                 Vec::new()

@@ -15,7 +15,9 @@ use gimli::{
     UnwindSection, X86_64,
 };
 use leak_common::{UnwindRow, cfa};
-use object::{Architecture, FileKind, Object, ObjectSection, SectionKind};
+use object::{Architecture, FileKind, Object, ObjectKind, ObjectSection, SectionKind};
+
+use super::prologue;
 
 use crate::target::files::MAX_INFLATED_SECTION_BYTES;
 
@@ -55,14 +57,72 @@ pub enum TableError {
     },
 }
 
+/// An object's rows and how many of its functions were unwound from their machine code.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub rows: Vec<UnwindRow>,
+    pub functions_from_code: usize,
+    /// Functions known from symbols and call targets, with or without CFI.
+    pub functions: usize,
+}
+
+impl Table {
+    /// Most of the object's functions have no CFI (musl's libc, hand-built libraries), as opposed
+    /// to the few start-up stubs and assembly routines of an object built with unwind tables.
+    pub fn mostly_from_code(&self) -> bool {
+        self.functions_from_code * 2 > self.functions
+    }
+}
+
 /// Compiles an ELF object's `.eh_frame` (and `.debug_frame` when there is no .eh_frame) into
 /// compact rows, sorted by pc, in the object's own virtual address space.
 ///
 /// Gaps between FDEs get a `cfa::UNKNOWN` row so they don't inherit a neighbour's rule. An FDE
 /// whose instructions gimli cannot evaluate (e.g. `remember_state` nested too deep) is covered by
 /// a single `cfa::UNKNOWN` row instead of failing the whole object; a section whose CIE/FDE
-/// structure cannot be parsed is an error.
+/// structure cannot be parsed is an error. Functions that no FDE describes get rows derived from
+/// their code (see `prologue`).
+#[cfg(test)]
 pub fn build_rows(elf: &[u8]) -> Result<Vec<UnwindRow>, TableError> {
+    build(elf).map(|table| table.rows)
+}
+
+/// `build_rows`, also telling how many functions were unwound from code.
+pub fn build(elf: &[u8]) -> Result<Table, TableError> {
+    let file = parse(elf)?;
+    let cfi = match cfi_rows(&file) {
+        Ok(rows) => rows,
+        // Relocatable objects are never mapped as they are: without CFI they have nothing.
+        Err(TableError::NoCfi) if file.kind() != ObjectKind::Relocatable => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    let mut functions = prologue::functions(&file, false);
+    let described_count = functions.iter().filter(|f| described(&cfi, **f)).count();
+    // Objects built with unwind tables give every compiled function an FDE: only those without
+    // (most of) them need the functions that no symbol names.
+    if described_count * 2 < functions.len() || functions.is_empty() {
+        functions = prologue::functions(&file, true);
+    }
+    let total = functions.len();
+    let derived: Vec<(prologue::Function, Vec<UnwindRow>)> = functions
+        .into_iter()
+        .filter(|function| !described(&cfi, *function))
+        .filter_map(|function| {
+            let code = prologue::code(&file, function)?;
+            Some((function, prologue::derive(function, code)))
+        })
+        .collect();
+    if cfi.is_empty() && derived.is_empty() {
+        return Err(TableError::NoCfi);
+    }
+    Ok(Table {
+        functions_from_code: derived.len(),
+        functions: total,
+        rows: fill_gaps(&cfi, &derived),
+    })
+}
+
+fn parse(elf: &[u8]) -> Result<object::File<'_>, TableError> {
     match FileKind::parse(elf) {
         Ok(FileKind::Elf32 | FileKind::Elf64) => {}
         _ => return Err(TableError::NotElf),
@@ -71,7 +131,11 @@ pub fn build_rows(elf: &[u8]) -> Result<Vec<UnwindRow>, TableError> {
     if file.architecture() != Architecture::X86_64 {
         return Err(TableError::UnsupportedArchitecture(file.architecture()));
     }
+    Ok(file)
+}
 
+/// The rows of the object's CFI alone.
+fn cfi_rows(file: &object::File) -> Result<Vec<UnwindRow>, TableError> {
     // Pointer encodings in .eh_frame may be relative to these sections.
     let mut bases = BaseAddresses::default();
     let address = |name| file.section_by_name(name).map(|s| s.address());
@@ -88,17 +152,70 @@ pub fn build_rows(elf: &[u8]) -> Result<Vec<UnwindRow>, TableError> {
         bases = bases.set_got(a);
     }
 
-    if let Some(data) = section_data(&file, ".eh_frame")? {
+    if let Some(data) = section_data(file, ".eh_frame")? {
         let mut eh_frame = EhFrame::new(&data, LittleEndian);
         eh_frame.set_address_size(8);
         return compile(&eh_frame, &bases, ".eh_frame");
     }
-    if let Some(data) = section_data(&file, ".debug_frame")? {
+    if let Some(data) = section_data(file, ".debug_frame")? {
         let mut debug_frame = DebugFrame::new(&data, LittleEndian);
         debug_frame.set_address_size(8);
         return compile(&debug_frame, &bases, ".debug_frame");
     }
     Err(TableError::NoCfi)
+}
+
+/// The CFI row in force at `pc`, if any.
+fn cfi_rule_at(rows: &[UnwindRow], pc: u64) -> Option<&UnwindRow> {
+    let i = rows.partition_point(|row| row.pc <= pc);
+    rows.get(i.checked_sub(1)?)
+}
+
+/// Whether some FDE describes part of `function`.
+fn described(cfi: &[UnwindRow], function: prologue::Function) -> bool {
+    let known = |row: &UnwindRow| row.cfa_reg != cfa::UNKNOWN;
+    cfi_rule_at(cfi, function.start).is_some_and(known)
+        || cfi
+            .iter()
+            .skip(cfi.partition_point(|row| row.pc <= function.start))
+            .take_while(|row| row.pc < function.end)
+            .any(known)
+}
+
+/// Lays rows derived from code into the parts of the CFI table that say nothing.
+fn fill_gaps(
+    cfi: &[UnwindRow],
+    derived: &[(prologue::Function, Vec<UnwindRow>)],
+) -> Vec<UnwindRow> {
+    if derived.is_empty() {
+        return cfi.to_vec();
+    }
+    let mut bounds: Vec<u64> = cfi.iter().map(|row| row.pc).collect();
+    for (function, rows) in derived {
+        bounds.extend(rows.iter().map(|row| row.pc));
+        bounds.push(function.end);
+    }
+    bounds.sort_unstable();
+    bounds.dedup();
+    let derived_at = |pc: u64| {
+        let i = derived.partition_point(|(function, _)| function.start <= pc);
+        let (function, rows) = derived.get(i.checked_sub(1)?)?;
+        (pc < function.end).then(|| cfi_rule_at(rows, pc)).flatten()
+    };
+    let mut out: Vec<UnwindRow> = Vec::with_capacity(bounds.len());
+    for pc in bounds {
+        let rule = match cfi_rule_at(cfi, pc) {
+            Some(row) if row.cfa_reg != cfa::UNKNOWN => *row,
+            _ => derived_at(pc).copied().unwrap_or(prologue::unknown(pc)),
+        };
+        if out
+            .last()
+            .is_none_or(|last| !prologue::same_rule(last, &rule))
+        {
+            out.push(UnwindRow { pc, ..rule });
+        }
+    }
+    out
 }
 
 /// A section's bytes, or `None` when it is absent or has no contents (separate debug-info files
