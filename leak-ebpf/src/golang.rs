@@ -40,6 +40,7 @@ fn global(value: &u64) -> u64 {
 }
 
 fn read_u64(addr: u64) -> u64 {
+    // SAFETY: a helper read of user memory; a bad address is an error, not a fault.
     unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
 }
 
@@ -70,6 +71,7 @@ pub fn cgo_caller_g(sp: u64) -> u64 {
 /// True when an `mmap` call comes from the Go runtime (`x_cgo_mmap`): Go memory, not native.
 pub fn mmap_by_go_runtime(ctx: &ProbeContext, len: u64) -> bool {
     // At the probe (mmap's first instruction) the return address is at RSP.
+    // SAFETY: a uprobe's context is the user registers, readable directly.
     let caller = read_u64(unsafe { (*ctx.regs).rsp });
     if in_range(caller, go_param::CGO_MMAP_START, go_param::CGO_MMAP_END) {
         add(counter::GO_RUNTIME_MMAP_BYTES, len);
@@ -80,6 +82,7 @@ pub fn mmap_by_go_runtime(ctx: &ProbeContext, len: u64) -> bool {
 
 #[uprobe]
 pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
+    // SAFETY: a uprobe's context is the user registers, readable directly.
     let g = unsafe { (*ctx.regs).rax };
     if g == 0 {
         return 0;
@@ -88,6 +91,7 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
         goid: read_u64(g + global(&GO_G_GOID)),
         gopc: read_u64(g + global(&GO_G_GOPC)),
         startpc: read_u64(g + global(&GO_G_STARTPC)),
+        // SAFETY: the clock helper has no preconditions.
         created_ns: unsafe { bpf_ktime_get_ns() },
     };
     // A reused `g` replaces the entry of the goroutine that last ran on it.
@@ -101,6 +105,7 @@ pub fn go_newproc1_ret(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn go_goroutine_exit(ctx: ProbeContext) -> u32 {
+    // SAFETY: a uprobe's context is the user registers, readable directly.
     let g = unsafe { (*ctx.regs).rax };
     if GOROUTINES.remove(g).is_ok() {
         count(counter::GOROUTINES_EXITED);
@@ -117,6 +122,7 @@ pub fn go_cgocall_enter(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: per-CPU scratch, valid for the program's run.
     let stack = unsafe { &mut *stack };
+    // SAFETY: a uprobe's context is the user registers, readable directly.
     let regs = unsafe { &*ctx.regs };
     let mut pc = read_u64(regs.rsp);
     let mut bp = regs.rbp;
@@ -135,6 +141,6 @@ pub fn go_cgocall_enter(ctx: ProbeContext) -> u32 {
     }
     stack.len = len as u32;
     // R14 holds the running goroutine's g in Go's register ABI.
-    let _ = GO_STACKS.insert(regs.r14, &*stack, 0);
+    let _ = GO_STACKS.insert(regs.r14, stack, 0);
     0
 }

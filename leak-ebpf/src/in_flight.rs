@@ -53,6 +53,7 @@ pub fn insert(tid: u32, call: InFlight) {
         count(counter::DROP_IN_FLIGHT_FULL);
         return;
     }
+    // SAFETY: a valid array slot; an atomic add on it races with nothing unsafe.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*slot).spilled, 1) };
 }
 
@@ -60,6 +61,7 @@ pub fn remove(tid: u32) {
     let Some(slot) = slot(tid) else {
         return;
     };
+    // SAFETY: a valid array slot; the owner word says whether this thread holds it.
     unsafe {
         if core::ptr::read_volatile(&(*slot).owner) == tid {
             core::ptr::write_volatile(&raw mut (*slot).owner, 0);
@@ -67,6 +69,7 @@ pub fn remove(tid: u32) {
         }
     }
     if IN_FLIGHT.remove(tid).is_ok() {
+        // SAFETY: a valid array slot; an atomic add on it races with nothing unsafe.
         unsafe {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*slot).spilled, u64::MAX)
         };

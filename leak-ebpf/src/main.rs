@@ -127,6 +127,7 @@ pub fn munmap_enter(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn program_entry(_ctx: ProbeContext) -> u32 {
     const SIGSTOP: u32 = 19;
+    // SAFETY: the signal helper has no preconditions; it signals the current task.
     unsafe { bpf_send_signal(SIGSTOP) };
     0
 }
@@ -135,6 +136,7 @@ pub fn program_entry(_ctx: ProbeContext) -> u32 {
 #[tracepoint]
 pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     let mut record = OomRecord {
+        // SAFETY: the clock helper has no preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         data: [0; OOM_RECORD_BYTES],
     };

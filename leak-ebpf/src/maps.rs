@@ -123,6 +123,7 @@ pub static GO_PARAMS: Array<u64> = Array::with_max_entries(go_param::COUNT, 0);
 pub fn add(index: u32, amount: u64) {
     if let Some(value) = COUNTERS.get_ptr_mut(index) {
         // Per-CPU slot: no other CPU writes it.
+        // SAFETY: this CPU's slot of a per-CPU array: no other CPU writes it.
         unsafe { *value += amount };
     }
 }
@@ -131,6 +132,7 @@ pub fn add(index: u32, amount: u64) {
 pub fn count(index: u32) {
     if let Some(value) = COUNTERS.get_ptr_mut(index) {
         // Per-CPU slot: no other CPU writes it.
+        // SAFETY: this CPU's slot of a per-CPU array: no other CPU writes it.
         unsafe { *value += 1 };
     }
 }

@@ -65,10 +65,10 @@ fn draw(mean: u64) -> u64 {
     }
     // Mantissa in [0, 1) as Q16, and log2(1 + m) ~= m + 0.3466 m (1 - m).
     let m = ((r << (32 - msb)) & 0xffff_ffff) >> 16;
-    let frac = m + (((m * (65536 - m)) >> 16) * 22716 >> 16);
+    let frac = m + ((((m * (65536 - m)) >> 16) * 22716) >> 16);
     let log2_r = (msb << 16) + frac;
     // u = r / 2^32, so -log2(u) = 32 - log2(r).
     let neg_log2_u = (32u64 << 16).saturating_sub(log2_r);
     // * ln 2 (45426 in Q16), back from Q16.
-    ((mean * neg_log2_u) >> 16) * 45426 >> 16
+    (((mean * neg_log2_u) >> 16) * 45426) >> 16
 }

@@ -33,6 +33,7 @@ fn current_tid() -> u32 {
 fn nest(tid: u32) -> bool {
     match in_flight::get(tid) {
         Some(outer) => {
+            // SAFETY: a valid map value pointer, and only this thread touches its own entry.
             unsafe { (*outer).depth += 1 };
             count(counter::NESTED_CALLS);
             true
@@ -138,10 +139,11 @@ pub fn exit(ret: u64) {
             if ret as u32 != 0 {
                 return;
             }
-            if let Ok(addr) = unsafe { bpf_probe_read_user(call.ptr_arg as *const u64) } {
-                if addr != 0 {
-                    record(addr, &call, tid);
-                }
+            // SAFETY: a helper read of user memory; a bad address is an error, not a fault.
+            if let Ok(addr) = unsafe { bpf_probe_read_user(call.ptr_arg as *const u64) }
+                && addr != 0
+            {
+                record(addr, &call, tid);
             }
         }
         // xallocx returns the block's real size, at least `size` when it could resize.
@@ -203,6 +205,7 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
 fn now() -> u64 {
     match CLOCK.get(0) {
         Some(&t) if t != 0 => t,
+        // SAFETY: the clock helper has no preconditions.
         _ => unsafe { bpf_ktime_get_ns() },
     }
 }
@@ -213,6 +216,7 @@ fn release(addr: u64, unmap: bool) {
     // not survive anyway.
     if unmap {
         match ALLOCS.get_ptr(addr) {
+            // SAFETY: a valid map value pointer for the lookup's duration.
             Some(block) if probe_cookie::kind_call(unsafe { (*block).kind }) == call::MMAP => {}
             _ => return,
         }
@@ -246,6 +250,7 @@ fn string_size(addr: u64) -> u64 {
     // the chunk goes on from where the read stopped.
     let mut size = 0;
     for _ in 0..STRING_CHUNKS {
+        // SAFETY: a helper read of user memory into per-CPU scratch; a bad address is an error.
         let Ok(read) = (unsafe { bpf_probe_read_user_str_bytes((addr + size) as *const u8, buf) })
         else {
             break;

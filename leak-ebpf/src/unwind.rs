@@ -185,6 +185,7 @@ fn cached_rule(walk: &Walk, pc: u64) -> Rule {
     }
     let rule = find_rule(walk.table, walk.table_len, pc);
     let bits = rule.bits();
+    // SAFETY: a valid array slot; racy writes are caught by `check` on read.
     unsafe {
         write_volatile(&mut (*cached).key, key);
         write_volatile(&mut (*cached).rule, bits);
@@ -195,6 +196,7 @@ fn cached_rule(walk: &Walk, pc: u64) -> Rule {
 
 /// Walks the current user stack, stores it in `STACKS` and returns its id (0 if not stored).
 pub fn capture(ctx: &ProbeContext) -> u64 {
+    // SAFETY: a uprobe's context is the user registers, readable directly.
     let regs = unsafe { &*ctx.regs };
     // Generation before table: user space switches the table first and bumps the generation
     // after, so rules cached under a generation always come from its table or a newer one.
@@ -227,6 +229,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
     }
     copy_window(regs.rsp);
     // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
+    // SAFETY: the callback and its context live for the call; bpf_loop calls it at most MAX_FRAMES times.
     unsafe {
         bpf_loop(
             MAX_FRAMES as u32,
@@ -257,6 +260,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
     let tag = id ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let known = KNOWN_STACKS.get_ptr_mut((id ^ (id >> 32)) as u32 & (KNOWN_STACK_SLOTS - 1));
     if let Some(slot) = known
+        // SAFETY: a valid array slot; a racy read is a cache miss at worst.
         && unsafe { read_volatile(slot) } == tag
     {
         return id;
@@ -264,7 +268,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
     // Most stacks are known already: a lookup takes no bucket lock, an insert does.
     let stored = STACKS.get_ptr(id).is_some()
         || matches!(
-            STACKS.insert(id, &*trace, BPF_NOEXIST as u64),
+            STACKS.insert(id, trace, BPF_NOEXIST as u64),
             Ok(()) | Err(EEXIST)
         );
     if !stored {
@@ -272,6 +276,7 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
         return 0;
     }
     if let Some(slot) = known {
+        // SAFETY: a valid array slot; a racy write is a cache miss at worst.
         unsafe { write_volatile(slot, tag) };
     }
     id
@@ -279,10 +284,12 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
 
 /// Records the current frame and moves to its caller. Returns 1 to end the walk.
 unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
+    // SAFETY: `walk` is the `Walk` that `capture` handed to bpf_loop, alive for the loop.
     let walk = unsafe { &mut *walk.cast::<Walk>() };
     let (Some(trace), Some(window)) = (SCRATCH.get_ptr_mut(0), STACK_WINDOW.get_ptr_mut(0)) else {
         return 1;
     };
+    // SAFETY: per-CPU scratch, valid for the program's run.
     let trace = unsafe { &mut *trace };
     let index = depth as usize;
     if index >= MAX_FRAMES {
@@ -346,6 +353,7 @@ fn join_go_stack(walk: &mut Walk) {
         walk,
         go: go.cast(),
     };
+    // SAFETY: the callback and its context live for the call; bpf_loop calls it at most GO_FRAMES times.
     unsafe {
         bpf_loop(
             GO_FRAMES as u32,
@@ -364,11 +372,14 @@ struct Join<'a> {
 
 /// Copies Go frame `i` after the C frames. Returns 1 at the end of either stack.
 unsafe extern "C" fn join_step(i: u64, join: *mut c_void) -> i64 {
+    // SAFETY: `join` is the `Join` that `join_go_stack` handed to bpf_loop, alive for the loop.
     let join = unsafe { &mut *join.cast::<Join<'_>>() };
+    // SAFETY: a map value pointer from the lookup in `join_go_stack`, valid for the program's run.
     let go = unsafe { &*join.go };
     let Some(trace) = SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
+    // SAFETY: per-CPU scratch, valid for the program's run.
     let trace = unsafe { &mut *trace };
     let (src, dst) = (i as usize, join.walk.len as usize);
     if src >= GO_FRAMES || src >= go.len as usize || dst >= MAX_FRAMES {
@@ -405,6 +416,7 @@ struct Search {
 
 /// One halving step over the mapping table.
 unsafe extern "C" fn mapping_step(_: u64, search: *mut c_void) -> i64 {
+    // SAFETY: `search` is the `Search` that `find_rule` handed to bpf_loop, alive for the loop.
     let s = unsafe { &mut *search.cast::<Search>() };
     if s.lo >= s.hi {
         return 1;
@@ -423,6 +435,7 @@ unsafe extern "C" fn mapping_step(_: u64, search: *mut c_void) -> i64 {
 
 /// One halving step over an object's rows.
 unsafe extern "C" fn row_step(_: u64, search: *mut c_void) -> i64 {
+    // SAFETY: `search` is the `Search` that `find_rule` handed to bpf_loop, alive for the loop.
     let s = unsafe { &mut *search.cast::<Search>() };
     if s.lo >= s.hi {
         return 1;
@@ -448,6 +461,7 @@ fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
         lo: 0,
         hi: table_len,
     };
+    // SAFETY: the callback and its context live for the call.
     unsafe { bpf_loop(11, mapping_step as *mut c_void, (&raw mut search).cast(), 0) };
     if search.lo == 0 {
         return NOT_MAPPED;
@@ -467,6 +481,7 @@ fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
         lo: 0,
         hi: mapping.rows_len,
     };
+    // SAFETY: the callback and its context live for the call.
     unsafe { bpf_loop(24, row_step as *mut c_void, (&raw mut search).cast(), 0) };
     if search.lo == 0 {
         return UNKNOWN;
