@@ -1,10 +1,11 @@
 //! Allocator families other than glibc's malloc: a C++ program (targets/cxx_alloc.cc) linked
 //! with jemalloc, tcmalloc and mimalloc (and with nothing, and the glibc build run under
 //! LD_PRELOAD of each), a C program on jemalloc's `*allocx` API (targets/jemalloc_api.c, linked
-//! dynamically and into the executable) and a Rust program on tikv-jemallocator
-//! (targets/rust_jemalloc). Exact bytes and counts per leak site, the entry point each site names,
-//! frames from the marked line down to `main`, transient allocations (freed by sized and aligned
-//! deletes, `sdallocx`, `dallocx`) never reported, and the report's `families`.
+//! dynamically and into the executable), a C program on mimalloc's `mi_*` API
+//! (targets/mimalloc_api.c) and a Rust program on tikv-jemallocator (targets/rust_jemalloc).
+//! Exact bytes and counts per leak site, the entry point each site names, frames from the marked
+//! line down to `main`, transient allocations (freed by sized and aligned deletes, `sdallocx`,
+//! `dallocx`, `mi_free_size`) never reported, and the report's `families`.
 
 use std::sync::OnceLock;
 
@@ -398,6 +399,86 @@ macro_rules! jemalloc_api_cases {
 jemalloc_api_cases! {
     jemalloc_api_shared: false;
     jemalloc_api_in_executable: true;
+}
+
+// ---- mimalloc's mi_* API ------------------------------------------------------------------------
+
+/// What targets/mimalloc_api.c leaks: (leak function, allocator, allocs, bytes per alloc).
+/// mi_malloc, mi_calloc and mi_realloc are malloc, calloc and realloc (one address each): the
+/// standard name is reported.
+const MIMALLOC_API_LEAKS: &[(&str, &str, u64, u64)] = &[
+    ("leak_mi_malloc", "malloc", 3, 400),
+    ("leak_mi_zalloc", "mi_zalloc", 2, 600),
+    ("leak_mi_calloc", "calloc", 2, 500),
+    ("leak_mi_malloc_aligned", "mi_malloc_aligned", 3, 300),
+    ("leak_mi_zalloc_aligned", "mi_zalloc_aligned", 2, 200),
+    ("leak_mi_realloc_moved", "realloc", 2, 20000),
+];
+
+fn mimalloc_api() -> &'static FamilyTrace {
+    static CELL: Cell = OnceLock::new();
+    shared_value(&CELL, || {
+        let built = compile(
+            "gcc",
+            "mimalloc_api.c",
+            "mimalloc_api",
+            &["-O2", "-g"],
+            &["-lmimalloc"],
+        );
+        trace_family(&built, &[], &["--top", "100"])
+    })
+}
+
+#[test]
+fn mimalloc_api_leaks() {
+    let t = mimalloc_api();
+    for &(leak_fn, allocator, allocs, each) in MIMALLOC_API_LEAKS {
+        let site = check_site(t, "mimalloc_api.c", leak_fn, allocs, each);
+        assert_eq!(site.allocator, allocator, "{}", site.describe());
+        assert_first_frame_is_allocator(site);
+        assert_eq!(frame_index(site, leak_fn), Some(1), "{}", site.describe());
+    }
+}
+
+/// mi_free, mi_free_size, mi_free_aligned and a moving mi_realloc leave nothing behind.
+#[test]
+fn mimalloc_api_transient() {
+    let r = mimalloc_api().report();
+    let ctx = r.describe();
+    assert!(
+        sites_of(r, "transient_mi").is_empty(),
+        "released memory reported\n{ctx}"
+    );
+    let allocs: u64 = MIMALLOC_API_LEAKS.iter().map(|l| l.2).sum();
+    let bytes: u64 = MIMALLOC_API_LEAKS.iter().map(|l| l.2 * l.3).sum();
+    assert_eq!(
+        (r.totals.outstanding_bytes, r.totals.outstanding_allocs),
+        (bytes, allocs),
+        "totals\n{ctx}"
+    );
+    assert_eq!(r.totals.dropped, 0, "dropped\n{ctx}");
+}
+
+#[test]
+fn mimalloc_api_family() {
+    let r = mimalloc_api().report();
+    assert_eq!(r.allocator.name, "mimalloc", "{:?}", r.allocator);
+    let info = family(r, "mimalloc");
+    assert!(info.path.contains("libmimalloc.so"), "{info:?}");
+    for name in [
+        "malloc",
+        "free",
+        "mi_zalloc",
+        "mi_malloc_aligned",
+        "mi_zalloc_aligned",
+        "mi_free_size",
+        "mi_free_aligned",
+    ] {
+        assert!(
+            info.probed.iter().any(|p| p == name),
+            "{name} not probed: {info:?}"
+        );
+    }
 }
 
 // ---- Rust on tikv-jemallocator ------------------------------------------------------------------
