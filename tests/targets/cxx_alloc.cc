@@ -143,9 +143,26 @@ NOINLINE void run_leaks(void)
 
 } /* extern "C" */
 
+typedef void *(*plain_new)(size_t);
+typedef void *(*nothrow_new)(size_t, const std::nothrow_t &) noexcept;
+typedef void *(*aligned_new)(size_t, std::align_val_t);
+
+/* The operator new variants as this process resolves them: an allocator may define new and
+ * new[] as one function (tcmalloc, mimalloc), and then a probe cannot tell them apart. */
+static void print_operator_new_addresses(void)
+{
+    out_addr("new", (void *)static_cast<plain_new>(&::operator new));
+    out_addr("new_array", (void *)static_cast<plain_new>(&::operator new[]));
+    out_addr("new_nothrow", (void *)static_cast<nothrow_new>(&::operator new));
+    out_addr("new_array_nothrow", (void *)static_cast<nothrow_new>(&::operator new[]));
+    out_addr("new_aligned", (void *)static_cast<aligned_new>(&::operator new));
+    out_addr("new_array_aligned", (void *)static_cast<aligned_new>(&::operator new[]));
+}
+
 int main(int argc, char **argv)
 {
     print_allocator_addresses();
+    print_operator_new_addresses();
     out("ready\n");
     wait_go();
     run_leaks(); /* @line main */
