@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub mod families;
 pub mod golang;
+pub use families::*;
 pub use golang::*;
 
 /// How long leaktrace may take to load and attach its probes.

@@ -12,7 +12,10 @@
 #ifndef LEAKTRACE_TARGET_COMMON_H
 #define LEAKTRACE_TARGET_COMMON_H
 
+/* g++ defines it already. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>

@@ -27,6 +27,11 @@
 //! 512 KiB of the loop's bytes and estimate the outstanding bytes within its error; the floor must
 //! record nothing.
 //!
+//! **Per allocator.** The one-thread loop also runs linked with jemalloc, tcmalloc (minimal) and
+//! mimalloc (`-ljemalloc`, ...), untraced, at its floor, under leaktrace and under the peer (whose
+//! probes go on that allocator's library): each allocator's row against its own floor. glibc's
+//! row is `C 1 thread`. `LEAKTRACE_BENCH_WORKLOADS=slug,...` runs only the named workloads.
+//!
 //! **At volume** ([`volume`]): *scale* traces `bench/scale.c`, 1,000,000 outstanding allocations
 //! from 50,000 distinct stacks, and times leaktrace's final report from SIGINT and measures its
 //! peak RSS; *soak* traces `bench/soak.c`, 500,000 allocations a second on two threads for 60 s
@@ -37,6 +42,7 @@
 //! and missed goals never do. Prints a table on stdout and writes the same as JSON to
 //! `target/bench/results.json`.
 
+mod allocators;
 mod volume;
 
 use std::{
@@ -53,6 +59,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{Workspace, cmd, cmd::say, setup};
+
+use allocators::Allocator;
 
 /// Runs of every per-pair scenario; the table shows their median.
 const RUNS: usize = 5;
@@ -101,8 +109,8 @@ const PEER_READY: &str = "memleak_classic: attached";
 /// The per-pair workload programs; both take `<pairs> <threads>` and speak the same protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Program {
-    /// `bench/alloc_loop.c`.
-    AllocLoop,
+    /// `bench/alloc_loop.c`, linked with an allocator.
+    AllocLoop(Allocator),
     /// `bench/cgo_loop`: the same loop in Go through cgo.
     CgoLoop,
 }
@@ -110,7 +118,10 @@ enum Program {
 impl Program {
     fn name(self) -> &'static str {
         match self {
-            Self::AllocLoop => "alloc_loop",
+            Self::AllocLoop(Allocator::Glibc) => "alloc_loop",
+            Self::AllocLoop(Allocator::Jemalloc) => "alloc_loop-jemalloc",
+            Self::AllocLoop(Allocator::Tcmalloc) => "alloc_loop-tcmalloc",
+            Self::AllocLoop(Allocator::Mimalloc) => "alloc_loop-mimalloc",
             Self::CgoLoop => "cgo_loop",
         }
     }
@@ -118,7 +129,8 @@ impl Program {
 
 /// The bench's programs, built into `target/bench`.
 struct Exes {
-    alloc_loop: PathBuf,
+    /// alloc_loop linked with each of [`Allocator::ALL`], in that order.
+    alloc_loop: [PathBuf; 4],
     cgo_loop: PathBuf,
     scale: PathBuf,
     soak: PathBuf,
@@ -127,7 +139,7 @@ struct Exes {
 impl Exes {
     fn of(&self, program: Program) -> &Path {
         match program {
-            Program::AllocLoop => &self.alloc_loop,
+            Program::AllocLoop(allocator) => &self.alloc_loop[allocator as usize],
             Program::CgoLoop => &self.cgo_loop,
         }
     }
@@ -142,22 +154,77 @@ struct Workload {
     /// Iterations per thread.
     pairs: u64,
     threads: u64,
+    /// The modes it runs in: all for the main workloads; the allocator rows skip sampling.
+    modes: &'static [Mode],
 }
 
-static WORKLOADS: [Workload; 3] = [
+impl Workload {
+    /// The allocator under the loop: the one the peer's probes go on.
+    fn allocator(&self) -> Allocator {
+        match self.program {
+            Program::AllocLoop(allocator) => allocator,
+            Program::CgoLoop => Allocator::Glibc,
+        }
+    }
+}
+
+/// Limits the per-pair workloads to these slugs (comma-separated), for a quick partial run.
+const WORKLOADS_ENV: &str = "LEAKTRACE_BENCH_WORKLOADS";
+
+/// The workloads to run: all, or those [`WORKLOADS_ENV`] names.
+fn selected_workloads() -> Result<Vec<&'static Workload>> {
+    let Some(wanted) = std::env::var_os(WORKLOADS_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(WORKLOADS.iter().collect());
+    };
+    let wanted = wanted.to_string_lossy().into_owned();
+    wanted
+        .split(',')
+        .map(|slug| {
+            WORKLOADS
+                .iter()
+                .find(|w| w.slug == slug.trim())
+                .with_context(|| {
+                    let known: Vec<&str> = WORKLOADS.iter().map(|w| w.slug).collect();
+                    format!(
+                        "{WORKLOADS_ENV}: no workload `{slug}` (known: {})",
+                        known.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The modes of the per-allocator rows: each allocator against its own floor and the peer.
+const ALLOCATOR_MODES: &[Mode] = &[Mode::Untraced, Mode::Floor, Mode::Leaktrace, Mode::Peer];
+
+/// The one-thread loop on another allocator (glibc's row is "C 1 thread").
+const fn on_allocator(allocator: Allocator, name: &'static str, slug: &'static str) -> Workload {
+    Workload {
+        name,
+        slug,
+        program: Program::AllocLoop(allocator),
+        pairs: 200_000,
+        threads: 1,
+        modes: ALLOCATOR_MODES,
+    }
+}
+
+static WORKLOADS: [Workload; 6] = [
     Workload {
         name: "C 1 thread",
         slug: "c-1-thread",
-        program: Program::AllocLoop,
+        program: Program::AllocLoop(Allocator::Glibc),
         pairs: 200_000,
         threads: 1,
+        modes: &Mode::ALL,
     },
     Workload {
         name: "C 2 threads",
         slug: "c-2-threads",
-        program: Program::AllocLoop,
+        program: Program::AllocLoop(Allocator::Glibc),
         pairs: 100_000,
         threads: 2,
+        modes: &Mode::ALL,
     },
     Workload {
         name: "cgo 1 thread",
@@ -165,7 +232,23 @@ static WORKLOADS: [Workload; 3] = [
         program: Program::CgoLoop,
         pairs: 100_000,
         threads: 1,
+        modes: &Mode::ALL,
     },
+    on_allocator(
+        Allocator::Jemalloc,
+        "C 1 thread, jemalloc",
+        "c-1-thread-jemalloc",
+    ),
+    on_allocator(
+        Allocator::Tcmalloc,
+        "C 1 thread, tcmalloc",
+        "c-1-thread-tcmalloc",
+    ),
+    on_allocator(
+        Allocator::Mimalloc,
+        "C 1 thread, mimalloc",
+        "c-1-thread-mimalloc",
+    ),
 ];
 
 /// How a scenario runs the workload.
@@ -560,10 +643,11 @@ impl Workspace {
 
         let machine = Machine::read();
         let started = Instant::now();
-        let mut scenarios: Vec<Scenario> = WORKLOADS
+        let workloads = selected_workloads()?;
+        let mut scenarios: Vec<Scenario> = workloads
             .iter()
-            .flat_map(|workload| {
-                Mode::ALL.map(|mode| Scenario {
+            .flat_map(|&workload| {
+                workload.modes.iter().map(move |&mode| Scenario {
                     workload,
                     mode,
                     ns_per_pair: Vec::new(),
@@ -573,7 +657,7 @@ impl Workspace {
             .collect();
 
         // Warm up (page cache, allocator, CPU frequency); not counted.
-        for workload in &WORKLOADS {
+        for &workload in &workloads {
             Target::start(exes.of(workload.program), workload)?.run_untraced()?;
         }
         // Interleaved, so drift over the run affects every scenario alike.
@@ -646,18 +730,24 @@ impl Workspace {
     /// Compiles the C workloads with gcc and the cgo one with setup's Go, into `out_dir`.
     fn build_bench_programs(&self, out_dir: &Path) -> Result<Exes> {
         let exes = Exes {
-            alloc_loop: out_dir.join("alloc_loop"),
+            alloc_loop: Allocator::ALL.map(|allocator| out_dir.join(allocator.exe_name())),
             cgo_loop: out_dir.join("cgo_loop"),
             scale: out_dir.join("scale"),
             soak: out_dir.join("soak"),
         };
-        for (exe, source) in [
-            (&exes.alloc_loop, "bench/alloc_loop.c"),
-            (&exes.scale, "bench/scale.c"),
-            (&exes.soak, "bench/soak.c"),
-        ] {
+        let loops = Allocator::ALL
+            .iter()
+            .zip(&exes.alloc_loop)
+            .map(|(allocator, exe)| (exe, "bench/alloc_loop.c", allocator.link_flag()));
+        for (exe, source, link_flag) in loops.chain([
+            (&exes.scale, "bench/scale.c", None),
+            (&exes.soak, "bench/soak.c", None),
+        ]) {
             let mut gcc = cmd::new("gcc", ["-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o"]);
-            gcc.arg(self.short(exe)).arg(source).current_dir(&self.root);
+            gcc.arg(self.short(exe))
+                .arg(source)
+                .args(link_flag)
+                .current_dir(&self.root);
             cmd::run(&mut gcc)?;
         }
         let go = setup::go();
@@ -708,9 +798,9 @@ impl Workspace {
                 if peer.unavailable.is_some() {
                     return Ok(());
                 }
-                match Target::start(exe, workload)
-                    .and_then(|target| target.run_peer(&peer.bpftrace, &peer.script))
-                {
+                match Target::start(exe, workload).and_then(|target| {
+                    target.run_peer(&peer.bpftrace, &peer.script, workload.allocator())
+                }) {
                     Ok(measured) => measured,
                     Err(err) => {
                         say!("bench: {name} run {run}: the peer failed: {err:#}");
@@ -863,8 +953,8 @@ impl Report<'_> {
     /// Per workload: what the probes alone, leaktrace's programs (full and sampled) and the peer
     /// add per pair.
     fn breakdown(&self) -> Vec<(&'static str, [Option<f64>; 4])> {
-        WORKLOADS
-            .iter()
+        self.workloads_run()
+            .into_iter()
             .map(|workload| {
                 let minus = |a: Mode, b: Mode| Some(self.ns(workload, a)? - self.ns(workload, b)?);
                 (
@@ -880,20 +970,30 @@ impl Report<'_> {
             .collect()
     }
 
+    /// The workloads of this run (all, unless [`WORKLOADS_ENV`] chose some), in table order.
+    fn workloads_run(&self) -> Vec<&'static Workload> {
+        WORKLOADS
+            .iter()
+            .filter(|w| self.scenarios.iter().any(|s| s.workload.slug == w.slug))
+            .collect()
+    }
+
     /// Goals 2 to 5 of the issue, as measured in this run.
     fn goals(&self) -> Vec<Goal> {
         let mut goals = Vec::new();
 
-        let ratios: Vec<(&str, Option<f64>)> = WORKLOADS
-            .iter()
+        let ratios: Vec<(&str, Option<f64>)> = self
+            .workloads_run()
+            .into_iter()
             .map(|w| {
                 let ratio = self.row(w, Mode::Leaktrace).and_then(|row| row.vs_floor);
                 (w.name, ratio)
             })
             .collect();
         // The ratio is only as good as the runs behind it: say when they scatter.
-        let widest = WORKLOADS
-            .iter()
+        let widest = self
+            .workloads_run()
+            .into_iter()
             .filter_map(|w| self.row(w, Mode::Leaktrace)?.vs_floor_spread)
             .fold(0.0, f64::max);
         let caveat = if widest > NOISY_SPREAD {
@@ -930,8 +1030,10 @@ impl Report<'_> {
             .iter()
             .filter(|s| s.mode == Mode::Sampled)
             .all(|s| !s.tracer.is_empty() && s.problems().is_empty());
-        let sampled: Vec<String> = WORKLOADS
-            .iter()
+        let sampled: Vec<String> = self
+            .workloads_run()
+            .into_iter()
+            .filter(|w| w.modes.contains(&Mode::Sampled))
             .map(|w| {
                 let row = self.row(w, Mode::Sampled);
                 match (
@@ -1111,7 +1213,9 @@ impl Report<'_> {
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         let _ = writeln!(out, "{}", rule.join("-+-"));
         for (i, row) in cells.iter().enumerate() {
-            if i > 0 && i % Mode::ALL.len() == 0 {
+            let new_workload =
+                i > 0 && self.scenarios[i].workload.slug != self.scenarios[i - 1].workload.slug;
+            if new_workload {
                 let _ = writeln!(out, "{}", rule.join("-+-"));
             }
             let refs: Vec<&str> = row.iter().map(String::as_str).collect();
@@ -1363,7 +1467,7 @@ impl Report<'_> {
             };
             let _ = writeln!(
                 out,
-                "    {{\"name\": {}, \"workload\": {}, \"program\": {}, \"mode\": {}, \"threads\": {}, \
+                "    {{\"name\": {}, \"workload\": {}, \"program\": {}, \"allocator\": {}, \"mode\": {}, \"threads\": {}, \
                  \"pairs_per_thread\": {}, \"traced\": {}, \"ns_per_pair_median\": {}, \"spread\": {}, \"slowdown\": {}, \
                  \"ratio_to_floor\": {}, \"peer_to_leaktrace\": {}, \"tracer_cpu_s\": {}, \
                  \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
@@ -1372,6 +1476,7 @@ impl Report<'_> {
                 json_str(&row.name),
                 json_str(scenario.workload.slug),
                 json_str(scenario.workload.program.name()),
+                json_str(scenario.workload.allocator().name()),
                 json_str(scenario.mode.key()),
                 scenario.workload.threads,
                 scenario.workload.pairs,
@@ -1650,16 +1755,17 @@ impl Target {
         Ok(usage.with(Outcome::Report(totals), stats))
     }
 
-    /// Under the peer: bpftrace running `script` on this process and the libc it maps.
-    fn run_peer(self, bpftrace: &Path, script: &Path) -> Result<TracerRun> {
-        let libc = mapped_libc(self.pid)?;
+    /// Under the peer: bpftrace running `script` on this process and the library of its
+    /// allocator.
+    fn run_peer(self, bpftrace: &Path, script: &Path, allocator: Allocator) -> Result<TracerRun> {
+        let library = mapped_allocator(self.pid, allocator)?;
         let mut command = Command::new(bpftrace);
         // -B line: the BEGIN line must not wait in a buffer.
         command
             .args(["-B", "line"])
             .arg(script)
             .arg(self.pid.to_string())
-            .arg(libc);
+            .arg(library);
         let ready = Ready {
             stream: Stream::Stdout,
             prefix: PEER_READY,
@@ -1703,8 +1809,9 @@ impl Drop for Target {
     }
 }
 
-/// The libc mapped by `pid` (the object that provides malloc and free for alloc_loop).
-fn mapped_libc(pid: u32) -> Result<String> {
+/// The library of ALLOCATOR mapped by `pid` (the object that provides malloc and free for
+/// alloc_loop).
+fn mapped_allocator(pid: u32, allocator: Allocator) -> Result<String> {
     let maps_path = format!("/proc/{pid}/maps");
     let maps =
         fs::read_to_string(&maps_path).with_context(|| format!("could not read {maps_path}"))?;
@@ -1714,10 +1821,10 @@ fn mapped_libc(pid: u32) -> Result<String> {
             Path::new(path)
                 .file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("libc.so") || name.starts_with("libc-"))
+                .is_some_and(|name| allocator.provides(name))
         })
         .map(str::to_owned)
-        .with_context(|| format!("no libc in {maps_path}"))
+        .with_context(|| format!("no {} library in {maps_path}", allocator.name()))
 }
 
 /// Where a tracer says it is attached.

