@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
     let spec = match (cli.pid, cli.command) {
         (Some(pid), None) => TargetSpec::Pid(pid),
-        (None, Some(Command::Run { command })) => TargetSpec::Run(command),
+        (None, Some(Command::Run { command, user })) => TargetSpec::Run { command, user },
         (_, Some(Command::Generate { .. })) => return fail("`generate` takes no target"),
         (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
         (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),

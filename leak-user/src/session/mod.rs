@@ -24,7 +24,7 @@ use crate::{
     cli::{Format, TraceOptions},
     collect::{self, Snapshot, clock::KernelClock},
     golang::{probes::GoProbes, tracker::ProbeCounts},
-    launch::{self, Launched},
+    launch::{self, EntryStop, Launched},
     memory,
     metrics::{self, Metrics},
     oom::watch::{OomWatch, Victim, WatchError},
@@ -45,7 +45,11 @@ use go_target::GoState;
 
 pub enum TargetSpec {
     Pid(u32),
-    Run(Vec<String>),
+    Run {
+        command: Vec<String>,
+        /// `--user USER[:GROUP]`.
+        user: Option<String>,
+    },
 }
 
 /// How often new mappings (dlopen) are looked for; much faster while a launched command loads
@@ -302,8 +306,8 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     // kernel lock: closing them from several threads takes as long), so it comes after the
     // report is out.
     drop(ebpf);
-    if let Some(launched) = launched {
-        stop_child(&launched);
+    if let Some(mut launched) = launched {
+        launched.stop(launch::STOP_GRACE);
     }
     Ok(())
 }
@@ -317,10 +321,11 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
             let allocator = go_target::pure_go_has_none(allocator::for_process(&target, &objects))?;
             Ok((target, allocator, None))
         }
-        TargetSpec::Run(command) => {
+        TargetSpec::Run { command, user } => {
+            let run_as = user.as_deref().map(launch::RunAs::lookup).transpose()?;
             let program = launch::resolve_program(&command[0])?;
             let allocator = go_target::pure_go_has_none(allocator::for_program(&program))?;
-            let launched = launch::launch_paused(&command)?;
+            let launched = launch::launch_paused(&command, run_as.as_ref())?;
             let target = TargetProcess {
                 pid: launched.pid,
                 comm: program
@@ -379,8 +384,11 @@ async fn attach_probes(
             .entry_offset()
             .with_context(|| format!("{} has no entry point", launched.program.display()))?;
         attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
-        launched.release().context("cannot start the command")?;
-        let stopped = wait_for_stop(launched).await;
+        launched.release()?;
+        let stopped = launched.wait_for_entry_stop().await == EntryStop::Stopped;
+        // Once is enough: a command that re-execs itself must not stop again with nobody to
+        // continue it.
+        detach_entry_stop(ebpf)?;
         tables.sync(ebpf)?;
         if let Some(go) = go {
             go_target::set_params(ebpf, go, target)?;
@@ -628,40 +636,13 @@ fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))
 }
 
-/// Waits until the launched command stops at its entry point (see `attach_entry_stop`).
-/// False if it never got there (it failed to exec or exited first).
-async fn wait_for_stop(launched: &Launched) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let mut status = 0;
-        // SAFETY: waiting on our own child without reaping anything but a stop report.
-        let pid = unsafe {
-            libc::waitpid(
-                launched.pid as libc::pid_t,
-                &mut status,
-                libc::WUNTRACED | libc::WNOHANG,
-            )
-        };
-        if pid == launched.pid as libc::pid_t {
-            return libc::WIFSTOPPED(status);
-        }
-        if pid < 0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    false
-}
-
-/// Ends a command leaktrace started (it is our child), and reaps it.
-fn stop_child(launched: &Launched) {
-    let pid = launched.pid as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain syscalls on our own child.
-    unsafe {
-        if libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
-            libc::kill(pid, libc::SIGTERM);
-            libc::waitpid(pid, &mut status, 0);
-        }
-    }
+/// Removes the probe that stops a launched command at its entry point.
+fn detach_entry_stop(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut aya::programs::UProbe = ebpf
+        .program_mut("program_entry")
+        .context("the eBPF object has no program_entry")?
+        .try_into()?;
+    program
+        .unload()
+        .context("cannot detach the entry-point probe")
 }
