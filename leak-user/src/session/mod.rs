@@ -65,6 +65,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         std::io::stdout().is_terminal(),
     )?;
     attach::preflight()?;
+    let mut sink = Sink::open(options.output.clone())?;
     // Before attaching: a port in use ends the run before it starts.
     let metrics_listener = match options.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
@@ -159,7 +160,6 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         tokio::spawn(metrics::serve(listener, metrics.registry()));
         metrics
     });
-    let mut sink = Sink::new(options.output.clone());
     let mut status = Status::new(options.quiet);
     let mut status_tick = interval(status::EVERY);
     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
