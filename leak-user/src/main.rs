@@ -4,6 +4,7 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
+mod escape;
 mod golang;
 mod launch;
 mod memory;

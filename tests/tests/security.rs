@@ -65,3 +65,38 @@ fn output_symlink_is_refused_and_new_files_are_private() {
     assert_eq!(mode, 0o600);
     Report::parse(&fs::read_to_string(&fresh).expect("read")).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A target named with an escape sequence and a newline (its comm and executable path): the
+/// text report and the `attached` line show them escaped, never raw.
+#[test]
+fn target_strings_are_escaped_in_text_output() {
+    let built = build_with(
+        "native",
+        "evil\x1b[2J\nname",
+        &["-Wall", "-Wextra", "-Werror", "-pthread", "-O0", "-g"],
+    );
+    let mut target = Target::spawn(&built.exe, &[]);
+    target.wait_ready();
+    let pid = target.pid.to_string();
+    let fin = run_leaktrace(
+        &["--pid", &pid, "--format", "text", "--duration", "1s"],
+        QUICK,
+    );
+    fin.assert_success();
+    let escaped = "evil\\x1b[2J\\x0aname";
+    for (what, out) in [("report", &fin.stdout), ("stderr", &fin.stderr)] {
+        assert!(!out.contains('\x1b'), "raw ESC in the {what}:\n{out}");
+        assert!(out.contains(escaped), "no {escaped} in the {what}:\n{out}");
+    }
+    assert!(
+        fin.stderr
+            .contains(&format!("leaktrace: attached to {escaped} (pid {pid})")),
+        "{}",
+        fin.stderr
+    );
+    assert!(
+        !fin.stdout.lines().any(|l| l.starts_with("name")),
+        "{}",
+        fin.stdout
+    );
+}

@@ -140,7 +140,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         };
         eprintln!(
             "leaktrace: attached to {} (pid {}): {probes}; {} unwind rows{}",
-            target.comm,
+            crate::escape::control_chars(&target.comm),
             target.pid,
             tables.rows_used(),
             match options.duration {
@@ -529,7 +529,7 @@ impl Session<'_> {
             } else if !self.options.quiet {
                 eprintln!(
                     "leaktrace: the OOM killer took PID {pid} ({}) in the target's memory cgroup",
-                    victim.victim.comm.as_deref().unwrap_or("?")
+                    crate::escape::control_chars(victim.victim.comm.as_deref().unwrap_or("?"))
                 );
             }
         }
