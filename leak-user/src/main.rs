@@ -10,11 +10,13 @@ mod launch;
 mod memory;
 mod metrics;
 mod oom;
+mod pinned;
 mod report;
 mod session;
 mod status;
 mod symbolize;
 mod target;
+mod target_lock;
 mod unwind;
 
 use std::process::ExitCode;

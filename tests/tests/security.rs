@@ -100,3 +100,76 @@ fn target_strings_are_escaped_in_text_output() {
         fin.stdout
     );
 }
+
+/// Two leaktrace runs on one process: the second says so and exits 1, unless --force; the
+/// lock goes with its holder, also when that one is killed (SIGKILL).
+#[test]
+fn a_second_leaktrace_on_one_target_is_refused() {
+    let built = build("native", Variant::O0);
+    let mut target = Target::spawn(&built.exe, &[]);
+    target.wait_ready();
+    let pid = target.pid.to_string();
+    let mut first = Tracer::start(&["--pid", &pid, "--quiet", "--format", "json"]);
+    let deadline = std::time::Instant::now() + ATTACH_TIMEOUT;
+    // --quiet prints no `attached` line: wait for the lock file instead.
+    let lock_path = loop {
+        let found = fs::read_dir("/run/leaktrace").ok().and_then(|dir| {
+            dir.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pid}-")))
+            })
+        });
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lock file for {pid}"
+        );
+        assert!(first.running(), "{}", first.stderr_so_far());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        fs::read_to_string(&lock_path).expect("lock"),
+        first.pid.to_string()
+    );
+    assert_eq!(
+        fs::metadata(&lock_path).expect("stat").permissions().mode() & 0o777,
+        0o600
+    );
+
+    let second = run_leaktrace(&["--pid", &pid, "--duration", "1s"], QUICK);
+    assert_eq!(
+        second.assert_error(),
+        format!(
+            "leaktrace: error: PID {pid} is already traced by another leaktrace (pid {}); \
+             --force traces it anyway",
+            first.pid
+        )
+    );
+    let forced = run_leaktrace(
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "1s",
+            "--format",
+            "json",
+            "--force",
+        ],
+        QUICK,
+    );
+    forced.assert_success();
+
+    first.signal(libc::SIGKILL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while first.running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let third = run_leaktrace(
+        &["--pid", &pid, "--duration", "1s", "--format", "json"],
+        QUICK,
+    );
+    third.assert_success();
+    assert!(!lock_path.exists(), "the lock file outlived its run");
+}

@@ -4,12 +4,11 @@ use std::{
     collections::HashMap,
     io::IsTerminal as _,
     num::NonZeroU32,
-    os::fd::{FromRawFd, OwnedFd},
     path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use leak_common::counter;
 use tokio::{
@@ -28,6 +27,7 @@ use crate::{
     memory,
     metrics::{self, Metrics},
     oom::watch::{OomWatch, Victim, WatchError},
+    pinned::PinnedProcess,
     report::{
         self, RunInfo,
         model::{Memory, OomKill, Settings},
@@ -36,6 +36,7 @@ use crate::{
     status::{self, Status},
     symbolize::Symbolizer,
     target::{Allocator, TargetProcess, allocator, elf::ElfObject},
+    target_lock::{LockError, TargetLock},
     unwind::loader::UnwindTables,
 };
 
@@ -74,7 +75,13 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let started_at = report::now_utc();
     let started = Instant::now();
 
-    let (target, allocator, mut launched) = prepare_target(spec)?;
+    let Prepared {
+        target,
+        allocator,
+        mut launched,
+        pinned,
+        _lock,
+    } = prepare_target(spec, options.force)?;
     startup_phase(started, "target and allocator found");
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     let language = if ElfObject::open(&target.host_path(&target.exe)).is_ok_and(|e| e.is_go()) {
@@ -84,9 +91,11 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     };
     let mut go_probes = go_target::probes(&target, &allocator)?;
     startup_phase(started, "Go runtime inspected");
-    // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
-    // under us.
-    let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
+    // The pinned process's pidfd: its exit is noticed, whatever its PID names afterwards.
+    let exit_fd = pinned.exit_fd()?;
+    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
+    let exit_watch = unsafe { AsyncFd::register(exit_fd) }
+        .map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))?;
 
     // Kernel run-time statistics stay on while this descriptor is open.
     let bpf_stats = options
@@ -126,6 +135,10 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         started,
     )
     .await?;
+    // Probes on a PID that now names another process would trace that one: refuse.
+    pinned
+        .verify()
+        .with_context(|| format!("PID {pid} exited while leaktrace was attaching"))?;
     startup_phase(started, "probes attached");
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
@@ -173,6 +186,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let mut session = Session {
         options: &options,
         target: &target,
+        pinned: &pinned,
         language,
         allocator: &allocator,
         probed: &probed,
@@ -312,20 +326,60 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     Ok(())
 }
 
+/// The target, found and pinned before anything is attached.
+struct Prepared {
+    target: TargetProcess,
+    allocator: Allocator,
+    /// For `run`: the command, held before its exec.
+    launched: Option<Launched>,
+    pinned: PinnedProcess,
+    /// None with --force.
+    _lock: Option<TargetLock>,
+}
+
 /// The process to trace, the allocator it uses, and for `run` the command held before exec.
-fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<Launched>)> {
+/// The process is pinned (pidfd, start time) and locked before /proc/PID is read, and checked
+/// to be the same after.
+fn prepare_target(spec: TargetSpec, force: bool) -> Result<Prepared> {
+    // Another leaktrace on the target ends the run; a lock that cannot be taken at all (no
+    // /run) does not.
+    let lock = |pinned: &PinnedProcess| {
+        if force {
+            return Ok(None);
+        }
+        match TargetLock::acquire(pinned.pid, pinned.start_time) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(held @ LockError::Held { .. }) => Err(held),
+            Err(error) => {
+                log::warn!("tracing without the per-target lock: {error}");
+                Ok(None)
+            }
+        }
+    };
     match spec {
         TargetSpec::Pid(pid) => {
+            let pinned = PinnedProcess::open(pid)?;
+            let lock = lock(&pinned)?;
             let target = TargetProcess::inspect(pid)?;
             let objects = target.executable_objects()?;
             let allocator = go_target::pure_go_has_none(allocator::for_process(&target, &objects))?;
-            Ok((target, allocator, None))
+            pinned.verify()?;
+            Ok(Prepared {
+                target,
+                allocator,
+                launched: None,
+                pinned,
+                _lock: lock,
+            })
         }
         TargetSpec::Run { command, user } => {
             let run_as = user.as_deref().map(launch::RunAs::lookup).transpose()?;
             let program = launch::resolve_program(&command[0])?;
             let allocator = go_target::pure_go_has_none(allocator::for_program(&program))?;
             let launched = launch::launch_paused(&command, run_as.as_ref())?;
+            // Our child: its PID stays its own until we reap it.
+            let pinned = PinnedProcess::open(launched.pid)?;
+            let lock = lock(&pinned)?;
             let target = TargetProcess {
                 pid: launched.pid,
                 comm: program
@@ -336,7 +390,13 @@ fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<
                 root: format!("/proc/{}/root", launched.pid).into(),
                 preload: Vec::new(),
             };
-            Ok((target, allocator, Some(launched)))
+            Ok(Prepared {
+                target,
+                allocator,
+                launched: Some(launched),
+                pinned,
+                _lock: lock,
+            })
         }
     }
 }
@@ -405,6 +465,8 @@ async fn attach_probes(
 struct Session<'a> {
     options: &'a TraceOptions,
     target: &'a TargetProcess,
+    /// Readings of /proc/PID count only while it is still the target.
+    pinned: &'a PinnedProcess,
     language: &'static str,
     allocator: &'a Allocator,
     probed: &'a [String],
@@ -442,7 +504,7 @@ impl Session<'_> {
         let Ok(process) = memory::process_memory(self.target.pid) else {
             return;
         };
-        if process.rss_bytes.is_none() {
+        if process.rss_bytes.is_none() || self.pinned.verify().is_err() {
             return;
         }
         if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
@@ -617,23 +679,6 @@ async fn next_victims(watch: Option<&mut OomWatch>) -> Result<Vec<Victim>, Watch
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
-}
-
-/// A descriptor that becomes readable when the process exits.
-fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::ESRCH) {
-            bail!("no process with PID {pid}");
-        }
-        return Err(error).context("pidfd_open");
-    }
-    // SAFETY: a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))
 }
 
 /// Removes the probe that stops a launched command at its entry point.
