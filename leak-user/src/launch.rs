@@ -46,6 +46,8 @@ pub enum EntryStop {
 pub struct Launched {
     pub pid: u32,
     pub program: PathBuf,
+    /// File offset of the program's entry point, once its stop probe is attached.
+    pub entry_offset: Option<u64>,
     command: String,
     user: Option<String>,
     release: Option<OwnedFd>,
@@ -202,6 +204,7 @@ pub fn launch_paused(command: &[String], run_as: Option<&RunAs>) -> Result<Launc
             Ok(Launched {
                 pid: pid as u32,
                 program,
+                entry_offset: None,
                 command: name.clone(),
                 user: run_as.map(|r| r.user.clone()),
                 release: Some(release_write),
@@ -287,6 +290,51 @@ impl Launched {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         EntryStop::TimedOut
+    }
+
+    /// Whether the command is stopped at its program's entry point again: it re-executed
+    /// itself, and the entry probe stopped the new image so that its unwind tables go in first.
+    /// Any other stop (a SIGSTOP from someone) is left alone.
+    pub fn stopped_at_entry_again(&self) -> bool {
+        let Some(entry_offset) = self.entry_offset else {
+            return false;
+        };
+        // SAFETY: siginfo_t is plain data; zeroed, si_pid stays 0 when nothing is reported.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting on our own child for stops only (exits stay for the pidfd and
+        // `stop`), without blocking.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled in the fields of a child event (or left zeroes).
+        if rc != 0 || unsafe { info.si_pid() } == 0 {
+            return false;
+        }
+        self.at_entry_point(entry_offset).unwrap_or(false)
+    }
+
+    /// Whether the stopped command's instruction pointer is at (just past the first
+    /// instruction of) its program's entry point.
+    fn at_entry_point(&self, entry_offset: u64) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(&self.program).ok()?.ino();
+        let process = procfs::process::Process::new(self.pid_t()).ok()?;
+        let entry = process.maps().ok()?.into_iter().find_map(|map| {
+            let size = map.address.1 - map.address.0;
+            (map.inode == inode && (map.offset..map.offset + size).contains(&entry_offset))
+                .then(|| map.address.0 + entry_offset - map.offset)
+        })?;
+        // `-1 SP PC` for a task stopped outside a system call.
+        let syscall = std::fs::read_to_string(format!("/proc/{}/syscall", self.pid)).ok()?;
+        let pc = syscall.split_whitespace().nth(2)?.trim_start_matches("0x");
+        let pc = u64::from_str_radix(pc, 16).ok()?;
+        // The signal is taken after the probed instruction ran (at most 15 bytes on x86-64).
+        Some((entry..=entry + 15).contains(&pc))
     }
 
     /// Continues the command after it stopped at its entry point.

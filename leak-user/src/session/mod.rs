@@ -259,8 +259,14 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
                 }
             }
             _ = refresh_tick.tick() => {
+                // A command that re-executed itself stops at its entry point again: its new
+                // tables go in before it runs on.
+                let reexecuted = launched.as_ref().filter(|l| l.stopped_at_entry_again());
                 tables.sync(&mut ebpf)?;
                 symbolizer.refresh()?;
+                if let Some(launched) = reexecuted {
+                    launched.resume();
+                }
                 if startup && started.elapsed() > STARTUP_WINDOW {
                     startup = false;
                     refresh_tick = interval(MAPPINGS_REFRESH);
@@ -444,11 +450,9 @@ async fn attach_probes(
             .entry_offset()
             .with_context(|| format!("{} has no entry point", launched.program.display()))?;
         attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
+        launched.entry_offset = Some(entry);
         launched.release()?;
         let stopped = launched.wait_for_entry_stop().await == EntryStop::Stopped;
-        // Once is enough: a command that re-execs itself must not stop again with nobody to
-        // continue it.
-        detach_entry_stop(ebpf)?;
         tables.sync(ebpf)?;
         if let Some(go) = go {
             go_target::set_params(ebpf, go, target)?;
@@ -679,15 +683,4 @@ async fn next_victims(watch: Option<&mut OomWatch>) -> Result<Vec<Victim>, Watch
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
-}
-
-/// Removes the probe that stops a launched command at its entry point.
-fn detach_entry_stop(ebpf: &mut Ebpf) -> Result<()> {
-    let program: &mut aya::programs::UProbe = ebpf
-        .program_mut("program_entry")
-        .context("the eBPF object has no program_entry")?
-        .try_into()?;
-    program
-        .unload()
-        .context("cannot detach the entry-point probe")
 }
