@@ -173,3 +173,13 @@ fn a_second_leaktrace_on_one_target_is_refused() {
     third.assert_success();
     assert!(!lock_path.exists(), "the lock file outlived its run");
 }
+
+/// An error quoting a name with an escape sequence stays one escaped line.
+#[test]
+fn errors_escape_what_they_quote() {
+    let fin = run_leaktrace(&["run", "--", "/nonexistent/no\x1b[31mred\nfake"], QUICK);
+    assert_eq!(
+        fin.assert_error(),
+        "leaktrace: error: command not found: /nonexistent/no\\x1b[31mred fake"
+    );
+}
