@@ -28,7 +28,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a command with the probes in place before its first allocation.
+    ///
+    /// The command runs in its own process group and dies with leaktrace. At the end of the
+    /// run it gets SIGTERM, and SIGKILL 3 s later if it is still there.
     Run {
+        /// Run the command as USER (name or uid), with USER's groups or GROUP, as `sudo -u`
+        /// does. Its environment is then reset: PATH, TERM, TZ, LANG, LANGUAGE and LC_* are
+        /// kept, HOME, USER, LOGNAME and SHELL are USER's, everything else is dropped
+        /// (prefix the command with `env NAME=VALUE` to pass more). Without --user the
+        /// command runs as leaktrace does (root), with its environment.
+        #[arg(short, long, value_name = "USER[:GROUP]")]
+        user: Option<String>,
+
         /// The command and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -130,6 +141,12 @@ pub struct TraceOptions {
     /// their standard error. Default: record every allocation.
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub sample_bytes: Option<ByteSize>,
+
+    /// Trace a process that another leaktrace is already tracing. Each run holds a lock per
+    /// target under /run/leaktrace/; a second run on the same process is refused without
+    /// --force.
+    #[arg(long, global = true)]
+    pub force: bool,
 
     /// Attach every probe but make its program return at once: `cargo xtask bench`'s floor.
     #[arg(long, global = true, hide = true)]

@@ -4,19 +4,22 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
+mod escape;
 mod golang;
 mod launch;
 mod memory;
 mod metrics;
 mod oom;
+mod pinned;
 mod report;
 mod session;
 mod status;
 mod symbolize;
 mod target;
+mod target_lock;
 mod unwind;
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 use clap::{CommandFactory as _, Parser as _};
 
@@ -29,7 +32,16 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_target(false)
+        // Messages quote the target's paths and names: escaped, as in the text report.
+        .format(|buf, record| {
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{:<5}] {}",
+                record.level(),
+                escape::control_chars(&message)
+            )
+        })
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,7 +62,7 @@ fn main() -> ExitCode {
     }
     let spec = match (cli.pid, cli.command) {
         (Some(pid), None) => TargetSpec::Pid(pid),
-        (None, Some(Command::Run { command })) => TargetSpec::Run(command),
+        (None, Some(Command::Run { command, user })) => TargetSpec::Run { command, user },
         (_, Some(Command::Generate { .. })) => return fail("`generate` takes no target"),
         (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
         (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),
@@ -85,6 +97,8 @@ fn generate(what: Generate) -> ExitCode {
 
 /// One line on stderr and a non-zero exit.
 fn fail(message: &str) -> ExitCode {
-    eprintln!("leaktrace: error: {}", message.replace('\n', " "));
+    // One line, whatever paths or names from the target it quotes.
+    let message = message.replace('\n', " ");
+    eprintln!("leaktrace: error: {}", escape::control_chars(&message));
     ExitCode::FAILURE
 }

@@ -15,6 +15,7 @@ use crate::{
     attach::{self, MapLimits},
     cli::OomArgs,
     collect::monotonic_ns,
+    escape::control_chars,
 };
 
 /// One kill as `leaktrace oom` prints it.
@@ -205,24 +206,58 @@ fn print_header() {
 }
 
 fn print_line(kill: &KillEntry) {
+    println!("{}", line(kill));
+}
+
+/// One kill as a table row; the strings from the kernel (comm, cgroups) escaped.
+fn line(kill: &KillEntry) -> String {
     let kb = |v: Option<u64>| v.map_or("-".to_owned(), |kb| format!("{kb}kB"));
     let constraint = match (&kill.constraint, kill.global) {
         (Some(c), _) => c.trim_start_matches("CONSTRAINT_").to_lowercase(),
         (None, Some(true)) => "global".to_owned(),
         _ => "-".to_owned(),
     };
-    println!(
+    format!(
         "{:<20}  {:>7}  {:<15}  {:<10}  {:>9}  {:>9}  {:>8}  {}",
         kill.time.trim_end_matches('Z').replace('T', " "),
         kill.pid,
-        kill.comm,
+        control_chars(&kill.comm),
         constraint,
         kb(kill.anon_rss_kb),
         kb(kill.total_vm_kb),
         kill.oom_score_adj.map_or("-".to_owned(), |a| a.to_string()),
-        kill.task_memcg
-            .as_deref()
-            .or(kill.oom_memcg.as_deref())
-            .unwrap_or("-"),
-    );
+        control_chars(
+            kill.task_memcg
+                .as_deref()
+                .or(kill.oom_memcg.as_deref())
+                .unwrap_or("-")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oom::{tracepoint::OomVictim, watch::Victim};
+
+    #[test]
+    fn rows_escape_the_victims_comm() {
+        let victim = Victim {
+            timestamp_ns: 0,
+            victim: OomVictim {
+                pid: 4242,
+                comm: Some("evil\x1b[2J\nfake".into()),
+                total_vm_kb: Some(1024),
+                anon_rss_kb: Some(512),
+                file_rss_kb: None,
+                shmem_rss_kb: None,
+                uid: Some(0),
+                pgtables_kb: None,
+                oom_score_adj: Some(0),
+            },
+        };
+        let row = line(&KillEntry::from_tracepoint(&victim));
+        assert!(row.contains("   4242  evil\\x1b[2J\\x0afake  -  "), "{row}");
+        assert!(!row.contains('\x1b') && !row.contains('\n'), "{row}");
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod kmsg;
+pub mod tracefs;
 pub mod tracepoint;
 pub mod watch;
 

@@ -1,6 +1,6 @@
 //! Watching `oom:mark_victim` live: the tracepoint program hands every victim of the machine to
 //! user space through a ring buffer; callers keep the ones they care about.
-use std::{ffi::CString, io, path::Path};
+use std::io;
 
 use aya::{
     Ebpf,
@@ -11,7 +11,10 @@ use leak_common::OomRecord;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
-use super::tracepoint::{MarkVictimLayout, OomVictim, TracepointError};
+use super::{
+    tracefs::TracefsMount,
+    tracepoint::{MarkVictimLayout, OomVictim, TracepointError},
+};
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -35,21 +38,19 @@ pub struct OomWatch {
     layout: MarkVictimLayout,
 }
 
-const TRACEFS: &str = "/sys/kernel/tracing";
-
 impl OomWatch {
-    /// Attaches the tracepoint program. Mounts tracefs first where nobody has (the tracepoint's
-    /// id and field layout live there).
+    /// Attaches the tracepoint program. Where nobody has mounted tracefs (the tracepoint's id
+    /// and field layout live there), mounts it for the time of attaching.
     pub fn attach(ebpf: &mut Ebpf) -> Result<Self, WatchError> {
-        let layout = match MarkVictimLayout::from_system() {
-            Ok(layout) => layout,
+        let (layout, _mounted) = match MarkVictimLayout::from_system() {
+            Ok(layout) => (layout, None),
             Err(TracepointError::NotFound(_)) => {
-                mount_tracefs().map_err(|e| {
+                let mounted = TracefsMount::mount().map_err(|e| {
                     WatchError::Attach(format!(
                         "tracefs is not mounted and mounting it failed: {e}"
                     ))
                 })?;
-                MarkVictimLayout::from_system()?
+                (MarkVictimLayout::from_system()?, Some(mounted))
             }
             Err(e) => return Err(e.into()),
         };
@@ -109,27 +110,4 @@ fn drain(ring: &mut RingBuf<MapData>, layout: &MarkVictimLayout) -> Vec<Victim> 
         }
     }
     victims
-}
-
-fn mount_tracefs() -> io::Result<()> {
-    if !Path::new(TRACEFS).is_dir() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, TRACEFS));
-    }
-    let source = CString::new("tracefs").map_err(io::Error::other)?;
-    let target = CString::new(TRACEFS).map_err(io::Error::other)?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            source.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    log::info!("mounted tracefs on {TRACEFS} to reach the oom:mark_victim tracepoint");
-    Ok(())
 }

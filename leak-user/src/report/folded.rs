@@ -34,14 +34,17 @@ pub fn stacks(report: &Report) -> Vec<(String, u64)> {
 }
 
 /// The function, else `[module]` or `[unknown]` as perf's folded stacks have it. The separators
-/// of the format (`;` between frames, newlines) cannot appear inside a name.
+/// of the format (`;` between frames, newlines) cannot appear inside a name, nor can other
+/// control characters.
 fn frame_name(frame: &Frame) -> String {
     let name = match (&frame.function, &frame.module) {
         (Some(function), _) => function.clone(),
         (None, Some(module)) => format!("[{}]", module.rsplit('/').next().unwrap_or(module)),
         (None, None) => "[unknown]".to_owned(),
     };
-    name.replace(';', ":").replace(['\n', '\r'], " ")
+    let name = name.replace(';', ":").replace(['\n', '\r'], " ");
+    // Other control characters (escape sequences) as in the text report.
+    crate::escape::control_chars(&name).into_owned()
 }
 
 #[cfg(test)]

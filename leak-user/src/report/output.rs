@@ -1,7 +1,7 @@
 //! Where and how reports are written: the final report in every `--format`, the periodic
 //! lines of `--format jsonl`, to `--output FILE` or stdout.
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{self, Write as _},
     path::{Path, PathBuf},
 };
@@ -24,6 +24,8 @@ pub enum OutputError {
         #[source]
         source: io::Error,
     },
+    #[error("--output {}: is a symbolic link, which leaktrace does not follow", path.display())]
+    Symlink { path: PathBuf },
     #[error("cannot write the report to stdout: {0}")]
     Stdout(#[source] io::Error),
     #[error(transparent)]
@@ -66,38 +68,64 @@ pub fn json_line(report: &Report) -> String {
     line
 }
 
-/// `--output FILE` (created or truncated on the first write, appended to afterwards) or stdout;
-/// flushed after every write, so each jsonl line is out as soon as it is made.
+/// `--output FILE` or stdout; flushed after every write, so each jsonl line is out as soon as
+/// it is made.
 pub struct Sink {
     path: Option<PathBuf>,
     file: Option<File>,
 }
 
 impl Sink {
-    pub fn new(path: Option<PathBuf>) -> Self {
-        Sink { path, file: None }
+    /// Opens (truncates) `--output FILE` now, before anything is attached: a file that cannot
+    /// be written ends the run before it starts. The last component is never followed if it
+    /// is a symbolic link (a target-writable directory could point it at any file root can
+    /// write); a new file is created mode 0600, an existing one keeps its mode.
+    pub fn open(path: Option<PathBuf>) -> Result<Self, OutputError> {
+        let file = match &path {
+            Some(path) => Some(open_no_follow(path)?),
+            None => None,
+        };
+        Ok(Sink { path, file })
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
-        let Some(path) = &self.path else {
+        let (Some(path), Some(file)) = (&self.path, &mut self.file) else {
             let mut stdout = io::stdout().lock();
             return stdout
                 .write_all(bytes)
                 .and_then(|()| stdout.flush())
                 .map_err(OutputError::Stdout);
         };
-        let file_error = |source| OutputError::File {
-            path: path.clone(),
-            source,
-        };
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(File::create(path).map_err(file_error)?),
-        };
         file.write_all(bytes)
             .and_then(|()| file.flush())
-            .map_err(file_error)
+            .map_err(|source| OutputError::File {
+                path: path.clone(),
+                source,
+            })
     }
+}
+
+fn open_no_follow(path: &Path) -> Result<File, OutputError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                OutputError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else {
+                OutputError::File {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })
 }
 
 #[cfg(test)]
@@ -129,17 +157,40 @@ mod tests {
 
     #[test]
     fn sink_truncates_then_appends() {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = std::env::temp_dir().join(format!("leaktrace-sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("out.jsonl");
         std::fs::write(&path, "old content\n").expect("write");
-        let mut sink = Sink::new(Some(path.clone()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut sink = Sink::open(Some(path.clone())).expect("open");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
         sink.write(b"one\n").expect("write");
         sink.write(b"two\n").expect("write");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\ntwo\n");
-        let mut bad = Sink::new(Some(dir.join("missing/dir/x")));
-        let error = bad.write(b"x").expect_err("no such directory");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o644, "an existing file keeps its mode");
+        let new = dir.join("new.json");
+        Sink::open(Some(new.clone())).expect("open");
+        assert_eq!(mode(&new), 0o600, "a new file is private");
+        let error = Sink::open(Some(dir.join("missing/dir/x")))
+            .err()
+            .expect("no such dir");
         assert!(error.to_string().contains("missing/dir/x"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sink_does_not_follow_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("leaktrace-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let victim = dir.join("precious");
+        std::fs::write(&victim, "keep me").expect("write");
+        let link = dir.join("report.json");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let error = Sink::open(Some(link.clone())).err().expect("refused");
+        assert!(matches!(error, OutputError::Symlink { .. }), "{error}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep me");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

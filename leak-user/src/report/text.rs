@@ -402,8 +402,10 @@ fn path_tail(path: &str, used: usize) -> String {
 struct Lines(Vec<String>);
 
 impl Lines {
+    /// Every line goes through here: the target's strings in it are escaped.
     fn push(&mut self, line: String) {
-        self.0.push(shorten(line.trim_end(), WIDTH));
+        let line = crate::escape::control_chars(line.trim_end());
+        self.0.push(shorten(&line, WIDTH));
     }
 
     fn blank(&mut self) {

@@ -4,12 +4,11 @@ use std::{
     collections::HashMap,
     io::IsTerminal as _,
     num::NonZeroU32,
-    os::fd::{FromRawFd, OwnedFd},
     path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use leak_common::counter;
 use tokio::{
@@ -24,10 +23,11 @@ use crate::{
     cli::{Format, TraceOptions},
     collect::{self, Snapshot, clock::KernelClock},
     golang::{probes::GoProbes, tracker::ProbeCounts},
-    launch::{self, Launched},
+    launch::{self, EntryStop, Launched},
     memory,
     metrics::{self, Metrics},
     oom::watch::{OomWatch, Victim, WatchError},
+    pinned::PinnedProcess,
     report::{
         self, RunInfo,
         model::{Memory, OomKill, Settings},
@@ -36,6 +36,7 @@ use crate::{
     status::{self, Status},
     symbolize::Symbolizer,
     target::{Allocator, TargetProcess, allocator, elf::ElfObject},
+    target_lock::{LockError, TargetLock},
     unwind::{
         dlopen::{DlopenHook, HookError},
         loader::UnwindTables,
@@ -48,7 +49,11 @@ use go_target::GoState;
 
 pub enum TargetSpec {
     Pid(u32),
-    Run(Vec<String>),
+    Run {
+        command: Vec<String>,
+        /// `--user USER[:GROUP]`.
+        user: Option<String>,
+    },
 }
 
 /// How often new mappings (dlopen) are looked for; much faster while a launched command loads
@@ -64,6 +69,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         std::io::stdout().is_terminal(),
     )?;
     attach::preflight()?;
+    let mut sink = Sink::open(options.output.clone())?;
     // Before attaching: a port in use ends the run before it starts.
     let metrics_listener = match options.metrics_addr {
         Some(addr) => Some(metrics::bind(addr).await?),
@@ -72,7 +78,13 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let started_at = report::now_utc();
     let started = Instant::now();
 
-    let (target, allocator, mut launched) = prepare_target(spec)?;
+    let Prepared {
+        target,
+        allocator,
+        mut launched,
+        pinned,
+        _lock,
+    } = prepare_target(spec, options.force)?;
     startup_phase(started, "target and allocator found");
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     let language = if target.open_exe().is_ok_and(|e| e.is_go()) {
@@ -82,9 +94,11 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     };
     let mut go_probes = go_target::probes(&target, &allocator)?;
     startup_phase(started, "Go runtime inspected");
-    // pidfd first: a target that exits from now on is noticed, and its PID cannot be reused
-    // under us.
-    let exit_watch = pidfd(target.pid).with_context(|| format!("cannot watch PID {pid}"))?;
+    // The pinned process's pidfd: its exit is noticed, whatever its PID names afterwards.
+    let exit_fd = pinned.exit_fd()?;
+    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
+    let exit_watch = unsafe { AsyncFd::register(exit_fd) }
+        .map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))?;
 
     // Kernel run-time statistics stay on while this descriptor is open.
     let bpf_stats = options
@@ -124,6 +138,10 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         started,
     )
     .await?;
+    // Probes on a PID that now names another process would trace that one: refuse.
+    pinned
+        .verify()
+        .with_context(|| format!("PID {pid} exited while leaktrace was attaching"))?;
     startup_phase(started, "probes attached");
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
@@ -138,7 +156,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         };
         eprintln!(
             "leaktrace: attached to {} (pid {}): {probes}; {} unwind rows{}",
-            target.comm,
+            crate::escape::control_chars(&target.comm),
             target.pid,
             tables.rows_used(),
             match options.duration {
@@ -158,7 +176,6 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         tokio::spawn(metrics::serve(listener, metrics.registry()));
         metrics
     });
-    let mut sink = Sink::new(options.output.clone());
     let mut status = Status::new(options.quiet);
     let mut status_tick = interval(status::EVERY);
     status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -172,6 +189,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let mut session = Session {
         options: &options,
         target: &target,
+        pinned: &pinned,
         language,
         allocator: &allocator,
         probed: &probed,
@@ -244,8 +262,14 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
                 }
             }
             _ = refresh_tick.tick() => {
+                // A command that re-executed itself stops at its entry point again: its new
+                // tables go in before it runs on.
+                let reexecuted = launched.as_ref().filter(|l| l.stopped_at_entry_again());
                 tables.sync(&mut ebpf)?;
                 symbolizer.refresh()?;
+                if let Some(launched) = reexecuted {
+                    launched.resume();
+                }
                 if startup && started.elapsed() > STARTUP_WINDOW {
                     startup = false;
                     refresh_tick = interval(MAPPINGS_REFRESH);
@@ -328,27 +352,74 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     // kernel lock: closing them from several threads takes as long), so it comes after the
     // report is out.
     drop(ebpf);
-    if let Some(launched) = launched {
-        stop_child(&launched);
+    if let Some(mut launched) = launched {
+        launched.stop(launch::STOP_GRACE);
     }
     Ok(())
 }
 
+/// The target, found and pinned before anything is attached.
+struct Prepared {
+    target: TargetProcess,
+    allocator: Allocator,
+    /// For `run`: the command, held before its exec.
+    launched: Option<Launched>,
+    pinned: PinnedProcess,
+    /// None with --force.
+    _lock: Option<TargetLock>,
+}
+
 /// The process to trace, the allocator it uses, and for `run` the command held before exec.
-fn prepare_target(spec: TargetSpec) -> Result<(TargetProcess, Allocator, Option<Launched>)> {
+/// The process is pinned (pidfd, start time) and locked before /proc/PID is read, and checked
+/// to be the same after.
+fn prepare_target(spec: TargetSpec, force: bool) -> Result<Prepared> {
+    // Another leaktrace on the target ends the run; a lock that cannot be taken at all (no
+    // /run) does not.
+    let lock = |pinned: &PinnedProcess| {
+        if force {
+            return Ok(None);
+        }
+        match TargetLock::acquire(pinned.pid, pinned.start_time) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(held @ LockError::Held { .. }) => Err(held),
+            Err(error) => {
+                log::warn!("tracing without the per-target lock: {error}");
+                Ok(None)
+            }
+        }
+    };
     match spec {
         TargetSpec::Pid(pid) => {
+            let pinned = PinnedProcess::open(pid)?;
+            let lock = lock(&pinned)?;
             let target = TargetProcess::inspect(pid)?;
             let objects = target.executable_objects()?;
             let allocator = go_target::pure_go_has_none(allocator::for_process(&target, &objects))?;
-            Ok((target, allocator, None))
+            pinned.verify()?;
+            Ok(Prepared {
+                target,
+                allocator,
+                launched: None,
+                pinned,
+                _lock: lock,
+            })
         }
-        TargetSpec::Run(command) => {
+        TargetSpec::Run { command, user } => {
+            let run_as = user.as_deref().map(launch::RunAs::lookup).transpose()?;
             let program = launch::resolve_program(&command[0])?;
             let allocator = go_target::pure_go_has_none(allocator::for_program(&program))?;
-            let launched = launch::launch_paused(&command)?;
+            let launched = launch::launch_paused(&command, run_as.as_ref())?;
+            // Our child: its PID stays its own until we reap it.
+            let pinned = PinnedProcess::open(launched.pid)?;
+            let lock = lock(&pinned)?;
             let target = TargetProcess::launched(launched.pid, &program)?;
-            Ok((target, allocator, Some(launched)))
+            Ok(Prepared {
+                target,
+                allocator,
+                launched: Some(launched),
+                pinned,
+                _lock: lock,
+            })
         }
     }
 }
@@ -403,8 +474,9 @@ async fn attach_probes(
             .entry_offset()
             .with_context(|| format!("{} has no entry point", launched.program.display()))?;
         attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
-        launched.release().context("cannot start the command")?;
-        let stopped = wait_for_stop(launched).await;
+        launched.entry_offset = Some(entry);
+        launched.release()?;
+        let stopped = launched.wait_for_entry_stop().await == EntryStop::Stopped;
         tables.sync(ebpf)?;
         if let Some(go) = go {
             go_target::set_params(ebpf, go, target)?;
@@ -440,6 +512,8 @@ fn install_dlopen_hook(
 struct Session<'a> {
     options: &'a TraceOptions,
     target: &'a TargetProcess,
+    /// Readings of /proc/PID count only while it is still the target.
+    pinned: &'a PinnedProcess,
     language: &'static str,
     allocator: &'a Allocator,
     probed: &'a [String],
@@ -477,7 +551,7 @@ impl Session<'_> {
         let Ok(process) = memory::process_memory(self.target.pid) else {
             return;
         };
-        if process.rss_bytes.is_none() {
+        if process.rss_bytes.is_none() || self.pinned.verify().is_err() {
             return;
         }
         if let Some(anon) = process.anon_bytes.or(process.rss_bytes) {
@@ -564,7 +638,7 @@ impl Session<'_> {
             } else if !self.options.quiet {
                 eprintln!(
                     "leaktrace: the OOM killer took PID {pid} ({}) in the target's memory cgroup",
-                    victim.victim.comm.as_deref().unwrap_or("?")
+                    crate::escape::control_chars(victim.victim.comm.as_deref().unwrap_or("?"))
                 );
             }
         }
@@ -659,59 +733,4 @@ async fn next_victims(watch: Option<&mut OomWatch>) -> Result<Vec<Victim>, Watch
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)
-}
-
-/// A descriptor that becomes readable when the process exits.
-fn pidfd(pid: u32) -> Result<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() == Some(libc::ESRCH) {
-            bail!("no process with PID {pid}");
-        }
-        return Err(error).context("pidfd_open");
-    }
-    // SAFETY: a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: the AsyncFd owns the descriptor, which stays open until it is dropped.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| anyhow::anyhow!("cannot watch a pidfd: {e}"))
-}
-
-/// Waits until the launched command stops at its entry point (see `attach_entry_stop`).
-/// False if it never got there (it failed to exec or exited first).
-async fn wait_for_stop(launched: &Launched) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let mut status = 0;
-        // SAFETY: waiting on our own child without reaping anything but a stop report.
-        let pid = unsafe {
-            libc::waitpid(
-                launched.pid as libc::pid_t,
-                &mut status,
-                libc::WUNTRACED | libc::WNOHANG,
-            )
-        };
-        if pid == launched.pid as libc::pid_t {
-            return libc::WIFSTOPPED(status);
-        }
-        if pid < 0 {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
-    false
-}
-
-/// Ends a command leaktrace started (it is our child), and reaps it.
-fn stop_child(launched: &Launched) {
-    let pid = launched.pid as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain syscalls on our own child.
-    unsafe {
-        if libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
-            libc::kill(pid, libc::SIGTERM);
-            libc::waitpid(pid, &mut status, 0);
-        }
-    }
 }
