@@ -29,9 +29,10 @@ pub mod call {
     pub const POSIX_MEMALIGN: u32 = 5;
     /// `mmap(addr, len, prot, flags, ...)`: only anonymous, accessible mappings count.
     pub const MMAP: u32 = 6;
-    /// `xallocx(ptr, size, extra, flags)`: resizes in place and returns the block's real size.
+    /// `xallocx(ptr, size, extra, flags)`: resizes in place and returns the block's real size;
+    /// the block is then counted at this call, as a realloc that kept its address.
     pub const RESIZE: u32 = 7;
-    /// `mi_expand(ptr, size)`: resizes in place, returns `ptr` or NULL.
+    /// `mi_expand(ptr, size)`: resizes in place, returns `ptr` or NULL (then as `RESIZE`).
     pub const EXPAND: u32 = 8;
     /// `mi_strdup(s)`, `mi_strndup`, `mi_realpath`: the size is the returned string's.
     pub const STRING: u32 = 9;

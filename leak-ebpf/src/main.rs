@@ -63,11 +63,9 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         call::REALLOC_COUNT => (arg(1).wrapping_mul(arg(2)), arg(0)),
         // The block comes back through `memptr`.
         call::POSIX_MEMALIGN => (arg(1), arg(0)),
-        // In place: the block keeps its stack; the size comes back at return (see track).
-        call::RESIZE | call::EXPAND => {
-            track::enter_resize(kind, arg(0), arg(1));
-            return 0;
-        }
+        // In place: like a realloc that keeps the address, the block moves to this call's
+        // stack with its new size (see track).
+        call::RESIZE | call::EXPAND => (arg(1), arg(0)),
         // The size is the returned string's.
         call::STRING => (0, 0),
         call::MMAP => {

@@ -86,25 +86,6 @@ pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
     in_flight::insert(tid, call);
 }
 
-/// An in-place resize (`xallocx`, `mi_expand`): no new block and no stack; the block keeps its
-/// own and takes the new size at return.
-pub fn enter_resize(kind: u32, ptr: u64, size: u64) {
-    let tid = current_tid();
-    if nest(tid) {
-        return;
-    }
-    let call = InFlight {
-        size,
-        ptr_arg: ptr,
-        stack_id: 0,
-        kind,
-        depth: 0,
-        sampled: 1,
-        _pad: 0,
-    };
-    in_flight::insert(tid, call);
-}
-
 pub fn exit(ret: u64) {
     let tid = current_tid();
     let Some(call) = in_flight::get(tid) else {
@@ -146,9 +127,19 @@ pub fn exit(ret: u64) {
                 record(addr, &call, tid);
             }
         }
-        // xallocx returns the block's real size, at least `size` when it could resize.
-        call::RESIZE if ret >= call.size => resize(call.ptr_arg, ret),
-        call::EXPAND if ret != 0 => resize(call.ptr_arg, call.size),
+        // Resized in place: as a realloc that kept the address, the block is released and
+        // recorded again at this call with what it holds now. xallocx returns the block's real
+        // size, at least `size` when it could resize; mi_expand the block or NULL.
+        call::RESIZE if ret >= call.size => {
+            release(call.ptr_arg, false);
+            let mut resized = call;
+            resized.size = ret;
+            record(call.ptr_arg, &resized, tid);
+        }
+        call::EXPAND if ret != 0 => {
+            release(call.ptr_arg, false);
+            record(call.ptr_arg, &call, tid);
+        }
         call::RESIZE | call::EXPAND => {}
         call::STRING if ret != 0 => {
             let mut sized = call;
@@ -228,14 +219,6 @@ fn release(addr: u64, unmap: bool) {
     // same block race here; only the one whose delete succeeds counts.
     if ALLOCS.remove(addr).is_ok() {
         count(counter::FREES);
-    }
-}
-
-/// A block resized in place keeps its stack; only what it holds changes.
-fn resize(addr: u64, size: u64) {
-    if let Some(block) = ALLOCS.get_ptr_mut(addr) {
-        // SAFETY: a valid map value; a concurrent free of the same block is the program's bug.
-        unsafe { (*block).size = size };
     }
 }
 

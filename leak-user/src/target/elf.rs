@@ -203,10 +203,22 @@ pub struct LoadSegment {
     pub vaddr: u64,
 }
 
-/// The virtual address of the file byte at `offset`, through the segment that loads it.
+/// The virtual address a mapping of the file from `offset` (page-aligned, as
+/// `/proc/PID/maps` gives it) starts at.
+///
+/// The loader maps each segment from its offset rounded down to a page, so the segment a
+/// mapping comes from is the one whose start rounds down to the mapping's offset. Looking for
+/// the segment that contains the offset instead goes wrong when segments are packed in the
+/// file: Rust's and lld's executables start `.text` mid-page (file 0x25640, address 0x26640),
+/// and its mapping's offset 0x25000 lies inside the read-only segment before it, off by a page.
 pub fn vaddr_of_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let mapped_from = |s: &&LoadSegment| s.offset & !(PAGE - 1) == offset;
+    if let Some(s) = segments.iter().find(mapped_from) {
+        return s.vaddr.checked_sub(s.offset - offset);
+    }
     segments.iter().find_map(|s| {
-        (s.offset <= offset && offset < s.offset + s.file_size.max(1))
+        (s.offset <= offset && offset < s.offset.saturating_add(s.file_size.max(1)))
             .then(|| s.vaddr + (offset - s.offset))
     })
 }
@@ -249,6 +261,26 @@ mod tests {
         let me = ElfObject::open(&exe).expect("own executable");
         assert!(me.interpreter().is_some_and(|i| i.contains("ld-linux")));
         assert!(me.needed().iter().any(|n| n == "libc.so.6"));
+    }
+
+    #[test]
+    fn mappings_of_packed_segments_find_their_own_segment() {
+        // A Rust executable's PT_LOADs (readelf -l): read-only, then text starting mid-page.
+        let segments = [
+            LoadSegment {
+                offset: 0,
+                file_size: 0x2563c,
+                vaddr: 0,
+            },
+            LoadSegment {
+                offset: 0x25640,
+                file_size: 0x891e0,
+                vaddr: 0x26640,
+            },
+        ];
+        // /proc/PID/maps: the text mapping starts at file offset 0x25000, address base+0x26000.
+        assert_eq!(vaddr_of_offset(&segments, 0x25000), Some(0x26000));
+        assert_eq!(vaddr_of_offset(&segments, 0), Some(0));
     }
 
     #[test]
