@@ -324,14 +324,24 @@ pub struct OomRecord {
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are `#[repr(C)]`, made of plain integers, and padded explicitly.
-    unsafe impl aya::Pod for Allocation {}
-    unsafe impl aya::Pod for StackCounts {}
-    unsafe impl aya::Pod for StackTrace {}
-    unsafe impl aya::Pod for InFlight {}
-    unsafe impl aya::Pod for UnwindRow {}
-    unsafe impl aya::Pod for ExecMapping {}
-    unsafe impl aya::Pod for OomRecord {}
-    unsafe impl aya::Pod for Goroutine {}
-    unsafe impl aya::Pod for GoStack {}
+
+    macro_rules! pod {
+        ($($ty:ty),* $(,)?) => {$(
+            // SAFETY: `#[repr(C)]`, made of plain integers, and padded explicitly: every bit
+            // pattern is a valid value and there are no uninitialised bytes.
+            unsafe impl aya::Pod for $ty {}
+        )*};
+    }
+
+    pod!(
+        Allocation,
+        StackCounts,
+        StackTrace,
+        InFlight,
+        UnwindRow,
+        ExecMapping,
+        OomRecord,
+        Goroutine,
+        GoStack,
+    );
 }
