@@ -6,6 +6,7 @@ mod cli;
 mod collect;
 mod golang;
 mod launch;
+mod limits;
 mod memory;
 mod metrics;
 mod oom;
@@ -31,6 +32,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
+    if let Err(error) = limits::raise_open_files_limit() {
+        log::warn!("cannot raise the open files limit: {error}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
