@@ -4,6 +4,8 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
+#[cfg(test)]
+mod fuzz;
 mod golang;
 mod launch;
 mod limits;
