@@ -147,7 +147,9 @@ impl GoReader {
     /// frame-pointer chain (Go keeps frame pointers), which must stay inside its stack.
     fn parked_stack(&self, pc: u64, mut bp: u64, lo: u64, hi: u64) -> Vec<u64> {
         let mut stack = vec![pc];
-        while stack.len() < MAX_FRAMES && bp >= lo && bp + 16 <= hi {
+        // `bp` comes from the target: a frame record must fit below `hi` without wrapping.
+        let in_stack = |bp: u64| bp >= lo && bp.checked_add(16).is_some_and(|end| end <= hi);
+        while stack.len() < MAX_FRAMES && in_stack(bp) {
             let Some(ret) = self.memory.read_u64(bp + 8) else {
                 break;
             };

@@ -203,9 +203,10 @@ pub struct HeapStat {
 }
 
 impl HeapStat {
-    /// Link-time address of the field.
+    /// Link-time address of the field. `addr` comes from the file: a stat whose sum would
+    /// wrap is never made ([`RuntimeVars::for_binary`]), so wrapping never happens here.
     pub fn field_addr(&self) -> u64 {
-        self.addr + self.offset
+        self.addr.wrapping_add(self.offset)
     }
 
     /// Bytes from the `size` bytes read at [`HeapStat::field_addr`].
@@ -368,7 +369,8 @@ impl RuntimeVars {
         let heap_inuse = match symtab.get(GC_CONTROLLER) {
             Some(&(addr, _)) => {
                 let offsets = gc_controller_offsets_from_dwarf(elf)
-                    .or_else(|| row.map(|row| row.gc_controller));
+                    .or_else(|| row.map(|row| row.gc_controller))
+                    .filter(|offsets| addr.checked_add(offsets.heap_in_use).is_some());
                 offsets.map(|offsets| HeapStat {
                     addr,
                     offset: offsets.heap_in_use,
@@ -381,7 +383,7 @@ impl RuntimeVars {
                 let offsets = row.gc_controller;
                 let field = code.as_ref()?.heap_in_use(&offsets)?;
                 Some(HeapStat {
-                    addr: field - offsets.heap_in_use,
+                    addr: field.checked_sub(offsets.heap_in_use)?,
                     offset: offsets.heap_in_use,
                     size: 8,
                     unit: 1,
@@ -456,11 +458,12 @@ fn data_symbols(file: &object::File<'_>) -> HashMap<&'static str, (u64, u64)> {
 fn gc_controller_offsets_from_dwarf(elf: &[u8]) -> Option<GcControllerOffsets> {
     const STRUCT: &str = "runtime.gcControllerState";
     let structs = offsets::read_structs(elf, &[STRUCT]).ok()?;
-    let members = structs.get(STRUCT)?;
+    // Checked to lie inside the struct, like the goroutine offsets.
+    let member = |name| offsets::checked_member(&structs, name).ok();
     Some(GcControllerOffsets {
-        heap_in_use: *members.get("heapInUse")?,
-        heap_released: *members.get("heapReleased")?,
-        heap_free: *members.get("heapFree")?,
+        heap_in_use: member("runtime.gcControllerState.heapInUse")?,
+        heap_released: member("runtime.gcControllerState.heapReleased")?,
+        heap_free: member("runtime.gcControllerState.heapFree")?,
     })
 }
 
