@@ -2,6 +2,10 @@
 //! distinct executable mappings under a low descriptor limit, a sparse multi-gigabyte file
 //! mapped executable. The run must still end with an exact report.
 
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -92,5 +96,144 @@ fn sparse_file_run(bytes: u64) {
         started.elapsed() < Duration::from_secs(30),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+/// A copy of EXE in DIR with PATCH applied to its bytes.
+fn patched_copy(exe: &Path, dir: &TempDir, patch: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = fs::read(exe).expect("read the Go binary");
+    patch(&mut bytes);
+    let copy = dir.path().join(exe.file_name().expect("file name"));
+    fs::write(&copy, &bytes).expect("write the patched copy");
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).expect("chmod");
+    copy
+}
+
+/// Where SUB starts in BYTES, at FROM or after; panics when absent.
+fn find(bytes: &[u8], from: usize, sub: &[u8]) -> usize {
+    bytes[from..]
+        .windows(sub.len())
+        .position(|w| w == sub)
+        .map(|at| from + at)
+        .unwrap_or_else(|| panic!("{:?} not found", String::from_utf8_lossy(sub)))
+}
+
+/// The cgo target with its `.gopclntab` header corrupt: the pc-value table offset (word 6
+/// after the 8-byte prefix) points far past the table. The Go runtime reads its tables
+/// through `runtime.moduledata`, not these offsets, so the program runs; leaktrace cannot
+/// read the table: it says the goroutines are not traced and still reports the native
+/// leaks, named from the binary's DWARF.
+#[test]
+fn corrupt_gopclntab_still_reports_native_leaks() {
+    let built = go_build("cgo", GoBuild::plain(GoToolchain::Recent));
+    let dir = TempDir::new("corrupt-gopclntab");
+    let exe = patched_copy(&built, &dir, |bytes| {
+        // The Go 1.20+ pcHeader: magic, two pad bytes, minLC 1, ptrSize 8.
+        let header = find(bytes, 0, &[0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8]);
+        let pctab_offset = header + 8 + 8 * 6;
+        bytes[pctab_offset..pctab_offset + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    });
+    let run = go_trace_with(
+        &exe,
+        &[],
+        Duration::from_millis(2500),
+        &[
+            "--format",
+            "json",
+            "--interval",
+            "1s",
+            "--min-age",
+            "0s",
+            "--top",
+            "100",
+        ],
+    );
+    run.finished.assert_no_panic();
+    assert!(
+        run.finished
+            .stderr
+            .contains("goroutines will not be traced"),
+        "{}",
+        clip(&run.finished.stderr)
+    );
+    // Without the Go runtime's tables the walk stops where C was entered from Go
+    // (runtime.asmcgocall): the native sites keep their C frames, exactly.
+    let report = run.finished.report();
+    let ctx = report.describe();
+    let leak_c = report.site_with("leak_c");
+    assert_eq!(
+        (leak_c.outstanding_allocs, leak_c.outstanding_bytes),
+        (6, 6 * 5000),
+        "{ctx}"
+    );
+    leak_c.assert_chain(&["malloc", "leak_c"]);
+    // C.malloc(3000) x 4, C.malloc(777) x 3 and C.CString (malloc(100)) x 10: cgo's one
+    // malloc wrapper.
+    let cmalloc: Vec<&Site> = report
+        .sites
+        .iter()
+        .filter(|site| {
+            site.frames.iter().any(|f| {
+                f.function
+                    .as_deref()
+                    .is_some_and(|name| name.ends_with("_Cfunc__Cmalloc"))
+            })
+        })
+        .collect();
+    let [cmalloc] = cmalloc.as_slice() else {
+        panic!("want one site of cgo's malloc wrapper\n{ctx}");
+    };
+    assert_eq!(
+        (cmalloc.outstanding_allocs, cmalloc.outstanding_bytes),
+        (4 + 3 + 10, 4 * 3000 + 3 * 777 + 10 * 100),
+        "{ctx}"
+    );
+}
+
+/// The goroutines target with DWARF whose `runtime.g.goid` offset is absurd (16383, far
+/// outside `runtime.g`): the DWARF offsets are refused and the table row of the binary's Go
+/// version is used, so goroutines read as they are (the 7 of the premature-return leak,
+/// blocked in `chan send`).
+#[test]
+fn absurd_dwarf_offsets_fall_back_to_the_version_table() {
+    let built = go_build("goroutines", GoBuild::plain(GoToolchain::Recent));
+    let dir = TempDir::new("absurd-dwarf");
+    let decompressed = dir.path().join("decompressed");
+    let status = Command::new("objcopy")
+        .arg("--decompress-debug-sections")
+        .arg(&built)
+        .arg(&decompressed)
+        .status()
+        .expect("run objcopy");
+    assert!(status.success(), "objcopy --decompress-debug-sections");
+    let exe = patched_copy(&decompressed, &dir, |bytes| {
+        // Go DWARF names are inline strings; a member's location (ULEB128) follows its name.
+        let mut from = 0;
+        let g = loop {
+            let at = find(bytes, from, b"runtime.g\0");
+            if bytes[at - 1] != b'*' {
+                break at;
+            }
+            from = at + 1;
+        };
+        let location = find(bytes, g, b"goid\0") + 5;
+        assert!(
+            bytes[location] & 0x80 != 0 && bytes[location + 1] & 0x80 == 0,
+            "goid's offset is a two-byte ULEB128"
+        );
+        bytes[location..location + 2].copy_from_slice(&[0xff, 0x7f]);
+    });
+    let run = go_trace_with(&exe, &[], Duration::from_millis(2500), GO_TRACER_ARGS);
+    run.finished.assert_no_panic();
+    let report = run.finished.report();
+    let ctx = report.describe();
+    let goroutines = report.goroutines();
+    let premature =
+        goroutines.site_created_at("main.go", go_marked_line("goroutines", "premature-go"));
+    assert_eq!(premature.live, 7, "{ctx}");
+    assert_eq!(
+        premature.states,
+        BTreeMap::from([("chan send".to_string(), 7)]),
+        "{ctx}"
     );
 }
