@@ -87,6 +87,12 @@ enum Mutation {
     Truncate {
         at: u64,
     },
+    /// Replaces the run of ASCII digits at or after a place with a boundary value in decimal:
+    /// text formats (kmsg, tracefs, `/proc`) carry their numbers so.
+    Number {
+        at: u64,
+        value: u64,
+    },
 }
 
 /// Boundary values: counts, offsets and sizes set to these find missing checks.
@@ -114,6 +120,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => (any::<u64>(), any::<u64>(), any::<u8>())
             .prop_map(|(from, to, len)| Mutation::Copy { from, to, len }),
         1 => any::<u64>().prop_map(|at| Mutation::Truncate { at }),
+        2 => (any::<u64>(), interesting_u64()).prop_map(|(at, value)| Mutation::Number { at, value }),
     ]
 }
 
@@ -147,6 +154,7 @@ fn mutate(seed: &Seed, mutations: &[Mutation]) -> Vec<u8> {
                 }
             }
             Mutation::Truncate { at: i } => bytes.truncate(at(i)),
+            Mutation::Number { at: i, value } => replace_number(&mut bytes, at(i), *value),
         }
     }
     bytes
@@ -157,6 +165,21 @@ fn set(bytes: &mut [u8], at: usize, value: &[u8]) {
     if let Some(slot) = bytes.get_mut(at..end) {
         slot.copy_from_slice(&value[..end - at]);
     }
+}
+
+fn replace_number(bytes: &mut Vec<u8>, from: usize, value: u64) {
+    let Some(start) = bytes
+        .get(from..)
+        .and_then(|rest| rest.iter().position(u8::is_ascii_digit))
+        .map(|offset| from + offset)
+    else {
+        return;
+    };
+    let len = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    bytes.splice(start..start + len, value.to_string().into_bytes());
 }
 
 fn budget() -> Duration {
@@ -195,6 +218,13 @@ pub fn fuzz(name: &str, seeds: &[Seed], check: impl Fn(&[u8])) {
     }
     let run_seed = run_seed();
     let deadline = Instant::now() + budget();
+    // Shrinking re-runs a failing case hundreds of times: one report (below) is enough.
+    let report_panics = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut last) = LAST_PANIC_AT.lock() {
+            *last = info.location().map(ToString::to_string);
+        }
+    }));
     let strategy = (0..seeds.len(), vec(mutation(), 1..=MAX_MUTATIONS));
     let (mut batch, mut cases) = (0u64, 0u64);
     while Instant::now() < deadline {
@@ -217,27 +247,44 @@ pub fn fuzz(name: &str, seeds: &[Seed], check: impl Fn(&[u8])) {
             prop_assert!(took < CASE_TIME_LIMIT, "took {took:?}");
             Ok(())
         });
-        match result {
-            Ok(()) => {}
-            Err(TestError::Fail(why, (index, mutations))) => {
-                let seed = &seeds[index];
-                let saved = save_failure(name, &mutate(seed, &mutations));
-                panic!(
-                    "{name}: {why} on seed {} with {mutations:?} (run seed {run_seed}); \
-                     input saved to {}",
-                    seed.name,
-                    saved.display()
-                );
-            }
-            Err(error) => panic!("{name}: {error}"),
+        if result.is_err() {
+            std::panic::set_hook(report_panics);
+            report_failure(name, seeds, run_seed, result);
+            return;
         }
         batch += 1;
         cases += u64::from(BATCH);
     }
+    std::panic::set_hook(report_panics);
     eprintln!(
         "fuzz {name}: {cases} cases on {} seeds (run seed {run_seed})",
         seeds.len()
     );
+}
+
+/// Where the last case panicked: printed with the shrunk case.
+static LAST_PANIC_AT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+type RunResult = Result<(), TestError<(usize, Vec<Mutation>)>>;
+
+/// Panics with the shrunk failing case, its input saved for a unit test.
+fn report_failure(name: &str, seeds: &[Seed], run_seed: u64, result: RunResult) {
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, (index, mutations))) => {
+            let seed = &seeds[index];
+            let saved = save_failure(name, &mutate(seed, &mutations));
+            let at = LAST_PANIC_AT.lock().ok().and_then(|at| at.clone());
+            panic!(
+                "{name}: {why} (at {}) on seed {} with {mutations:?} (run seed {run_seed}); \
+                 input saved to {}",
+                at.as_deref().unwrap_or("?"),
+                seed.name,
+                saved.display()
+            );
+        }
+        Err(error) => panic!("{name}: {error}"),
+    }
 }
 
 fn save_failure(name: &str, input: &[u8]) -> PathBuf {
@@ -278,5 +325,18 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(out[23..32], [0xff; 9]);
+    }
+
+    #[test]
+    fn numbers_are_replaced_whole() {
+        let seed = Seed::whole("text", b"offset:8;\tsize:4;".to_vec());
+        let mutations = [Mutation::Number {
+            at: 0,
+            value: u64::MAX,
+        }];
+        assert_eq!(
+            mutate(&seed, &mutations),
+            b"offset:18446744073709551615;\tsize:4;"
+        );
     }
 }
