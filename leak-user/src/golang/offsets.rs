@@ -197,7 +197,7 @@ impl RuntimeOffsets {
 /// 2 KiB up to Go 1.27): an offset or a size beyond it is corrupt or hostile DWARF, and
 /// reading the target's memory through it would only return garbage (or make every read
 /// huge).
-const MAX_STRUCT_BYTES: u64 = 1 << 16;
+const MAX_STRUCT_BYTES: u64 = 1 << 14;
 
 /// A struct as DWARF describes it.
 #[derive(Debug, Default)]
