@@ -18,6 +18,7 @@ use crate::{
         symbols::GoSymbols,
     },
     oom::{kmsg, tracepoint::MarkVictimLayout},
+    target::probe_site,
     unwind::table,
 };
 
@@ -38,7 +39,7 @@ fn fuzz_eh_frame_rows() {
 }
 
 /// What the allocator lookup reads of an ELF file: symbols, dynamic section, interpreter,
-/// program headers. Through a real file, as leaktrace opens them.
+/// program headers, the code where probes go. Through a real file, as leaktrace opens them.
 #[test]
 #[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_elf_object() {
@@ -56,7 +57,12 @@ fn fuzz_elf_object() {
         let Ok(object) = crate::target::elf::ElfObject::open(&path) else {
             return;
         };
-        let _ = object.functions(|name| name.contains("alloc") || name == "free");
+        let wanted = |name: &str| name.contains("alloc") || name == "free" || name == "main";
+        for function in object.functions(wanted) {
+            // Where the allocator lookup would place its probe: decodes the function's code.
+            let code = object.bytes_at(function.offset, function.size.max(64));
+            let _ = probe_site::place(code, function.offset, &[0, 1, 5]);
+        }
         let _ = (object.soname(), object.needed(), object.interpreter());
         let _ = (
             object.entry_offset(),
