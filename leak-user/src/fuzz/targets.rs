@@ -14,6 +14,7 @@ use crate::{
         buildinfo::{self, GoVersion},
         goroutines::{decode_goroutine, g_read_len},
         offsets::RuntimeOffsets,
+        probes::GoProbes,
         runtime_vars::{GoroutineLimits, RuntimeVars},
         symbols::GoSymbols,
     },
@@ -95,6 +96,18 @@ fn fuzz_go_symbols() {
         }
         let _ = symbols.function("main.leaky");
         let _ = symbols.functions().count();
+    });
+}
+
+/// Where the goroutine probes go: runtime functions found through the table and `.symtab`,
+/// their code decoded for return sites and emulable entries.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_probes() {
+    let binaries = seeds::go_binaries();
+    let seeds = seeds::sections(&binaries, &[".symtab", ".gopclntab", ".text"]);
+    fuzz("go_probes", &seeds, |elf| {
+        let _ = GoProbes::for_binary(elf);
     });
 }
 
