@@ -5,8 +5,11 @@ mod attach;
 mod cli;
 mod collect;
 mod escape;
+#[cfg(test)]
+mod fuzz;
 mod golang;
 mod launch;
+mod limits;
 mod memory;
 mod metrics;
 mod oom;
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
             )
         })
         .init();
+    if let Err(error) = limits::raise_open_files_limit() {
+        log::warn!("cannot raise the open files limit: {error}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,7 +10,13 @@
 //! runtime keeps for its own tracebacks (stripped binaries keep it), inlined calls expanded from
 //! its inline trees; their C code (cgo) still goes to blazesym: see [`Backend`].
 //!
+//! Descriptors are bounded: only the most recently used modules keep their file open
+//! ([`open_objects`]); the others are reopened through the target's mapping when needed, which
+//! may fail once the target and the file are gone (their frames then name the module only).
+//!
 //! Not `Send`: blazesym's symbolizer keeps `Rc`s and `RefCell`s. Keep it on one thread.
+mod open_objects;
+
 use std::{
     collections::HashMap,
     fs::File,
@@ -20,14 +26,16 @@ use std::{
 };
 
 use blazesym::symbolize::{
-    CodeInfo, Input, Sym, Symbolized,
+    CodeInfo, Input, Sym, Symbolized, evict,
     source::{Elf, Source},
 };
 use procfs::process::{MMPermissions, MMapPath, Process};
 use thiserror::Error;
 
+use self::open_objects::OpenObjects;
 use crate::{
     golang::symbols::{GoFrame, GoSymbols, SymbolsError},
+    limits,
     report::model::Frame,
     target::{
         MappedObject,
@@ -55,12 +63,15 @@ pub enum SymbolizeError {
     Files(#[from] FileError),
 }
 
-/// One file mapped executable into the target, kept open.
+/// One file mapped executable into the target, open while among the recently used.
 #[derive(Debug)]
 struct Module {
     /// As the target sees it, for the report.
     path: String,
-    /// `None` when no way of opening it worked: frames then carry the module and nothing else.
+    /// The latest mapping of it seen: where it is reopened from, and checked against.
+    mapping: MappedObject,
+    /// `None` when closed ([`OpenObjects`]) or when no way of opening it worked: frames then
+    /// carry the module and nothing else.
     file: Option<ObjectFile>,
     /// Exported function names by start address, read on first need.
     exported: Option<HashMap<u64, String>>,
@@ -320,6 +331,8 @@ pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
     modules: Vec<Module>,
     modules_by_key: HashMap<FileKey, usize>,
+    /// The modules whose file is open.
+    open: OpenObjects,
     /// Sorted by `start`, non-overlapping.
     mappings: Vec<Mapping>,
     /// Per `(pc, is_return_address)`: reports symbolize the same stacks again and again.
@@ -366,6 +379,7 @@ impl Symbolizer {
             inner,
             modules: Vec::new(),
             modules_by_key: HashMap::new(),
+            open: OpenObjects::for_nofile_limit(limits::open_files_soft_limit()),
             mappings: Vec::new(),
             cache: HashMap::new(),
             last_refresh: Instant::now(),
@@ -478,6 +492,7 @@ impl Symbolizer {
         }
 
         for (module_index, entries) in by_module {
+            self.reopen(module_index);
             let (entries, fallbacks) = self.resolve_go(module_index, entries);
             if !entries.is_empty() {
                 self.resolve_blazesym(module_index, &entries);
@@ -567,6 +582,40 @@ impl Symbolizer {
         }
     }
 
+    /// Makes the module's file open (again) and most recently used, closing the least recently
+    /// used one beyond the budget. The file is reopened from its latest mapping and must be the
+    /// same file (device and inode); when that fails the module stays without a file.
+    fn reopen(&mut self, index: usize) {
+        let Some(module) = self.modules.get_mut(index) else {
+            return;
+        };
+        if module.file.is_none() {
+            match self.files.open_mapped(&module.mapping) {
+                Ok(file) => module.file = Some(file),
+                Err(e) => {
+                    log::debug!("PID {}: {e}: its frames will have no symbols", self.pid);
+                    return;
+                }
+            }
+        }
+        if let Some(least_recent) = self.open.touch(index) {
+            self.close(least_recent);
+        }
+    }
+
+    /// Closes a module's file, and blazesym's: its cache is keyed by our `/proc/self/fd/N`,
+    /// a path that a later open may reuse for another file.
+    fn close(&mut self, index: usize) {
+        let Some(file) = self.modules.get_mut(index).and_then(|m| m.file.take()) else {
+            return;
+        };
+        let source = evict::Evict::Elf(evict::Elf::new(file.kernel_path()));
+        if let Err(e) = self.inner.evict(&source) {
+            log::debug!("blazesym kept {}: {e}", file.label());
+        }
+        self.open.forget(index);
+    }
+
     fn mapping_of(&self, addr: u64) -> Option<Mapping> {
         let index = self.mappings.partition_point(|m| m.start <= addr);
         let mapping = *self.mappings.get(index.checked_sub(1)?)?;
@@ -591,23 +640,22 @@ impl Symbolizer {
                 continue;
             }
             let module = match known {
-                Some(module) => module,
+                Some(module) => {
+                    self.modules[module].mapping = entry.mapped_object();
+                    module
+                }
                 None => {
-                    let file = self
-                        .files
-                        .open_mapped(&entry.mapped_object())
-                        .inspect_err(|e| {
-                            log::debug!("PID {}: {e}: its frames will have no symbols", self.pid);
-                        })
-                        .ok();
                     self.modules.push(Module {
                         path: entry.path.to_string_lossy().into_owned(),
-                        file,
+                        mapping: entry.mapped_object(),
+                        file: None,
                         exported: None,
                         backend: None,
                     });
                     let index = self.modules.len() - 1;
                     self.modules_by_key.insert(entry.key, index);
+                    // Opened now, while the target surely still maps it.
+                    self.reopen(index);
                     index
                 }
             };
@@ -1008,6 +1056,32 @@ int main(int argc, char **)
                 .is_some_and(|m| m.ends_with("libc.so.6")),
             "{frame:?}"
         );
+    }
+
+    /// One open object at a time: every lookup in another module closes the previous one and
+    /// reopens its own, and the frames stay right.
+    #[test]
+    fn closed_modules_reopen_on_demand() {
+        let mut target = leaky(false);
+        let addrs = target.addresses();
+        let (leak_fn, malloc) = (addrs["leak_fn"], addrs["malloc"]);
+        let mut symbolizer = Symbolizer::new(target.pid()).expect("snapshot");
+        symbolizer.open = OpenObjects::with_capacity(1);
+        for index in 0..symbolizer.modules.len() {
+            symbolizer.close(index);
+        }
+        let open_files = |s: &Symbolizer| s.modules.iter().filter(|m| m.file.is_some()).count();
+        for round in 0..3 {
+            // A fresh cache each time, so that each lookup reaches the file.
+            symbolizer.cache.clear();
+            let exe = only(symbolizer.symbolize(&[leak_fn]));
+            assert_eq!(exe.function.as_deref(), Some("leak_fn"), "round {round}");
+            assert_eq!(exe.line, Some(line_of(LEAKY_C, "L_FN")));
+            assert_eq!(open_files(&symbolizer), 1);
+            let libc = only(symbolizer.symbolize(&[malloc]));
+            assert_eq!(libc.function.as_deref(), Some("malloc"), "round {round}");
+            assert_eq!(open_files(&symbolizer), 1);
+        }
     }
 
     #[test]

@@ -44,12 +44,21 @@ enum Task {
     },
     /// Set up, build in release mode, and trace the bundled leaky demo server (needs root).
     Demo,
-    /// Set up, then run all tests (one at a time, real eBPF, needs root), clippy and rustfmt.
+    /// Set up, then run all tests (one at a time, real eBPF, needs root), the fuzz targets
+    /// briefly, clippy and rustfmt.
     Test,
     /// Set up, build in release mode, and measure what tracing costs per malloc/free pair, and
     /// leaktrace at volume (a million outstanding allocations, a one-minute soak; needs root);
     /// writes target/bench/results.json. LEAKTRACE_BENCH_SOAK_S sets the soak's seconds.
     Bench,
+    /// Set up, then fuzz every parser of target data (ELF, `.eh_frame`, `.gopclntab`, inline
+    /// trees, buildinfo, moduledata, DWARF offsets, goroutines, kmsg, tracefs, `/proc`) for
+    /// SECONDS each, from seeds the tests build; a failure is shrunk and saved under
+    /// target/fuzz-failures. `cargo xtask test` runs them briefly.
+    Fuzz {
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        seconds: u64,
+    },
     /// Set up, then `cargo install` leaktrace.
     Install {
         /// Install into DIR/bin instead of cargo's default (~/.cargo/bin).
@@ -81,10 +90,14 @@ fn run(task: Task, user_path: &OsStr) -> Result<u8> {
         Task::Demo => return ws.demo(),
         Task::Test => ws.test()?,
         Task::Bench => return ws.bench(),
+        Task::Fuzz { seconds } => ws.fuzz(seconds)?,
         Task::Install { root } => ws.install(root, user_path)?,
     }
     Ok(0)
 }
+
+/// Seconds per fuzz run in `cargo xtask test`: 12 runs (11 targets), under two minutes in all.
+const TEST_FUZZ_SECONDS: u64 = 8;
 
 struct Workspace {
     root: PathBuf,
@@ -181,6 +194,7 @@ impl Workspace {
         ]);
         test.env("LEAKTRACE_BIN", &leaktrace);
         cmd::run(&mut test)?;
+        self.fuzz(TEST_FUZZ_SECONDS)?;
         cmd::run(&mut self.cargo([
             "clippy",
             "--workspace",
@@ -193,6 +207,27 @@ impl Workspace {
         ]))?;
         cmd::run(&mut self.cargo(["fmt", "--all", "--", "--check"]))?;
         say!("test: tests, clippy and rustfmt all passed");
+        Ok(())
+    }
+
+    /// The fuzz targets: ignored tests of leaktrace's unit tests (the parsers are private to
+    /// the binary), run one at a time for `seconds` each.
+    fn fuzz(&self, seconds: u64) -> Result<()> {
+        let mut fuzz = self.cargo([
+            "test",
+            "-p",
+            "leak-user",
+            "--bin",
+            "leaktrace",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+            "fuzz::targets::",
+        ]);
+        fuzz.env("LEAKTRACE_FUZZ_SECONDS", seconds.to_string());
+        cmd::run(&mut fuzz)?;
+        say!("fuzz: no failure in {seconds} s per target");
         Ok(())
     }
 

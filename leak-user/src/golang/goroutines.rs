@@ -37,17 +37,19 @@ pub struct GoroutineRecord {
 /// How many bytes from the start of a `g` [`decode_goroutine`] needs.
 pub fn g_read_len(offsets: &RuntimeOffsets) -> usize {
     let o = offsets;
+    // Offsets are checked against the struct's size when read from DWARF; saturating anyway,
+    // so that no offsets can make this wrap to a short read.
     let end = [
-        o.g_stack_lo + 8,
-        o.g_stack_hi + 8,
-        o.g_sched_sp + 8,
-        o.g_sched_pc + 8,
-        o.g_sched_bp + 8,
-        o.g_atomicstatus + 4,
-        o.g_goid + 8,
-        o.g_waitreason + 1,
-        o.g_gopc + 8,
-        o.g_startpc + 8,
+        o.g_stack_lo.saturating_add(8),
+        o.g_stack_hi.saturating_add(8),
+        o.g_sched_sp.saturating_add(8),
+        o.g_sched_pc.saturating_add(8),
+        o.g_sched_bp.saturating_add(8),
+        o.g_atomicstatus.saturating_add(4),
+        o.g_goid.saturating_add(8),
+        o.g_waitreason.saturating_add(1),
+        o.g_gopc.saturating_add(8),
+        o.g_startpc.saturating_add(8),
     ]
     .into_iter()
     .max()

@@ -30,6 +30,10 @@ const MD_GOFUNC_GO127: usize = 344;
 /// Functions whose trees [`plausible`] decodes before accepting a `gofunc`.
 const PLAUSIBLE_TREES: usize = 64;
 
+/// Tree entries [`plausible`] checks at most: a corrupt index table may claim up to 2^32
+/// entries per function, each checked entry costs a name lookup.
+const PLAUSIBLE_ENTRIES: u32 = 1 << 14;
+
 /// Inlined calls deeper than this at one pc mean a corrupt tree (a cycle through parentPc).
 const MAX_DEPTH: usize = 256;
 
@@ -237,6 +241,7 @@ pub fn expand<'a>(
 /// inside the function. At least one tree must have been checked.
 fn plausible(table: &Pclntab, trees: &InlineTrees) -> bool {
     let mut checked = 0;
+    let mut entries_left = PLAUSIBLE_ENTRIES;
     for i in 0..table.len() {
         let Some(func) = table.func(i) else { continue };
         let (Some(tree_off), Some(max)) = (table.inline_tree(&func), table.max_inline_index(&func))
@@ -244,6 +249,11 @@ fn plausible(table: &Pclntab, trees: &InlineTrees) -> bool {
             continue;
         };
         let size = func.end.saturating_sub(func.entry);
+        let Some(left) = entries_left.checked_sub(max.saturating_add(1)) else {
+            // Checking this tree would exceed the budget: judge by those checked.
+            break;
+        };
+        entries_left = left;
         for ix in 0..=max {
             let Some(call) = trees.call(tree_off, ix) else {
                 return false;

@@ -104,6 +104,12 @@ pub enum OffsetsError {
     NoDwarf,
     #[error("DWARF has no member {0}")]
     MissingMember(&'static str),
+    #[error("DWARF puts {member} at byte {offset}, outside its struct of {size} bytes")]
+    Implausible {
+        member: &'static str,
+        offset: u64,
+        size: u64,
+    },
     #[error("no DWARF ({dwarf}) and no offsets table for Go version {version}")]
     UnknownVersion { version: String, dwarf: String },
 }
@@ -153,23 +159,26 @@ impl RuntimeOffsets {
     /// `runtime.sudog` struct members in the binary's DWARF.
     pub fn from_dwarf(elf: &[u8]) -> Result<RuntimeOffsets, OffsetsError> {
         let structs = read_structs(elf, &STRUCTS)?;
-        let member = |name: &'static str| -> Result<u64, OffsetsError> {
-            let (ty, field) = name.rsplit_once('.').unwrap_or((name, ""));
-            structs
-                .get(ty)
-                .and_then(|members| members.get(field))
-                .copied()
-                .ok_or(OffsetsError::MissingMember(name))
+        let member = |name: &'static str| checked_member(&structs, name);
+        // A member of an embedded struct: both offsets checked, and their sum inside `g`.
+        let nested = |outer: &'static str, inner: &'static str| {
+            let offset =
+                member(outer)?
+                    .checked_add(member(inner)?)
+                    .ok_or(OffsetsError::Implausible {
+                        member: inner,
+                        offset: u64::MAX,
+                        size: MAX_STRUCT_BYTES,
+                    })?;
+            within(&structs, "runtime.g", inner, offset)
         };
-        let stack = member("runtime.g.stack")?;
-        let sched = member("runtime.g.sched")?;
         Ok(RuntimeOffsets {
-            g_stack_lo: stack + member("runtime.stack.lo")?,
-            g_stack_hi: stack + member("runtime.stack.hi")?,
+            g_stack_lo: nested("runtime.g.stack", "runtime.stack.lo")?,
+            g_stack_hi: nested("runtime.g.stack", "runtime.stack.hi")?,
             g_m: member("runtime.g.m")?,
-            g_sched_sp: sched + member("runtime.gobuf.sp")?,
-            g_sched_pc: sched + member("runtime.gobuf.pc")?,
-            g_sched_bp: sched + member("runtime.gobuf.bp")?,
+            g_sched_sp: nested("runtime.g.sched", "runtime.gobuf.sp")?,
+            g_sched_pc: nested("runtime.g.sched", "runtime.gobuf.pc")?,
+            g_sched_bp: nested("runtime.g.sched", "runtime.gobuf.bp")?,
             g_atomicstatus: member("runtime.g.atomicstatus")?,
             g_goid: member("runtime.g.goid")?,
             g_waitreason: member("runtime.g.waitreason")?,
@@ -184,6 +193,56 @@ impl RuntimeOffsets {
     }
 }
 
+/// No runtime struct leaktrace reads comes near this (`runtime.m`, the largest, is under
+/// 2 KiB up to Go 1.27): an offset or a size beyond it is corrupt or hostile DWARF, and
+/// reading the target's memory through it would only return garbage (or make every read
+/// huge).
+const MAX_STRUCT_BYTES: u64 = 1 << 14;
+
+/// A struct as DWARF describes it.
+#[derive(Debug, Default)]
+pub(super) struct StructLayout {
+    /// `DW_AT_byte_size`, when given.
+    size: Option<u64>,
+    /// Member name → offset in bytes.
+    members: HashMap<String, u64>,
+}
+
+/// The offset of `<struct>.<member>`, checked to lie inside the struct.
+pub(super) fn checked_member(
+    structs: &HashMap<String, StructLayout>,
+    name: &'static str,
+) -> Result<u64, OffsetsError> {
+    let (ty, field) = name.rsplit_once('.').unwrap_or((name, ""));
+    let offset = structs
+        .get(ty)
+        .and_then(|layout| layout.members.get(field))
+        .copied()
+        .ok_or(OffsetsError::MissingMember(name))?;
+    within(structs, ty, name, offset)
+}
+
+/// `offset` if it lies inside struct `ty` (its DWARF size, and [`MAX_STRUCT_BYTES`]).
+fn within(
+    structs: &HashMap<String, StructLayout>,
+    ty: &str,
+    member: &'static str,
+    offset: u64,
+) -> Result<u64, OffsetsError> {
+    let size = structs
+        .get(ty)
+        .and_then(|layout| layout.size)
+        .map_or(MAX_STRUCT_BYTES, |size| size.min(MAX_STRUCT_BYTES));
+    if offset >= size {
+        return Err(OffsetsError::Implausible {
+            member,
+            offset,
+            size,
+        });
+    }
+    Ok(offset)
+}
+
 /// Struct names looked up in DWARF; members are named above as `<struct>.<member>`.
 const STRUCTS: [&str; 5] = [
     "runtime.g",
@@ -193,11 +252,11 @@ const STRUCTS: [&str; 5] = [
     "runtime.sudog",
 ];
 
-/// Struct name → (member name → offset) for each struct of `names` found in DWARF.
+/// Struct name → layout for each struct of `names` found in DWARF.
 pub(super) fn read_structs(
     elf: &[u8],
     names: &[&str],
-) -> Result<HashMap<String, HashMap<String, u64>>, OffsetsError> {
+) -> Result<HashMap<String, StructLayout>, OffsetsError> {
     let file = object::File::parse(elf)?;
     if section_data(&file, ".debug_info")?.is_none() {
         return Err(OffsetsError::NoDwarf);
@@ -207,7 +266,7 @@ pub(super) fn read_structs(
     })?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
 
-    let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut found: HashMap<String, StructLayout> = HashMap::new();
     let mut units = dwarf.units();
     // Go puts all runtime types in one unit; stop as soon as every struct is seen.
     while found.len() < names.len() {
@@ -225,10 +284,13 @@ pub(super) fn read_structs(
             let name = dwarf.attr_string(&unit, name)?;
             let name = String::from_utf8_lossy(name.slice());
             if names.contains(&name.as_ref()) && !found.contains_key(name.as_ref()) {
-                wanted.push((name.into_owned(), entry.offset()));
+                let size = entry
+                    .attr_value(gimli::DW_AT_byte_size)?
+                    .and_then(|size| size.udata_value());
+                wanted.push((name.into_owned(), entry.offset(), size));
             }
         }
-        for (name, offset) in wanted {
+        for (name, offset, size) in wanted {
             let mut members = HashMap::new();
             let mut tree = unit.entries_tree(Some(offset))?;
             let mut children = tree.root()?.children();
@@ -253,7 +315,7 @@ pub(super) fn read_structs(
                     location,
                 );
             }
-            found.insert(name, members);
+            found.insert(name, StructLayout { size, members });
         }
     }
     Ok(found)
@@ -281,6 +343,70 @@ mod tests {
                 RuntimeOffsets::for_binary(&elf).unwrap(),
                 (from_dwarf, OffsetsSource::Dwarf)
             );
+        }
+    }
+
+    /// A Go binary's DWARF with `runtime.g.goid` moved far outside `runtime.g` (its
+    /// two-byte ULEB128 offset patched to 16383): the DWARF offsets are refused, naming the
+    /// member, and the version's table row is used instead.
+    #[test]
+    fn absurd_dwarf_offsets_are_refused() {
+        let dir = std::env::temp_dir().join(format!("leaktrace-absurd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = testutil::build(testutil::Toolchain::Recent, Variant::Plain);
+        let out = dir.join("decompressed");
+        let status = std::process::Command::new("objcopy")
+            .arg("--decompress-debug-sections")
+            .arg(&plain)
+            .arg(&out)
+            .status()
+            .expect("objcopy (binutils) is needed to re-store DWARF");
+        assert!(status.success());
+        let mut elf = testutil::read(&out);
+        let row = RuntimeOffsets::from_dwarf(&elf).unwrap();
+        let at = member_location(&elf, b"runtime.g\0", b"goid\0");
+        // The offset as stored: a two-byte ULEB128 equal to the real one.
+        let stored = u64::from(elf[at] & 0x7f) | u64::from(elf[at + 1]) << 7;
+        assert_eq!((elf[at] & 0x80, stored), (0x80, row.g_goid));
+        elf[at..at + 2].copy_from_slice(&[0xff, 0x7f]);
+
+        let error = RuntimeOffsets::from_dwarf(&elf).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                OffsetsError::Implausible {
+                    member: "runtime.g.goid",
+                    offset: 16383,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let version = buildinfo::go_version(&elf).unwrap();
+        assert_eq!(
+            RuntimeOffsets::for_binary(&elf).unwrap(),
+            (row, OffsetsSource::Table(version))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// File offset of the location of member `member` of the struct named `parent` in
+    /// uncompressed Go DWARF (names are inline strings, the location follows the name).
+    fn member_location(elf: &[u8], parent: &[u8], member: &[u8]) -> usize {
+        let find = |from: usize, what: &[u8]| {
+            elf[from..]
+                .windows(what.len())
+                .position(|w| w == what)
+                .map(|at| from + at)
+        };
+        let mut from = 0;
+        loop {
+            let at = find(from, parent).expect("struct name in DWARF");
+            // Not `*runtime.g`, the pointer type.
+            if elf[at - 1] != b'*' {
+                return find(at, member).expect("member after its struct") + member.len();
+            }
+            from = at + 1;
         }
     }
 

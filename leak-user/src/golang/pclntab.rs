@@ -13,6 +13,9 @@ pub const MAGIC_GO120: u32 = 0xffff_fff1;
 const HEADER_LEN: usize = 8 + 8 * 8;
 /// `_func` fields up to `cuOffset`, identical in the 1.18 and 1.20 formats.
 const FUNC_LEN: usize = 36;
+/// Longest function or file name read: Go's longest (generic instantiations spelled out)
+/// stay far below; a longer one is a corrupt table.
+const MAX_NAME_BYTES: usize = 1 << 12;
 /// The whole fixed part of `_func`, before its `pcdata [npcdata]uint32` and
 /// `funcdata [nfuncdata]uint32` arrays: `cuOffset`, then (1.20+ only) `startLine int32`, then
 /// `funcID`, `flag`, a pad byte and `nfuncdata`, one byte each.
@@ -176,7 +179,7 @@ impl Pclntab {
     /// function (what `.symtab` sizes also exclude).
     pub fn code_size(&self, func: &Func<'_>) -> Option<u64> {
         let pcsp = self.field(func, 16)?;
-        let mut table = self.pc_table(pcsp, func.entry)?;
+        let mut table = self.pc_table(pcsp, func)?;
         let mut end = func.entry;
         for (pc, _) in table.by_ref() {
             end = pc;
@@ -186,7 +189,7 @@ impl Pclntab {
 
     /// Source file of `pc` inside `func`.
     pub fn file(&self, func: &Func<'_>, pc: u64) -> Option<&str> {
-        let fileno = self.value_at(self.field(func, 20)?, func.entry, pc)?;
+        let fileno = self.value_at(self.field(func, 20)?, func, pc)?;
         // cuOffset 0 is the first compilation unit, not a missing table.
         let cu = u32_at(&self.data, func.func_off.checked_add(32)?)?;
         let slot = u64::from(cu).checked_add(u64::try_from(fileno).ok()?)?;
@@ -205,7 +208,7 @@ impl Pclntab {
 
     /// Source line of `pc` inside `func`.
     pub fn line(&self, func: &Func<'_>, pc: u64) -> Option<u32> {
-        let line = self.value_at(self.field(func, 24)?, func.entry, pc)?;
+        let line = self.value_at(self.field(func, 24)?, func, pc)?;
         u32::try_from(line).ok()
     }
 
@@ -241,14 +244,14 @@ impl Pclntab {
     /// function's own code (the table's -1) or when it has no such table.
     pub fn inline_index(&self, func: &Func<'_>, pc: u64) -> Option<u32> {
         let table = self.pcdata(func, PCDATA_INL_TREE_INDEX)?;
-        u32::try_from(self.value_at(table, func.entry, pc)?).ok()
+        u32::try_from(self.value_at(table, func, pc)?).ok()
     }
 
     /// The largest index `func`'s inline tree index table gives anywhere in the function;
     /// `None` when there is no table, it never leaves -1, or it is corrupt.
     pub fn max_inline_index(&self, func: &Func<'_>) -> Option<u32> {
         let table = self.pcdata(func, PCDATA_INL_TREE_INDEX)?;
-        let mut runs = self.pc_table(table, func.entry)?;
+        let mut runs = self.pc_table(table, func)?;
         let max = runs.by_ref().map(|(_, value)| value).max();
         if runs.corrupt {
             return None;
@@ -293,29 +296,40 @@ impl Pclntab {
     }
 
     /// The value a pc-value table gives for `target`.
-    fn value_at(&self, table_off: u32, entry: u64, target: u64) -> Option<i32> {
-        self.pc_table(table_off, entry)?
+    fn value_at(&self, table_off: u32, func: &Func<'_>, target: u64) -> Option<i32> {
+        self.pc_table(table_off, func)?
             .find(|&(pc, _)| target < pc)
             .map(|(_, value)| value)
     }
 
-    fn pc_table(&self, table_off: u32, entry: u64) -> Option<PcTable<'_>> {
+    /// `func`'s table at `table_off`, its runs bounded by the function: many functions of a
+    /// corrupt table may share one long table, and walking all of it for each would be
+    /// quadratic in the table's size.
+    fn pc_table(&self, table_off: u32, func: &Func<'_>) -> Option<PcTable<'_>> {
         let start = self.header.pctab.checked_add(table_off as usize)?;
+        let quantum = u64::from(self.header.quantum);
         Some(PcTable {
             data: self.data.get(start..)?,
-            pc: entry,
-            entry,
+            pc: func.entry,
+            entry: func.entry,
+            end: func.end,
+            // One run per instruction at most; a pc delta of 0 is never written, two spare.
+            runs_left: (func.end.saturating_sub(func.entry) / quantum.max(1)).saturating_add(2),
             value: -1,
-            quantum: u64::from(self.header.quantum),
+            quantum,
             corrupt: false,
         })
     }
 
-    /// The NUL-terminated string at `off`.
+    /// The NUL-terminated string at `off`, at most [`MAX_NAME_BYTES`] long. The search is a
+    /// `memchr` (through `CStr`): names of a corrupt table may overlap and be long.
     fn c_str(&self, off: usize) -> Option<&str> {
         let bytes = self.data.get(off..)?;
-        let len = bytes.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&bytes[..len]).ok()
+        let bytes = bytes.get(..MAX_NAME_BYTES.min(bytes.len()))?;
+        std::ffi::CStr::from_bytes_until_nul(bytes)
+            .ok()?
+            .to_str()
+            .ok()
     }
 }
 
@@ -325,6 +339,10 @@ struct PcTable<'a> {
     data: &'a [u8],
     pc: u64,
     entry: u64,
+    /// The function's end: a run past it is corrupt.
+    end: u64,
+    /// Runs still allowed: a function has no more runs than instructions.
+    runs_left: u64,
     value: i32,
     quantum: u64,
     /// Set when the table ended inside a varint or overflowed: it is truncated or corrupt.
@@ -370,6 +388,11 @@ impl Iterator for PcTable<'_> {
             self.corrupt = true;
             return None;
         };
+        if pc > self.end || self.runs_left == 0 {
+            self.corrupt = true;
+            return None;
+        }
+        self.runs_left -= 1;
         self.pc = pc;
         Some((self.pc, self.value))
     }
@@ -407,6 +430,8 @@ mod tests {
             data: &bytes,
             pc: 0x100,
             entry: 0x100,
+            end: 0x200,
+            runs_left: 0x100,
             value: -1,
             quantum: 1,
             corrupt: false,
@@ -423,6 +448,8 @@ mod tests {
             data: &bytes,
             pc: 0,
             entry: 0,
+            end: 0x1000,
+            runs_left: 0x1000,
             value: -1,
             quantum: 1,
             corrupt: false,

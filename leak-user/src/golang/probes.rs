@@ -262,7 +262,7 @@ fn c_function(elf: &[u8], name: &str) -> Option<Range> {
     let file = object::File::parse(elf).ok()?;
     file.symbols()
         .find(|s| s.kind() == SymbolKind::Text && s.name() == Ok(name) && s.size() > 0)
-        .map(|s| (s.address(), s.address() + s.size()))
+        .and_then(|s| Some((s.address(), s.address().checked_add(s.size())?)))
 }
 
 /// Linked with cgo: the binary needs a C library (pure Go binaries are static).

@@ -15,6 +15,10 @@ use crate::target::remote_memory::RemoteMemory;
 
 /// More goroutines than this in `allglen` is a torn read, not a program.
 const MAX_GOROUTINES: u64 = 1 << 22;
+/// Bytes of `g` records read per sample at most (`allglen` times what one `g` needs, about
+/// 400 bytes up to Go 1.27): beyond it (a hostile `allglen`, or offsets placing fields far
+/// into the struct) the runtime's list is not read and the probes' view stands.
+const MAX_G_BYTES_PER_SAMPLE: u64 = 1 << 30;
 /// Frames kept of a parked goroutine's stack: enough to get past the runtime to the program.
 const MAX_FRAMES: usize = 32;
 /// `_Gidle`: just allocated, not a goroutine yet.
@@ -91,7 +95,9 @@ impl GoReader {
         let array = self
             .memory
             .read_u64(self.vars.allgptr?.wrapping_add(self.bias))?;
-        if len > MAX_GOROUTINES || array == 0 {
+        let per_g = u64::try_from(g_read_len(&self.offsets)).unwrap_or(u64::MAX);
+        if len > MAX_GOROUTINES || len.saturating_mul(per_g) > MAX_G_BYTES_PER_SAMPLE || array == 0
+        {
             return None;
         }
         let mut bytes = vec![0; len as usize * 8];
@@ -147,7 +153,9 @@ impl GoReader {
     /// frame-pointer chain (Go keeps frame pointers), which must stay inside its stack.
     fn parked_stack(&self, pc: u64, mut bp: u64, lo: u64, hi: u64) -> Vec<u64> {
         let mut stack = vec![pc];
-        while stack.len() < MAX_FRAMES && bp >= lo && bp + 16 <= hi {
+        // `bp` comes from the target: a frame record must fit below `hi` without wrapping.
+        let in_stack = |bp: u64| bp >= lo && bp.checked_add(16).is_some_and(|end| end <= hi);
+        while stack.len() < MAX_FRAMES && in_stack(bp) {
             let Some(ret) = self.memory.read_u64(bp + 8) else {
                 break;
             };

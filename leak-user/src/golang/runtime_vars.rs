@@ -203,9 +203,10 @@ pub struct HeapStat {
 }
 
 impl HeapStat {
-    /// Link-time address of the field.
+    /// Link-time address of the field. `addr` comes from the file: a stat whose sum would
+    /// wrap is never made ([`RuntimeVars::for_binary`]), so wrapping never happens here.
     pub fn field_addr(&self) -> u64 {
-        self.addr + self.offset
+        self.addr.wrapping_add(self.offset)
     }
 
     /// Bytes from the `size` bytes read at [`HeapStat::field_addr`].
@@ -287,6 +288,11 @@ const DATA_SYMBOLS: [&str; 6] = [
 
 /// Longest name accepted from a string table (the longest Go has is under 40 bytes).
 const MAX_NAME: u64 = 256;
+/// Runtime functions decoded are small (`runtime.allgadd`, `runtime.waitReason.String`,
+/// `(*mheap).allocSpan`: under 8 KiB up to Go 1.27); a size beyond this comes from a corrupt
+/// table and would only cost time and memory (40 bytes per decoded instruction).
+const MAX_DECODED_BYTES: u64 = 1 << 16;
+
 /// Most entries accepted in a string table (wait reasons: 27 in 1.19, 47 in 1.27).
 const MAX_NAMES: u64 = 256;
 
@@ -368,7 +374,8 @@ impl RuntimeVars {
         let heap_inuse = match symtab.get(GC_CONTROLLER) {
             Some(&(addr, _)) => {
                 let offsets = gc_controller_offsets_from_dwarf(elf)
-                    .or_else(|| row.map(|row| row.gc_controller));
+                    .or_else(|| row.map(|row| row.gc_controller))
+                    .filter(|offsets| addr.checked_add(offsets.heap_in_use).is_some());
                 offsets.map(|offsets| HeapStat {
                     addr,
                     offset: offsets.heap_in_use,
@@ -381,7 +388,7 @@ impl RuntimeVars {
                 let offsets = row.gc_controller;
                 let field = code.as_ref()?.heap_in_use(&offsets)?;
                 Some(HeapStat {
-                    addr: field - offsets.heap_in_use,
+                    addr: field.checked_sub(offsets.heap_in_use)?,
                     offset: offsets.heap_in_use,
                     size: 8,
                     unit: 1,
@@ -456,11 +463,12 @@ fn data_symbols(file: &object::File<'_>) -> HashMap<&'static str, (u64, u64)> {
 fn gc_controller_offsets_from_dwarf(elf: &[u8]) -> Option<GcControllerOffsets> {
     const STRUCT: &str = "runtime.gcControllerState";
     let structs = offsets::read_structs(elf, &[STRUCT]).ok()?;
-    let members = structs.get(STRUCT)?;
+    // Checked to lie inside the struct, like the goroutine offsets.
+    let member = |name| offsets::checked_member(&structs, name).ok();
     Some(GcControllerOffsets {
-        heap_in_use: *members.get("heapInUse")?,
-        heap_released: *members.get("heapReleased")?,
-        heap_free: *members.get("heapFree")?,
+        heap_in_use: member("runtime.gcControllerState.heapInUse")?,
+        heap_released: member("runtime.gcControllerState.heapReleased")?,
+        heap_free: member("runtime.gcControllerState.heapFree")?,
     })
 }
 
@@ -540,6 +548,9 @@ impl Code<'_> {
     /// text) and bounded by its size.
     fn decode(&self, name: &str) -> Option<Vec<Instruction>> {
         let (entry, size) = self.symbols.function(name)?;
+        if size > MAX_DECODED_BYTES {
+            return None;
+        }
         let code = read_va(self.file, entry, size)?;
         let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
         let mut instructions = Vec::new();
@@ -594,8 +605,8 @@ impl Code<'_> {
         let allgs = single(accessed.iter().copied().filter(|&addr| {
             addr != allglen
                 && addr != allgptr
-                && accessed.contains(&(addr + 8))
-                && accessed.contains(&(addr + 16))
+                && addr.checked_add(8).is_some_and(|a| accessed.contains(&a))
+                && addr.checked_add(16).is_some_and(|a| accessed.contains(&a))
         }));
         if let Some(race) = self.decode("runtime.forEachGRace") {
             let mut loads = Vec::new();
@@ -603,6 +614,10 @@ impl Code<'_> {
                 let target = instruction.ip_rel_memory_address();
                 if !loads.contains(&target) {
                     loads.push(target);
+                }
+                // Two are expected: a third already fails the check below.
+                if loads.len() > 2 {
+                    break;
                 }
             }
             if loads != [allglen, allgptr] {
@@ -675,8 +690,8 @@ impl Code<'_> {
             let Some(base) = addr.checked_sub(offsets.heap_in_use) else {
                 return false;
             };
-            alloc.contains(&(base + offsets.heap_released))
-                && alloc.contains(&(base + offsets.heap_free))
+            let has = |offset: u64| base.checked_add(offset).is_some_and(|a| alloc.contains(&a));
+            has(offsets.heap_released) && has(offsets.heap_free)
         }))?;
         free.contains(&heap_in_use).then_some(heap_in_use)
     }

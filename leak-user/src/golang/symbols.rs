@@ -240,7 +240,41 @@ impl GoSymbols {
 mod tests {
     use super::*;
     use crate::golang::moduledata::TextSource;
+    use crate::golang::pclntab::Header;
     use crate::golang::testutil::{self, LEAKY_MAKE_LINE, TOOLCHAINS, Toolchain, Variant};
+
+    /// The file range of a section.
+    fn section_range(elf: &[u8], name: &str) -> std::ops::Range<usize> {
+        use object::ObjectSection as _;
+        let file = object::File::parse(elf).unwrap();
+        let (offset, size) = file.section_by_name(name).unwrap().file_range().unwrap();
+        offset as usize..(offset + size) as usize
+    }
+
+    /// A corrupt `.gopclntab` whose pc-value tables never end (the table area overwritten
+    /// with runs of one byte, no terminator): each function's walk stops at the function's
+    /// end, instead of running to the end of the table for each of thousands of functions.
+    #[test]
+    fn endless_pc_tables_cost_one_pass() {
+        let mut elf = testutil::read(&testutil::build(Toolchain::Recent, Variant::Stripped));
+        let table = section_range(&elf, ".gopclntab");
+        let header = Header::parse(&elf[table.clone()]).unwrap();
+        let pctab = table.start + header.pctab..table.start + header.functab;
+        assert!(pctab.len() > 100_000, "{pctab:?}");
+        for pair in elf[pctab].chunks_exact_mut(2) {
+            // Value delta +1, pc delta 1.
+            pair.copy_from_slice(&[0x02, 0x01]);
+        }
+        let started = std::time::Instant::now();
+        let symbols = GoSymbols::open(&elf).expect("the table's structure is intact");
+        let (entry, _) = symbols.function("main.leaky").expect("names are intact");
+        let _ = symbols.frames(entry + 4);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     /// Every sized function symbol of `.symtab`.
     fn symtab(elf: &[u8]) -> Vec<(String, u64, u64)> {

@@ -166,6 +166,10 @@ fn unescape(s: &str) -> String {
 /// (EINVAL), and records with their dictionary stay below 8 KiB (`CONSOLE_EXT_LOG_MAX`).
 const READ_BUF: usize = 16 * 1024;
 
+/// Records returned by one drain at most: a process that writes to `/dev/kmsg` as fast as we
+/// read must not keep us reading (and growing the batch) forever; the rest comes next drain.
+const MAX_RECORDS_PER_DRAIN: usize = 1 << 14;
+
 /// A non-blocking reader of `/dev/kmsg`, kept open so that each drain returns only new records.
 #[derive(Debug)]
 pub struct KmsgReader {
@@ -206,11 +210,12 @@ impl KmsgReader {
         })
     }
 
-    /// Every record available now; returns when the kernel has no more (EAGAIN). Records lost to
-    /// ring-buffer overwrite (EPIPE) are skipped and counted in `overwritten`.
+    /// Every record available now, up to [`MAX_RECORDS_PER_DRAIN`]; returns when the kernel
+    /// has no more (EAGAIN). Records lost to ring-buffer overwrite (EPIPE) are skipped and
+    /// counted in `overwritten`.
     pub fn read_available(&mut self) -> io::Result<Vec<KmsgRecord>> {
         let mut records = Vec::new();
-        loop {
+        while records.len() < MAX_RECORDS_PER_DRAIN {
             match self.file.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => match self.buf.get(..n).map(KmsgRecord::parse) {
@@ -407,7 +412,7 @@ impl OomAssembler {
                 // Already seen (overlapping reads).
                 return None;
             }
-            if record.seq != last + 1 {
+            if last.checked_add(1) != Some(record.seq) {
                 // Records were lost: header lines held now may belong to a kill whose victim line
                 // was lost, and must not be pinned on the next victim.
                 self.header = None;
@@ -894,6 +899,18 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].invoked_by, None);
         assert_eq!(events[0].memcg_limit_kb, None);
+    }
+
+    /// The largest sequence number, then any other: no overflow, and what follows is a gap.
+    #[test]
+    fn sequence_at_the_top_of_its_range_does_not_overflow() {
+        let records = parse_stream(concat!(
+            "4,18446744073709551615,1000,-;a invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n",
+            "3,0,10000,-;Memory cgroup out of memory: Killed process 9 (b) total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, UID:5 pgtables:4kB oom_score_adj:0\n",
+        ))
+        .expect("records");
+        // seq 0 after u64::MAX reads as already seen: nothing is assembled, nothing panics.
+        assert!(assemble(&records).is_empty());
     }
 
     #[test]

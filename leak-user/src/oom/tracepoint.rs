@@ -190,7 +190,7 @@ impl MarkVictimLayout {
         ]
         .into_iter()
         .flatten()
-        .map(|f| f.offset + f.size)
+        .map(|f| f.offset.saturating_add(f.size))
         .max()
         .unwrap_or(0)
     }
@@ -482,6 +482,19 @@ print fmt: \"pid=%d\", REC->pid
         assert!(matches!(
             MarkVictimLayout::parse("\tfield:int pid;\toffset:8;\tsize:3;\tsigned:1;\n"),
             Err(TracepointError::BadSize { field: "pid", .. })
+        ));
+    }
+
+    /// An offset at the top of `usize` parses; sizes and decoding do not overflow.
+    #[test]
+    fn huge_offsets_neither_overflow_nor_read() {
+        let format = FORMAT_6_18.replace("offset:8;", "offset:18446744073709551615;");
+        let l = MarkVictimLayout::parse(&format).expect("layout");
+        assert_eq!(l.pid.offset, usize::MAX);
+        assert_eq!(l.fixed_size(), usize::MAX);
+        assert!(matches!(
+            l.decode(RECORD_6_18),
+            Err(TracepointError::Truncated { field: "pid", .. })
         ));
     }
 

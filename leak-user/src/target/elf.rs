@@ -211,6 +211,7 @@ pub struct LoadSegment {
 /// the segment that contains the offset instead goes wrong when segments are packed in the
 /// file: Rust's and lld's executables start `.text` mid-page (file 0x25640, address 0x26640),
 /// and its mapping's offset 0x25000 lies inside the read-only segment before it, off by a page.
+/// Header fields come from the file: nothing here may wrap.
 pub fn vaddr_of_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
     const PAGE: u64 = 4096;
     let mapped_from = |s: &&LoadSegment| s.offset & !(PAGE - 1) == offset;
@@ -218,8 +219,11 @@ pub fn vaddr_of_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
         return s.vaddr.checked_sub(s.offset - offset);
     }
     segments.iter().find_map(|s| {
-        (s.offset <= offset && offset < s.offset.saturating_add(s.file_size.max(1)))
-            .then(|| s.vaddr + (offset - s.offset))
+        let rel = offset.checked_sub(s.offset)?;
+        if rel >= s.file_size.max(1) {
+            return None;
+        }
+        s.vaddr.checked_add(rel)
     })
 }
 
@@ -227,8 +231,11 @@ pub fn vaddr_of_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
 fn file_offset(elf: &ElfFile64<'_, Endianness>, address: u64) -> Option<u64> {
     elf.sections().find_map(|section| {
         let (offset, size) = section.file_range()?;
-        let start = section.address();
-        (start <= address && address < start + size).then(|| address - start + offset)
+        let rel = address.checked_sub(section.address())?;
+        if rel >= size {
+            return None;
+        }
+        offset.checked_add(rel)
     })
 }
 
@@ -237,6 +244,36 @@ mod tests {
     use super::*;
 
     const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    /// Found by `fuzz_elf_object`: tests/targets/native.c built with gcc -O2, one section
+    /// header word set to 2^64-1. Symbol lookups used to overflow computing file offsets.
+    #[test]
+    fn section_at_the_top_of_the_address_space() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/target/testdata/native-O2-section-at-u64-max.bin");
+        let object = ElfObject::open(&path).expect("still an ELF file");
+        let functions = object.functions(|name| name == "main" || name == "leak_malloc");
+        assert!(!functions.is_empty());
+        let _ = object.entry_offset();
+    }
+
+    #[test]
+    fn segment_arithmetic_does_not_wrap() {
+        let top = LoadSegment {
+            offset: u64::MAX - 1,
+            file_size: u64::MAX,
+            vaddr: u64::MAX,
+        };
+        assert_eq!(vaddr_of_offset(&[top], u64::MAX), None);
+        assert_eq!(vaddr_of_offset(&[top], 0), None);
+        let plain = LoadSegment {
+            offset: 0x1000,
+            file_size: 0x100,
+            vaddr: 0x40_1000,
+        };
+        assert_eq!(vaddr_of_offset(&[top, plain], 0x1010), Some(0x40_1010));
+        assert_eq!(vaddr_of_offset(&[plain], 0x1100), None);
+    }
 
     #[test]
     fn libc_exports_the_allocator() {

@@ -23,6 +23,12 @@ use crate::target::files::MAX_INFLATED_SECTION_BYTES;
 
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
+/// Rows evaluated per object at most (24 bytes each here): the largest real objects have a
+/// few million, libc about 40 000. CFI of up to 1 GiB could otherwise describe hundreds of
+/// millions, and the kernel table (`--max-unwind-rows`, 2 Mi by default) could not hold
+/// them anyway.
+const MAX_ROWS: usize = 1 << 23;
+
 /// Why an object's unwind table could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -48,6 +54,9 @@ pub enum TableError {
     /// A compressed section declares more than [`MAX_INFLATED_SECTION_BYTES`] inflated.
     #[error("section {section} would inflate to {size} bytes, more than leaktrace reads")]
     TooLarge { section: &'static str, size: u64 },
+    /// More rows than [`MAX_ROWS`]: the object's frames use frame pointers.
+    #[error("{section} describes more than {max} unwind rows")]
+    TooManyRows { section: &'static str, max: usize },
     /// The CIE/FDE structure of the section could not be parsed.
     #[error("malformed CFI in {section}: {source}")]
     MalformedCfi {
@@ -155,12 +164,12 @@ fn cfi_rows(file: &object::File) -> Result<Vec<UnwindRow>, TableError> {
     if let Some(data) = section_data(file, ".eh_frame")? {
         let mut eh_frame = EhFrame::new(&data, LittleEndian);
         eh_frame.set_address_size(8);
-        return compile(&eh_frame, &bases, ".eh_frame");
+        return compile(&eh_frame, &bases, ".eh_frame", MAX_ROWS);
     }
     if let Some(data) = section_data(file, ".debug_frame")? {
         let mut debug_frame = DebugFrame::new(&data, LittleEndian);
         debug_frame.set_address_size(8);
-        return compile(&debug_frame, &bases, ".debug_frame");
+        return compile(&debug_frame, &bases, ".debug_frame", MAX_ROWS);
     }
     Err(TableError::NoCfi)
 }
@@ -302,11 +311,13 @@ struct Span {
     rows: std::ops::Range<usize>,
 }
 
-/// Evaluates every FDE of `section`, then lays the FDEs out by address.
+/// Evaluates every FDE of `section`, then lays the FDEs out by address; more than `max_rows`
+/// rows is an error.
 fn compile<'a, S: UnwindSection<Reader<'a>>>(
     section: &S,
     bases: &BaseAddresses,
     name: &'static str,
+    max_rows: usize,
 ) -> Result<Vec<UnwindRow>, TableError> {
     let malformed = |source| TableError::MalformedCfi {
         section: name,
@@ -345,7 +356,14 @@ fn compile<'a, S: UnwindSection<Reader<'a>>>(
             continue;
         }
         let first = raw.len();
-        if evaluate(section, bases, &mut ctx, &fde, &mut raw).is_err() || raw.len() == first {
+        let evaluated = evaluate(section, bases, &mut ctx, &fde, &mut raw, max_rows);
+        if raw.len() >= max_rows {
+            return Err(TableError::TooManyRows {
+                section: name,
+                max: max_rows,
+            });
+        }
+        if evaluated.is_err() || raw.len() == first {
             raw.truncate(first);
             raw.push(RawRow {
                 start,
@@ -372,10 +390,13 @@ fn evaluate<'a, S: UnwindSection<Reader<'a>>>(
     ctx: &mut UnwindContext<usize>,
     fde: &FrameDescriptionEntry<Reader<'a>>,
     out: &mut Vec<RawRow>,
+    max_rows: usize,
 ) -> gimli::Result<()> {
     let ra = fde.cie().return_address_register();
     let mut table = fde.rows(section, bases, ctx)?;
-    while let Some(row) = table.next_row()? {
+    while out.len() < max_rows
+        && let Some(row) = table.next_row()?
+    {
         let (start, end) = (row.start_address(), row.end_address());
         if start < end {
             out.push(RawRow {
@@ -578,6 +599,38 @@ mod tests {
         );
         // Thread start (clone3) and similar end the walk.
         assert!(rows.iter().any(|r| r.cfa_reg == cfa::END));
+    }
+
+    /// libc's `.eh_frame` under a cap of 1000 rows: refused as a whole, not cut short.
+    #[test]
+    fn row_cap_refuses_the_object() {
+        let elf = std::fs::read(LIBC).unwrap();
+        let file = object::File::parse(&*elf).unwrap();
+        let section = file.section_by_name(".eh_frame").unwrap();
+        let mut bases = BaseAddresses::default().set_eh_frame(section.address());
+        if let Some(text) = file.section_by_name(".text") {
+            bases = bases.set_text(text.address());
+        }
+        let data = section.data().unwrap();
+        let mut eh_frame = EhFrame::new(data, LittleEndian);
+        eh_frame.set_address_size(8);
+        let capped = compile(&eh_frame, &bases, ".eh_frame", 1000);
+        assert!(
+            matches!(
+                capped,
+                Err(TableError::TooManyRows {
+                    section: ".eh_frame",
+                    max: 1000
+                })
+            ),
+            "{capped:?}"
+        );
+        assert!(
+            compile(&eh_frame, &bases, ".eh_frame", MAX_ROWS)
+                .unwrap()
+                .len()
+                > 1000
+        );
     }
 
     #[test]

@@ -1,0 +1,301 @@
+//! One fuzz target per parser family. Each checks only that the parser returns (an error is
+//! fine) without panicking and in bounded time; what it returns is exercised further where
+//! leaktrace uses it (lookups, decoding).
+use std::io::Cursor;
+
+use procfs::{
+    FromBufRead,
+    process::{MemoryMaps, MountInfos, Status},
+};
+
+use super::{Seed, fuzz, seeds};
+use crate::{
+    golang::{
+        buildinfo::{self, GoVersion},
+        goroutines::{decode_goroutine, g_read_len},
+        offsets::RuntimeOffsets,
+        probes::GoProbes,
+        runtime_vars::{GoroutineLimits, RuntimeVars},
+        symbols::GoSymbols,
+    },
+    oom::{kmsg, tracepoint::MarkVictimLayout},
+    target::probe_site,
+    unwind::table,
+};
+
+/// Pcs looked up per parsed table: spread over the functions the seed table has.
+const LOOKUPS: usize = 64;
+
+/// `.eh_frame` and `.eh_frame_hdr` rows (gimli) of a C program and libc, and their ELF
+/// headers.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_eh_frame_rows() {
+    let objects = seeds::native_objects();
+    let mut seeds = seeds::sections(&objects, &[".eh_frame", ".eh_frame_hdr"]);
+    seeds.extend(seeds::elf_headers(&objects[..1]));
+    fuzz("eh_frame_rows", &seeds, |elf| {
+        let _ = table::build_rows(elf);
+    });
+}
+
+/// What the allocator lookup reads of an ELF file: symbols, dynamic section, interpreter,
+/// program headers, the code where probes go. Through a real file, as leaktrace opens them.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_elf_object() {
+    let objects = seeds::native_objects();
+    let mut seeds = seeds::elf_headers(&objects);
+    seeds.extend(seeds::sections(
+        &objects,
+        &[".dynsym", ".dynstr", ".dynamic", ".symtab", ".interp"],
+    ));
+    let dir = std::env::temp_dir().join(format!("leaktrace-fuzz-elf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    let path = dir.join("object");
+    fuzz("elf_object", &seeds, |elf| {
+        std::fs::write(&path, elf).expect("write scratch file");
+        let Ok(object) = crate::target::elf::ElfObject::open(&path) else {
+            return;
+        };
+        let wanted = |name: &str| name.contains("alloc") || name == "free" || name == "main";
+        for function in object.functions(wanted) {
+            // Where the allocator lookup would place its probe: decodes the function's code.
+            let code = object.bytes_at(function.offset, function.size.max(64));
+            let _ = probe_site::place(code, function.offset, &[0, 1, 5]);
+        }
+        let _ = (object.soname(), object.needed(), object.interpreter());
+        let _ = (
+            object.entry_offset(),
+            object.is_go(),
+            object.load_segments(),
+        );
+        let _ = object.bytes_at(u64::MAX - 1, u64::MAX);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `.gopclntab`, moduledata, inline trees and `.symtab` of Go binaries, then lookups.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_symbols() {
+    let binaries = seeds::go_binaries();
+    let pcs = lookup_pcs(&binaries);
+    let mut seeds = seeds::sections(
+        &binaries,
+        &[".gopclntab", ".noptrdata", ".data.rel.ro", ".rodata"],
+    );
+    seeds.extend(seeds::elf_headers(&binaries[..1]));
+    fuzz("go_symbols", &seeds, |elf| {
+        let Ok(symbols) = GoSymbols::open(elf) else {
+            return;
+        };
+        for &pc in &pcs {
+            let _ = symbols.frames(pc);
+            let _ = (symbols.lookup(pc), symbols.has_lines(pc));
+        }
+        let _ = symbols.function("main.leaky");
+        let _ = symbols.functions().count();
+    });
+}
+
+/// Where the goroutine probes go: runtime functions found through the table and `.symtab`,
+/// their code decoded for return sites and emulable entries.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_probes() {
+    let binaries = seeds::go_binaries();
+    let seeds = seeds::sections(&binaries, &[".symtab", ".gopclntab", ".text"]);
+    fuzz("go_probes", &seeds, |elf| {
+        let _ = GoProbes::for_binary(elf);
+    });
+}
+
+/// `.go.buildinfo`: version and settings.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_buildinfo() {
+    let binaries = seeds::go_binaries();
+    let seeds = seeds::sections(&binaries, &[".go.buildinfo", ".rodata"]);
+    fuzz("go_buildinfo", &seeds, |elf| {
+        let _ = buildinfo::read(elf);
+    });
+}
+
+/// Struct member offsets from Go DWARF, as goroutine reads use them.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_dwarf_offsets() {
+    let binaries = uncompressed_dwarf(seeds::go_binaries());
+    let seeds = seeds::sections(&binaries, &[".debug_info", ".debug_abbrev", ".debug_str"]);
+    fuzz("go_dwarf_offsets", &seeds, |elf| {
+        if let Ok(offsets) = RuntimeOffsets::from_dwarf(elf) {
+            decode_with(&offsets);
+        }
+    });
+}
+
+/// Runtime variables (allgs, gcController, wait reason names) from `.symtab`, the
+/// disassembly of runtime functions and `.data`.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_go_runtime_vars() {
+    let binaries = seeds::go_binaries();
+    let version = GoVersion::parse("go1.27").expect("version");
+    let seeds = seeds::sections(&binaries, &[".symtab", ".gopclntab", ".rodata", ".data"]);
+    fuzz("go_runtime_vars", &seeds, |elf| {
+        let Ok(vars) = RuntimeVars::for_binary(elf, &version) else {
+            return;
+        };
+        let _ = (vars.wait_reason(u8::MAX), vars.status(u32::MAX));
+        let _ = vars.goroutine_limits();
+    });
+}
+
+/// A `g` as read from the target: any bytes, decoded with real offsets.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_goroutine_decode() {
+    let version = GoVersion::parse("go1.27").expect("version");
+    let offsets = RuntimeOffsets::for_version(&version).expect("table row");
+    let len = g_read_len(&offsets);
+    let limits = GoroutineLimits {
+        max_status: 9,
+        wait_reasons: 47,
+    };
+    // A waiting goroutine: status 4, goid 7, a stack, sp inside it.
+    let mut waiting = vec![0u8; len];
+    let mut put = |at: u64, value: u64, width: usize| {
+        let at = usize::try_from(at).expect("small offset");
+        waiting[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+    };
+    put(offsets.g_atomicstatus, 4, 4);
+    put(offsets.g_goid, 7, 8);
+    put(offsets.g_stack_lo, 0xc000_0000, 8);
+    put(offsets.g_stack_hi, 0xc000_8000, 8);
+    put(offsets.g_sched_sp, 0xc000_4000, 8);
+    put(offsets.g_waitreason, 2, 1);
+    let seeds = [Seed::whole("waiting-g", waiting)];
+    fuzz("goroutine_decode", &seeds, |g| {
+        let _ = decode_goroutine(g, &offsets, &limits);
+    });
+}
+
+/// `/dev/kmsg` records and their assembly into OOM kill events.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_kmsg() {
+    let seeds: Vec<Seed> = [
+        "oom/testdata/kmsg-6.18-dict.txt",
+        "oom/testdata/kmsg-6.18-memcg-kill.txt",
+        "oom/testdata/kmsg-6.18-memcg-ratelimited.txt",
+    ]
+    .into_iter()
+    .map(|name| Seed::whole(name, seeds::testdata(name)))
+    .collect();
+    fuzz("kmsg", &seeds, |raw| {
+        let text = String::from_utf8_lossy(raw);
+        for record in text.split('\n') {
+            let _ = kmsg::KmsgRecord::parse(record.as_bytes());
+        }
+        if let Ok(records) = kmsg::parse_stream(&text) {
+            let _ = kmsg::assemble(&records);
+        }
+    });
+}
+
+/// The `mark_victim` tracepoint's format file, and records decoded with it.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_tracepoint_format() {
+    let format = seeds::testdata("oom/testdata/mark_victim-format-6.18.txt");
+    let record = seeds::testdata("oom/testdata/mark_victim-record-6.18.bin");
+    let layout = MarkVictimLayout::parse(&String::from_utf8_lossy(&format)).expect("layout");
+    let seeds = [Seed::whole("format", format)];
+    let check_record = record.clone();
+    fuzz("tracepoint_format", &seeds, |text| {
+        if let Ok(layout) = MarkVictimLayout::parse(&String::from_utf8_lossy(text)) {
+            let _ = layout.fixed_size();
+            let _ = layout.decode(&check_record);
+        }
+    });
+    fuzz(
+        "tracepoint_record",
+        &[Seed::whole("record", record)],
+        |raw| {
+            let _ = layout.decode(raw);
+        },
+    );
+}
+
+/// `/proc` files the target shapes (its name, its paths, its cgroup), through procfs.
+#[test]
+#[ignore = "fuzzing: cargo xtask fuzz"]
+fn fuzz_proc_files() {
+    let dir = "memory/testdata/v1-6.18";
+    let own_maps = std::fs::read("/proc/self/maps").expect("own maps");
+    let seeds = vec![
+        Seed::whole("status", seeds::testdata(&format!("{dir}/proc-pid-status"))),
+        Seed::whole("cgroup", seeds::testdata(&format!("{dir}/proc-pid-cgroup"))),
+        Seed::whole(
+            "mountinfo",
+            seeds::testdata(&format!("{dir}/proc-self-mountinfo")),
+        ),
+        Seed::whole("maps", own_maps),
+    ];
+    fuzz("proc_files", &seeds, |raw| {
+        let _ = Status::from_buf_read(Cursor::new(raw));
+        let _ = procfs::ProcessCGroups::from_buf_read(Cursor::new(raw));
+        let _ = MountInfos::from_buf_read(Cursor::new(raw));
+        let _ = MemoryMaps::from_buf_read(Cursor::new(raw));
+    });
+}
+
+/// Goroutine decoding with offsets a (fuzzed) DWARF gave: reads stay inside the `g`.
+fn decode_with(offsets: &RuntimeOffsets) {
+    let len = g_read_len(offsets);
+    let limits = GoroutineLimits {
+        max_status: 9,
+        wait_reasons: 0,
+    };
+    let g = vec![0u8; len.min(1 << 16)];
+    let _ = decode_goroutine(&g, offsets, &limits);
+}
+
+/// Copies of the binaries with DWARF decompressed (Go compresses it), so that mutations
+/// reach the DWARF parser rather than zlib; binaries without DWARF are left out.
+fn uncompressed_dwarf(binaries: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("leaktrace-fuzz-dwarf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    binaries
+        .into_iter()
+        .filter_map(|(name, bytes)| {
+            let (input, output) = (dir.join(&name), dir.join(format!("{name}.plain")));
+            std::fs::write(&input, &bytes).ok()?;
+            let status = std::process::Command::new("objcopy")
+                .arg("--decompress-debug-sections")
+                .arg(&input)
+                .arg(&output)
+                .status()
+                .ok()?;
+            let plain = std::fs::read(&output).ok()?;
+            (status.success() && RuntimeOffsets::from_dwarf(&plain).is_ok())
+                .then(|| (format!("{name}-plain-dwarf"), plain))
+        })
+        .collect()
+}
+
+/// Pcs spread over the Go functions of the first binary (entries and middles).
+fn lookup_pcs(binaries: &[(String, Vec<u8>)]) -> Vec<u64> {
+    let symbols = GoSymbols::open(&binaries[0].1).expect("seed parses");
+    let functions: Vec<(u64, u64)> = symbols
+        .functions()
+        .map(|(_, entry, size)| (entry, size))
+        .collect();
+    let step = (functions.len() / LOOKUPS).max(1);
+    functions
+        .iter()
+        .step_by(step)
+        .flat_map(|&(entry, size)| [entry, entry + size / 2])
+        .collect()
+}
