@@ -118,7 +118,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let mut tables = UnwindTables::new(target.files.clone(), options.max_unwind_rows);
     // The kernel's part (maps, verification: most of the startup time) on a thread, while this
     // one reads the running target's unwind tables.
-    let mut ebpf = std::thread::scope(|scope| {
+    let mut loaded = std::thread::scope(|scope| {
         let loading = scope.spawn(|| attach::load_with_programs(limits, &programs));
         if launched.is_none() {
             tables.prepare();
@@ -127,9 +127,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     })
     .map_err(|_| anyhow::anyhow!("the eBPF loading thread panicked"))??;
     startup_phase(started, "eBPF object loaded");
-    let _clock = KernelClock::start(&mut ebpf)?;
+    let _clock = KernelClock::start(&mut loaded.ebpf)?;
     let (probed, mut symbolizer, mut dlopen_hook) = attach_probes(
-        &mut ebpf,
+        &mut loaded,
         &mut tables,
         &target,
         &allocator,
@@ -143,6 +143,11 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         .verify()
         .with_context(|| format!("PID {pid} exited while leaktrace was attaching"))?;
     startup_phase(started, "probes attached");
+    // The allocator's uprobe_multi links stay until the run ends: dropping them detaches.
+    let attach::Loaded {
+        mut ebpf,
+        multi_links: _multi_links,
+    } = loaded;
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
             "goroutine probes only (a pure Go program)".to_owned()
@@ -431,7 +436,7 @@ fn prepare_target(spec: TargetSpec, force: bool) -> Result<Prepared> {
 /// snapshot of a launched command's mappings is taken while it is stopped: a command that
 /// exits at once would otherwise leave only an empty /proc/PID/maps to read.
 async fn attach_probes(
-    ebpf: &mut Ebpf,
+    loaded: &mut attach::Loaded,
     tables: &mut UnwindTables,
     target: &TargetProcess,
     allocator: &Allocator,
@@ -441,10 +446,10 @@ async fn attach_probes(
 ) -> Result<(Vec<String>, Symbolizer, Option<DlopenHook>)> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
-        tables.sync(ebpf)?;
+        tables.sync(&mut loaded.ebpf)?;
         startup_phase(started, "unwind tables installed");
         if let Some(go) = go.as_deref_mut() {
-            go_target::set_params(ebpf, go, target)?;
+            go_target::set_params(&mut loaded.ebpf, go, target)?;
         }
     }
     let exited = |e: attach::AttachError| {
@@ -454,13 +459,13 @@ async fn attach_probes(
             anyhow::Error::from(e)
         }
     };
-    let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
+    let mut probed = attach::attach(loaded, allocator, pid).map_err(exited)?;
     startup_phase(started, "allocator probes attached");
     if let Some(go) = go.as_deref() {
         // The verified file itself, through our descriptor: its path may not exist here.
         let exe = target.open_exe()?;
         let count = attach::attach_go(
-            ebpf,
+            &mut loaded.ebpf,
             go,
             &exe.file().kernel_path(),
             &target.exe.display().to_string(),
@@ -473,23 +478,23 @@ async fn attach_probes(
         let entry = ElfObject::open(&launched.program)?
             .entry_offset()
             .with_context(|| format!("{} has no entry point", launched.program.display()))?;
-        attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
+        attach::attach_entry_stop(&mut loaded.ebpf, &launched.program, entry, pid)?;
         launched.entry_offset = Some(entry);
         launched.release()?;
         let stopped = launched.wait_for_entry_stop().await == EntryStop::Stopped;
-        tables.sync(ebpf)?;
+        tables.sync(&mut loaded.ebpf)?;
         if let Some(go) = go {
-            go_target::set_params(ebpf, go, target)?;
+            go_target::set_params(&mut loaded.ebpf, go, target)?;
         }
         let symbolizer = Symbolizer::new(target.pid);
         // Before the program runs: its first dlopen is already covered.
-        let hook = install_dlopen_hook(ebpf, target, pid);
+        let hook = install_dlopen_hook(&mut loaded.ebpf, target, pid);
         if stopped {
             launched.resume();
         }
         return Ok((probed, symbolizer?, hook));
     }
-    let hook = install_dlopen_hook(ebpf, target, pid);
+    let hook = install_dlopen_hook(&mut loaded.ebpf, target, pid);
     Ok((probed, Symbolizer::new(target.pid)?, hook))
 }
 
