@@ -41,6 +41,7 @@ use crate::{
         dlopen::{DlopenHook, HookError},
         loader::UnwindTables,
     },
+    uprobe_multi::MultiLinks,
 };
 
 mod go_target;
@@ -146,7 +147,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     // The allocator's uprobe_multi links stay until the run ends: dropping them detaches.
     let attach::Loaded {
         mut ebpf,
-        multi_links: _multi_links,
+        multi_links,
     } = loaded;
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
@@ -193,6 +194,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     };
     let mut session = Session {
         options: &options,
+        multi_links: multi_links.as_ref(),
         target: &target,
         pinned: &pinned,
         language,
@@ -351,12 +353,15 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         go_target::write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
     }
     if bpf_stats.is_some() {
-        print_bpf_stats(&ebpf);
+        print_bpf_stats(&ebpf, multi_links.as_ref());
     }
     // Detaching waits for the kernel to retire each probe (a grace period apiece, under a
     // kernel lock: closing them from several threads takes as long), so it comes after the
-    // report is out.
-    drop(ebpf);
+    // report is out. The uprobe_multi links (one grace period for all) go meanwhile.
+    std::thread::scope(|scope| {
+        scope.spawn(|| drop(multi_links));
+        drop(ebpf);
+    });
     if let Some(mut launched) = launched {
         launched.stop(launch::STOP_GRACE);
     }
@@ -516,6 +521,7 @@ fn install_dlopen_hook(
 
 struct Session<'a> {
     options: &'a TraceOptions,
+    multi_links: Option<&'a MultiLinks>,
     target: &'a TargetProcess,
     /// Readings of /proc/PID count only while it is still the target.
     pinned: &'a PinnedProcess,
@@ -540,7 +546,9 @@ struct Session<'a> {
 impl Session<'_> {
     fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
         let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
-        let snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
+        let mut snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
+        // The allocator's programs loaded for uprobe_multi links are not aya's.
+        snapshot.skipped_runs += self.multi_links.map_or(0, MultiLinks::skipped_runs);
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
         self.read_memory(t_s, snapshot.outstanding_bytes);
@@ -710,13 +718,18 @@ fn startup_phase(started: Instant, phase: &str) {
 }
 
 /// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
-fn print_bpf_stats(ebpf: &Ebpf) {
-    for (name, program) in ebpf.programs() {
-        let Ok(info) = program.info() else { continue };
-        let runs = info.run_count();
-        if runs > 0 {
-            let ns = info.run_time().as_nanos() as f64 / runs as f64;
-            eprintln!("leaktrace: bpf-stats {name} {runs} {ns:.1}");
+fn print_bpf_stats(ebpf: &Ebpf, multi_links: Option<&MultiLinks>) {
+    let aya_programs = ebpf
+        .programs()
+        .filter_map(|(name, program)| Some((name, collect::prog_info::stats(program).ok()?)));
+    let multi_programs = multi_links.into_iter().flat_map(|m| {
+        m.programs()
+            .filter_map(|(name, fd)| Some((name, collect::prog_info::stats_of_fd(fd).ok()?)))
+    });
+    for (name, stats) in aya_programs.chain(multi_programs) {
+        if stats.run_count > 0 {
+            let ns = stats.run_time_ns as f64 / stats.run_count as f64;
+            eprintln!("leaktrace: bpf-stats {name} {} {ns:.1}", stats.run_count);
         }
     }
 }

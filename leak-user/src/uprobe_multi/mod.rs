@@ -10,7 +10,10 @@ use std::{
     ffi::CString,
     io,
     num::NonZeroU32,
-    os::{fd::AsRawFd as _, fd::OwnedFd, unix::ffi::OsStrExt as _},
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::Path,
 };
 
@@ -18,7 +21,7 @@ use aya::Ebpf;
 use aya_obj::generated::{BPF_F_UPROBE_MULTI_RETURN, bpf_attach_type, bpf_cmd};
 use thiserror::Error;
 
-use crate::collect::bpf_sys;
+use crate::collect::{bpf_sys, prog_info};
 
 #[derive(Debug, Error)]
 pub enum MultiError {
@@ -147,6 +150,19 @@ impl MultiLinks {
         let fd = bpf_sys::bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(link_error)?;
         self.links.push(program::owned_fd(fd));
         Ok(())
+    }
+
+    /// The programs loaded here, by name (for their kernel statistics).
+    pub fn programs(&self) -> impl Iterator<Item = (&'static str, BorrowedFd<'_>)> {
+        self.programs.iter().map(|(&name, fd)| (name, fd.as_fd()))
+    }
+
+    /// Runs of these programs the kernel skipped (see `collect::prog_info`), summed.
+    pub fn skipped_runs(&self) -> u64 {
+        self.programs()
+            .filter_map(|(_, fd)| prog_info::stats_of_fd(fd).ok())
+            .map(|s| s.recursion_misses)
+            .sum()
     }
 
     /// Links made so far.

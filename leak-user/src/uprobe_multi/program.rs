@@ -7,7 +7,6 @@
 //! aya patched in), and the programs are loaded here with that attach type.
 use std::{
     collections::{HashMap, HashSet},
-    ffi::CString,
     io,
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
 };
@@ -113,10 +112,9 @@ fn load_program(object: &Object, name: &str, btf: Option<RawFd>) -> Result<Owned
         .ok_or_else(|| MultiError::MissingProgram(name.to_owned()))?;
     let func_info = function.func_info.func_info_bytes();
     let line_info = function.line_info.line_info_bytes();
-    let mut log = vec![0u8; VERIFIER_LOG_BYTES];
     let mut attr = bpf_sys::zeroed_attr();
     // SAFETY: writing plain integers into the union's PROG_LOAD member; every pointer stored
-    // (instructions, license, infos, log) outlives the call below.
+    // (instructions, license, infos) outlives the calls below.
     unsafe {
         let load = &mut attr.__bindgen_anon_3;
         load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
@@ -140,31 +138,36 @@ fn load_program(object: &Object, name: &str, btf: Option<RawFd>) -> Result<Owned
                 load.line_info_cnt = function.line_info.num_info;
             }
         }
+    }
+    let source = match bpf_sys::bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => return Ok(owned_fd(fd)),
+        Err(source) => source,
+    };
+    // Refused: once more with the verifier's log, for the message.
+    let mut log = vec![0u8; VERIFIER_LOG_BYTES];
+    // SAFETY: as above; `log` outlives the call.
+    unsafe {
+        let load = &mut attr.__bindgen_anon_3;
         load.log_level = 1;
         load.log_buf = log.as_mut_ptr() as u64;
         load.log_size = len_u32(log.len())?;
     }
-    match bpf_sys::bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(owned_fd(fd)),
-        Err(source) => Err(MultiError::Verifier {
-            program: name.to_owned(),
-            source,
-            log: log_tail(&log),
-        }),
-    }
+    let log = match bpf_sys::bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+        // Accepted the second time (a transient failure): keep it.
+        Ok(fd) => return Ok(owned_fd(fd)),
+        Err(_) => log_tail(&log),
+    };
+    Err(MultiError::Verifier {
+        program: name.to_owned(),
+        source,
+        log,
+    })
 }
 
 /// The last lines of a verifier log: where it stopped and why.
 fn log_tail(log: &[u8]) -> String {
-    let text = CString::from_vec_with_nul(
-        log.iter()
-            .copied()
-            .take_while(|&b| b != 0)
-            .chain([0])
-            .collect(),
-    )
-    .map(|c| c.to_string_lossy().into_owned())
-    .unwrap_or_default();
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    let text = String::from_utf8_lossy(&log[..end]);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
