@@ -2,7 +2,7 @@
 //!
 //! Everything attached is owned by the returned [`aya::Ebpf`]: dropping it detaches every probe,
 //! so an error half-way leaves nothing behind.
-use std::{io, num::NonZeroU32, path::Path};
+use std::{io, num::NonZeroU32, path::Path, sync::Arc};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
@@ -18,12 +18,17 @@ use leak_common::go_param;
 
 use crate::golang::{offsets::RuntimeOffsets, probes::GoProbes};
 use crate::target::{Allocator, EntryPoint};
+use crate::uprobe_multi::{Direction, MultiError, MultiLinks, Probes};
 
 /// The eBPF object built from `leak-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
 
 /// The return probe shared by all allocating entry points.
 const RETURN_PROGRAM: &str = "alloc_return";
+
+/// The allocator's programs, attached through `uprobe_multi` links where the kernel has them.
+const MULTI_LINK_PROGRAMS: [&str; 4] =
+    ["alloc_enter", RETURN_PROGRAM, "free_enter", "munmap_enter"];
 
 /// The probe on the dynamic loader's debugger hook.
 const DLOPEN_PROGRAM: &str = "dl_debug_state";
@@ -47,6 +52,8 @@ pub enum AttachError {
     MissingMap(&'static str),
     #[error("cannot write the eBPF map {0}: {1}")]
     Map(&'static str, #[source] Box<aya::maps::MapError>),
+    #[error("{0}")]
+    Multi(#[source] Box<MultiError>),
     #[error("cannot attach {program} to {function} in {path}: {source}")]
     Attach {
         program: &'static str,
@@ -133,16 +140,57 @@ pub fn programs_for(allocator: &Allocator, go: bool, launched: bool) -> Vec<&'st
 /// Loads the object (creating its maps) and then `programs` (verifying them), so that the
 /// probes can all be attached in one burst: the kernel waits out an RCU grace period (~20 ms
 /// here) at the first uprobe registered after a pause, and a verification between two
-/// attaches is such a pause.
+/// attaches is such a pause. The allocator's programs are loaded for `uprobe_multi` links when
+/// the kernel takes them (then aya does not load them), else as aya's per-probe programs.
 pub fn load_with_programs(
     limits: MapLimits,
     programs: &[&'static str],
-) -> Result<Ebpf, AttachError> {
+) -> Result<Loaded, AttachError> {
     let mut ebpf = load(limits)?;
+    let multi = load_multi_link_programs(&ebpf, programs);
     for &program in programs {
-        loaded_uprobe(&mut ebpf, program)?;
+        if !multi.as_ref().is_some_and(|m| m.has_program(program)) {
+            loaded_uprobe(&mut ebpf, program)?;
+        }
     }
-    Ok(ebpf)
+    Ok(Loaded {
+        ebpf,
+        multi_links: multi,
+    })
+}
+
+/// The loaded object, and the allocator's programs for `uprobe_multi` links (`None`: per-probe
+/// links), which own those links once attached: dropping it detaches them.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub multi_links: Option<MultiLinks>,
+}
+
+/// The allocator's programs among `programs`, for multi links; `None` where the kernel refuses
+/// them (before Linux 6.6) or they cannot be loaded that way: per-probe links remain.
+fn load_multi_link_programs(ebpf: &Ebpf, programs: &[&'static str]) -> Option<MultiLinks> {
+    let wanted: Vec<&'static str> = programs
+        .iter()
+        .copied()
+        .filter(|p| MULTI_LINK_PROGRAMS.contains(p))
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    match MultiLinks::load(EBPF_OBJECT, ebpf, &wanted) {
+        Ok(multi) => {
+            log::debug!("allocator programs loaded for uprobe_multi links: {wanted:?}");
+            Some(multi)
+        }
+        Err(error) if error.is_unsupported() => {
+            log::debug!("no uprobe_multi programs on this kernel, per-probe links: {error}");
+            None
+        }
+        Err(error) => {
+            log::warn!("per-probe links (slower to attach and detach): {error}");
+            None
+        }
+    }
 }
 
 /// The uprobe program `program`, verified by the kernel (now, unless it was already).
@@ -215,24 +263,48 @@ fn raise_memlock_limit() {
 /// in before any allocating entry probe, so no allocation is recorded whose free or return could
 /// still be missed (a missed free would be reported as a leak forever). A return probe sits on
 /// the same instruction as its entry probe: one trap for both.
+///
+/// With multi links, each step is one `uprobe_multi` link per object; if the kernel refuses them,
+/// they are dropped (with what they attached) and every probe gets its own link.
 pub fn attach(
-    ebpf: &mut Ebpf,
+    loaded: &mut Loaded,
     allocator: &Allocator,
     pid: NonZeroU32,
 ) -> Result<Vec<String>, AttachError> {
+    let Loaded {
+        ebpf,
+        multi_links: multi,
+    } = loaded;
     let entries: Vec<&EntryPoint> = allocator
         .entries
         .iter()
         .filter(|e| e.alias_of.is_none())
         .collect();
-    for entry in entries.iter().filter(|e| !e.returns()) {
-        attach_entry_point(ebpf, entry.program(), entry, pid)?;
-    }
-    for entry in entries.iter().filter(|e| e.returns()) {
-        attach_entry_point(ebpf, RETURN_PROGRAM, entry, pid)?;
-    }
-    for entry in entries.iter().filter(|e| e.returns()) {
-        attach_entry_point(ebpf, entry.program(), entry, pid)?;
+    let steps = attach_steps(&entries);
+    let attached_by_multi = match multi.as_mut() {
+        Some(links) => match attach_multi(links, &steps, pid) {
+            Ok(()) => {
+                log::debug!(
+                    "allocator probes: {} uprobe_multi links",
+                    links.link_count()
+                );
+                true
+            }
+            Err(error) if error.is_unsupported() => {
+                log::debug!("no uprobe_multi links on this kernel, per-probe links: {error}");
+                *multi = None;
+                false
+            }
+            Err(error) => return Err(AttachError::Multi(Box::new(error))),
+        },
+        None => false,
+    };
+    if !attached_by_multi {
+        for step in &steps {
+            for entry in &step.entries {
+                attach_entry_point(ebpf, step.program, entry, pid)?;
+            }
+        }
     }
     // Aliases are probed too: they are the same code (glibc's memalign is aligned_alloc).
     let mut probed: Vec<String> = Vec::new();
@@ -242,6 +314,70 @@ pub fn attach(
         }
     }
     Ok(probed)
+}
+
+/// One program on a set of entry points.
+struct AttachStep<'a> {
+    program: &'static str,
+    direction: Direction,
+    entries: Vec<&'a EntryPoint>,
+}
+
+/// Releasing entry probes, then return probes, then allocating entry probes (see [`attach`]).
+fn attach_steps<'a>(entries: &[&'a EntryPoint]) -> Vec<AttachStep<'a>> {
+    let mut steps: Vec<AttachStep<'a>> = Vec::new();
+    let mut add = |program: &'static str, direction: Direction, entry: &'a EntryPoint| match steps
+        .iter_mut()
+        .find(|s| s.program == program && s.direction == direction)
+    {
+        Some(step) => step.entries.push(entry),
+        None => steps.push(AttachStep {
+            program,
+            direction,
+            entries: vec![entry],
+        }),
+    };
+    for entry in entries.iter().filter(|e| !e.returns()) {
+        add(entry.program(), Direction::Entry, entry);
+    }
+    for entry in entries.iter().filter(|e| e.returns()) {
+        add(RETURN_PROGRAM, Direction::Return, entry);
+    }
+    for entry in entries.iter().filter(|e| e.returns()) {
+        add(entry.program(), Direction::Entry, entry);
+    }
+    steps
+}
+
+/// Each step as one link per object.
+fn attach_multi(
+    links: &mut MultiLinks,
+    steps: &[AttachStep<'_>],
+    pid: NonZeroU32,
+) -> Result<(), MultiError> {
+    for step in steps {
+        let mut objects: Vec<(&EntryPoint, Vec<&EntryPoint>)> = Vec::new();
+        for &entry in &step.entries {
+            match objects
+                .iter_mut()
+                .find(|(first, _)| Arc::ptr_eq(&first.object, &entry.object))
+            {
+                Some((_, same)) => same.push(entry),
+                None => objects.push((entry, vec![entry])),
+            }
+        }
+        for (first, same) in objects {
+            let host_path = first.object.kernel_path();
+            let probes = Probes {
+                host_path: &host_path,
+                path: &first.path,
+                offsets: same.iter().map(|e| e.site.offset).collect(),
+                cookies: same.iter().map(|e| e.cookie()).collect(),
+            };
+            links.attach(step.program, step.direction, &probes, pid)?;
+        }
+    }
+    Ok(())
 }
 
 /// `leaktrace run`: a probe at the program's entry point that stops it there (SIGSTOP) so the

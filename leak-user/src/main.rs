@@ -21,6 +21,7 @@ mod symbolize;
 mod target;
 mod target_lock;
 mod unwind;
+mod uprobe_multi;
 
 use std::{io::Write as _, process::ExitCode};
 

@@ -4,7 +4,7 @@
 //! call we never saw: it must show in `dropped`, never pass silently.
 use std::{
     io, mem,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
 use aya::{Ebpf, programs::Program};
@@ -21,11 +21,13 @@ pub struct ProgStats {
 }
 
 pub fn stats(program: &Program) -> io::Result<ProgStats> {
-    let fd = program
-        .fd()
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .as_fd()
-        .as_raw_fd();
+    let fd = program.fd().map_err(|e| io::Error::other(e.to_string()))?;
+    stats_of_fd(fd.as_fd())
+}
+
+/// The statistics of the program behind `fd` (also those loaded outside aya).
+pub fn stats_of_fd(fd: BorrowedFd<'_>) -> io::Result<ProgStats> {
+    let fd = fd.as_raw_fd();
     // SAFETY: bpf_prog_info is plain integers (and pointers the kernel only writes through
     // when their lengths are non-zero); all zero is valid.
     let mut info: bpf_prog_info = unsafe { mem::zeroed() };

@@ -41,6 +41,7 @@ use crate::{
         dlopen::{DlopenHook, HookError},
         loader::UnwindTables,
     },
+    uprobe_multi::MultiLinks,
 };
 
 mod go_target;
@@ -118,7 +119,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     let mut tables = UnwindTables::new(target.files.clone(), options.max_unwind_rows);
     // The kernel's part (maps, verification: most of the startup time) on a thread, while this
     // one reads the running target's unwind tables.
-    let mut ebpf = std::thread::scope(|scope| {
+    let mut loaded = std::thread::scope(|scope| {
         let loading = scope.spawn(|| attach::load_with_programs(limits, &programs));
         if launched.is_none() {
             tables.prepare();
@@ -127,9 +128,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     })
     .map_err(|_| anyhow::anyhow!("the eBPF loading thread panicked"))??;
     startup_phase(started, "eBPF object loaded");
-    let _clock = KernelClock::start(&mut ebpf)?;
+    let _clock = KernelClock::start(&mut loaded.ebpf)?;
     let (probed, mut symbolizer, mut dlopen_hook) = attach_probes(
-        &mut ebpf,
+        &mut loaded,
         &mut tables,
         &target,
         &allocator,
@@ -143,6 +144,11 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         .verify()
         .with_context(|| format!("PID {pid} exited while leaktrace was attaching"))?;
     startup_phase(started, "probes attached");
+    // The allocator's uprobe_multi links stay until the run ends: dropping them detaches.
+    let attach::Loaded {
+        mut ebpf,
+        multi_links,
+    } = loaded;
     if !options.quiet {
         let probes = if allocator.entries.is_empty() {
             "goroutine probes only (a pure Go program)".to_owned()
@@ -188,6 +194,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     };
     let mut session = Session {
         options: &options,
+        multi_links: multi_links.as_ref(),
         target: &target,
         pinned: &pinned,
         language,
@@ -346,12 +353,15 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
         go_target::write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
     }
     if bpf_stats.is_some() {
-        print_bpf_stats(&ebpf);
+        print_bpf_stats(&ebpf, multi_links.as_ref());
     }
     // Detaching waits for the kernel to retire each probe (a grace period apiece, under a
     // kernel lock: closing them from several threads takes as long), so it comes after the
-    // report is out.
-    drop(ebpf);
+    // report is out. The uprobe_multi links (one grace period for all) go meanwhile.
+    std::thread::scope(|scope| {
+        scope.spawn(|| drop(multi_links));
+        drop(ebpf);
+    });
     if let Some(mut launched) = launched {
         launched.stop(launch::STOP_GRACE);
     }
@@ -431,7 +441,7 @@ fn prepare_target(spec: TargetSpec, force: bool) -> Result<Prepared> {
 /// snapshot of a launched command's mappings is taken while it is stopped: a command that
 /// exits at once would otherwise leave only an empty /proc/PID/maps to read.
 async fn attach_probes(
-    ebpf: &mut Ebpf,
+    loaded: &mut attach::Loaded,
     tables: &mut UnwindTables,
     target: &TargetProcess,
     allocator: &Allocator,
@@ -441,10 +451,10 @@ async fn attach_probes(
 ) -> Result<(Vec<String>, Symbolizer, Option<DlopenHook>)> {
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     if launched.is_none() {
-        tables.sync(ebpf)?;
+        tables.sync(&mut loaded.ebpf)?;
         startup_phase(started, "unwind tables installed");
         if let Some(go) = go.as_deref_mut() {
-            go_target::set_params(ebpf, go, target)?;
+            go_target::set_params(&mut loaded.ebpf, go, target)?;
         }
     }
     let exited = |e: attach::AttachError| {
@@ -454,13 +464,13 @@ async fn attach_probes(
             anyhow::Error::from(e)
         }
     };
-    let mut probed = attach::attach(ebpf, allocator, pid).map_err(exited)?;
+    let mut probed = attach::attach(loaded, allocator, pid).map_err(exited)?;
     startup_phase(started, "allocator probes attached");
     if let Some(go) = go.as_deref() {
         // The verified file itself, through our descriptor: its path may not exist here.
         let exe = target.open_exe()?;
         let count = attach::attach_go(
-            ebpf,
+            &mut loaded.ebpf,
             go,
             &exe.file().kernel_path(),
             &target.exe.display().to_string(),
@@ -473,23 +483,23 @@ async fn attach_probes(
         let entry = ElfObject::open(&launched.program)?
             .entry_offset()
             .with_context(|| format!("{} has no entry point", launched.program.display()))?;
-        attach::attach_entry_stop(ebpf, &launched.program, entry, pid)?;
+        attach::attach_entry_stop(&mut loaded.ebpf, &launched.program, entry, pid)?;
         launched.entry_offset = Some(entry);
         launched.release()?;
         let stopped = launched.wait_for_entry_stop().await == EntryStop::Stopped;
-        tables.sync(ebpf)?;
+        tables.sync(&mut loaded.ebpf)?;
         if let Some(go) = go {
-            go_target::set_params(ebpf, go, target)?;
+            go_target::set_params(&mut loaded.ebpf, go, target)?;
         }
         let symbolizer = Symbolizer::new(target.pid);
         // Before the program runs: its first dlopen is already covered.
-        let hook = install_dlopen_hook(ebpf, target, pid);
+        let hook = install_dlopen_hook(&mut loaded.ebpf, target, pid);
         if stopped {
             launched.resume();
         }
         return Ok((probed, symbolizer?, hook));
     }
-    let hook = install_dlopen_hook(ebpf, target, pid);
+    let hook = install_dlopen_hook(&mut loaded.ebpf, target, pid);
     Ok((probed, Symbolizer::new(target.pid)?, hook))
 }
 
@@ -511,6 +521,7 @@ fn install_dlopen_hook(
 
 struct Session<'a> {
     options: &'a TraceOptions,
+    multi_links: Option<&'a MultiLinks>,
     target: &'a TargetProcess,
     /// Readings of /proc/PID count only while it is still the target.
     pinned: &'a PinnedProcess,
@@ -535,7 +546,9 @@ struct Session<'a> {
 impl Session<'_> {
     fn sample(&mut self, ebpf: &Ebpf) -> Result<Snapshot> {
         let min_age_ns = self.options.min_age.as_nanos().min(u64::MAX as u128) as u64;
-        let snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
+        let mut snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
+        // The allocator's programs loaded for uprobe_multi links are not aya's.
+        snapshot.skipped_runs += self.multi_links.map_or(0, MultiLinks::skipped_runs);
         let t_s = self.started.elapsed().as_secs_f64();
         self.history.record(t_s, &snapshot.totals);
         self.read_memory(t_s, snapshot.outstanding_bytes);
@@ -705,13 +718,18 @@ fn startup_phase(started: Instant, phase: &str) {
 }
 
 /// `--bpf-stats`: one line per program that ran: `leaktrace: bpf-stats NAME RUNS NS_PER_RUN`.
-fn print_bpf_stats(ebpf: &Ebpf) {
-    for (name, program) in ebpf.programs() {
-        let Ok(info) = program.info() else { continue };
-        let runs = info.run_count();
-        if runs > 0 {
-            let ns = info.run_time().as_nanos() as f64 / runs as f64;
-            eprintln!("leaktrace: bpf-stats {name} {runs} {ns:.1}");
+fn print_bpf_stats(ebpf: &Ebpf, multi_links: Option<&MultiLinks>) {
+    let aya_programs = ebpf
+        .programs()
+        .filter_map(|(name, program)| Some((name, collect::prog_info::stats(program).ok()?)));
+    let multi_programs = multi_links.into_iter().flat_map(|m| {
+        m.programs()
+            .filter_map(|(name, fd)| Some((name, collect::prog_info::stats_of_fd(fd).ok()?)))
+    });
+    for (name, stats) in aya_programs.chain(multi_programs) {
+        if stats.run_count > 0 {
+            let ns = stats.run_time_ns as f64 / stats.run_count as f64;
+            eprintln!("leaktrace: bpf-stats {name} {} {ns:.1}", stats.run_count);
         }
     }
 }
