@@ -167,7 +167,8 @@ pub fn write_goroutine_profile(
         return Ok(());
     };
     let path = report::pprof::goroutine_profile_path(output);
-    std::fs::write(&path, profile).with_context(|| format!("cannot write {}", path.display()))?;
+    // Created as --output is: never through a symbolic link, a new file mode 0600.
+    report::output::Sink::open(Some(path.clone()))?.write(&profile)?;
     if !quiet {
         eprintln!("leaktrace: goroutine profile written to {}", path.display());
     }
