@@ -42,6 +42,11 @@ impl GoToolchain {
 
     /// The `go` command; panics with how to install it when it is missing.
     pub fn go_binary(self) -> PathBuf {
+        self.find().unwrap_or_else(|missing| panic!("{missing}"))
+    }
+
+    /// The `go` command, or how to install it when it is missing.
+    pub fn find(self) -> Result<PathBuf, String> {
         let (var, default, install) = match self {
             GoToolchain::Recent => (
                 "LEAKTRACE_GO",
@@ -54,13 +59,17 @@ impl GoToolchain {
                 "apt-get install -y golang-1.19",
             ),
         };
-        let path = std::env::var_os(var).map_or(default, PathBuf::from);
-        assert!(
-            path.is_file(),
-            "Go toolchain {self:?} not found at {} (set {var}, or: {install})",
-            path.display()
-        );
-        path
+        let path = std::env::var_os(var)
+            .filter(|p| !p.is_empty())
+            .map_or(default, PathBuf::from);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "Go toolchain {self:?} not found at {} (set {var}, or: {install})",
+                path.display()
+            ))
+        }
     }
 }
 

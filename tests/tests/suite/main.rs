@@ -15,6 +15,7 @@ mod long_runs;
 mod musl;
 mod native_allocators;
 mod oom;
+mod outputs;
 mod redis;
 mod sampling;
 mod security;
