@@ -43,6 +43,7 @@
 //! `target/bench/results.json`.
 
 mod allocators;
+mod results;
 mod volume;
 
 use std::{
@@ -61,6 +62,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{Workspace, cmd, cmd::say, setup};
 
 use allocators::Allocator;
+use results::{Results, Totals, read_totals};
 
 /// Runs of every per-pair scenario; the table shows their median.
 const RUNS: usize = 5;
@@ -350,38 +352,6 @@ enum Outcome {
     Report(Totals),
     /// The blocks the peer still held when stopped (its `@allocs` entries).
     Peer { outstanding: u64 },
-}
-
-/// The report's `totals` fields the correctness checks read.
-#[derive(Debug, Clone, Copy)]
-struct Totals {
-    /// An estimate under sampling.
-    outstanding_bytes: u64,
-    /// An estimate under sampling.
-    outstanding_allocs: u64,
-    /// Sampled allocations only, under sampling.
-    allocs_seen: u64,
-    frees_seen: u64,
-    dropped: u64,
-    drop_reasons: DropReasons,
-}
-
-/// The report's `totals.drop_reasons`.
-#[derive(Debug, Clone, Copy)]
-struct DropReasons {
-    alloc_map_full: u64,
-    stack_map_full: u64,
-    in_flight_map_full: u64,
-    totals_map_full: u64,
-}
-
-impl DropReasons {
-    fn describe(&self) -> String {
-        format!(
-            "alloc_map_full {}, stack_map_full {}, in_flight_map_full {}, totals_map_full {}",
-            self.alloc_map_full, self.stack_map_full, self.in_flight_map_full, self.totals_map_full
-        )
-    }
 }
 
 impl Totals {
@@ -713,7 +683,7 @@ impl Workspace {
         };
         print!("{}", report.table());
         let results = out_dir.join("results.json");
-        fs::write(&results, report.json())
+        fs::write(&results, Results::of(&report).to_json()?)
             .with_context(|| format!("could not write {}", results.display()))?;
         say!("bench: wrote {}", self.short(&results).display());
         if failures.is_empty() {
@@ -1376,189 +1346,6 @@ impl Report<'_> {
         }
         out
     }
-
-    fn json(&self) -> String {
-        let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v:.3}")
-            } else {
-                "null".to_owned()
-            }
-        };
-        let opt = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), num);
-        let list = |values: Vec<String>| format!("[{}]", values.join(", "));
-        let mut out = String::new();
-        let _ = writeln!(out, "{{");
-        let _ = writeln!(
-            out,
-            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu\": {}, \"load_at_start\": {}, \"load_at_end\": {}}},",
-            self.machine.nproc,
-            json_str(&self.machine.kernel),
-            json_str(&self.machine.cpu),
-            json_str(&self.machine.load_at_start),
-            json_str(&self.load_at_end)
-        );
-        let _ = writeln!(out, "  \"runs\": {},", self.runs);
-        let _ = writeln!(out, "  \"elapsed_s\": {},", num(self.elapsed_s));
-        let _ = writeln!(
-            out,
-            "  \"peer\": {{\"tracer\": {}, \"script\": {}, \"available\": {}, \"unavailable_reason\": {}}},",
-            self.peer
-                .version
-                .as_deref()
-                .map_or_else(|| "null".to_owned(), json_str),
-            json_str(PEER_SCRIPT),
-            self.peer.unavailable.is_none(),
-            self.peer
-                .unavailable
-                .as_deref()
-                .map_or_else(|| "null".to_owned(), json_str),
-        );
-        let _ = writeln!(out, "  \"sample_bytes\": {SAMPLE_BYTES_N},");
-        let _ = writeln!(out, "  \"scenarios\": [");
-        for (i, (row, scenario)) in self.rows.iter().zip(self.scenarios).enumerate() {
-            let outcomes: Vec<String> = scenario
-                .tracer
-                .iter()
-                .map(|r| match r.outcome {
-                    Outcome::Report(t) => format!(
-                        "{{\"allocs_seen\": {}, \"frees_seen\": {}, \"outstanding_allocs\": {}, \"outstanding_bytes\": {}, \"dropped\": {}, \"loop_bytes\": {}, \"live_bytes\": {}}}",
-                        t.allocs_seen,
-                        t.frees_seen,
-                        t.outstanding_allocs,
-                        t.outstanding_bytes,
-                        t.dropped,
-                        r.stats.loop_bytes,
-                        r.stats.live_bytes
-                    ),
-                    Outcome::Peer { outstanding } => {
-                        format!("{{\"outstanding_allocs\": {outstanding}}}")
-                    }
-                })
-                .collect();
-            let expected = match scenario.mode {
-                Mode::Floor => "{\"gap\": 0}".to_owned(),
-                Mode::Sampled => list(
-                    scenario
-                        .tracer
-                        .iter()
-                        .map(|r| {
-                            let (low, high) = sampled_count_range(&r.stats);
-                            format!(
-                                "{{\"sampled_min\": {low}, \"sampled_max\": {high}, \"outstanding_bytes\": {}, \"estimate_sigma_max\": {}, \"sigmas_allowed\": {ESTIMATE_SIGMAS}}}",
-                                r.stats.live_bytes,
-                                num(estimate_sigma(&r.stats))
-                            )
-                        })
-                        .collect(),
-                ),
-                _ => format!("{{\"gap\": {}}}", LIVE_BLOCKS * scenario.workload.threads),
-            };
-            let correctness = match scenario.mode {
-                Mode::Untraced => "null".to_owned(),
-                _ => format!(
-                    "{{\"ok\": {}, \"expected\": {expected}, \"totals\": {}}}",
-                    scenario.problems().is_empty(),
-                    list(outcomes)
-                ),
-            };
-            let runs = |f: fn(&TracerRun) -> f64| {
-                list(scenario.tracer.iter().map(|r| num(f(r))).collect())
-            };
-            let _ = writeln!(
-                out,
-                "    {{\"name\": {}, \"workload\": {}, \"program\": {}, \"allocator\": {}, \"mode\": {}, \"threads\": {}, \
-                 \"pairs_per_thread\": {}, \"traced\": {}, \"ns_per_pair_median\": {}, \"spread\": {}, \"slowdown\": {}, \
-                 \"ratio_to_floor\": {}, \"peer_to_leaktrace\": {}, \"tracer_cpu_s\": {}, \
-                 \"tracer_peak_rss_mib\": {}, \"attach_ms\": {}, \"ns_per_pair_runs\": {}, \
-                 \"tracer_cpu_s_runs\": {}, \"tracer_peak_rss_mib_runs\": {}, \
-                 \"attach_ms_runs\": {}, \"correctness\": {}}}{}",
-                json_str(&row.name),
-                json_str(scenario.workload.slug),
-                json_str(scenario.workload.program.name()),
-                json_str(scenario.workload.allocator().name()),
-                json_str(scenario.mode.key()),
-                scenario.workload.threads,
-                scenario.workload.pairs,
-                scenario.mode != Mode::Untraced,
-                opt(row.ns_per_pair),
-                opt(row.spread),
-                opt(row.slowdown),
-                opt(row.vs_floor),
-                opt(row.peer_vs_leaktrace),
-                opt(row.cpu_s),
-                opt(row.peak_rss_mib),
-                opt(row.attach_ms),
-                list(scenario.ns_per_pair.iter().map(|v| num(*v)).collect()),
-                runs(|t| t.cpu_s),
-                runs(|t| t.peak_rss_mib),
-                runs(|t| t.attach_ms),
-                correctness,
-                if i + 1 < self.rows.len() { "," } else { "" }
-            );
-        }
-        let _ = writeln!(out, "  ],");
-        let breakdown: Vec<String> = self
-            .breakdown()
-            .into_iter()
-            .map(|(workload, [probes, programs, sampled, peer])| {
-                format!(
-                    "{{\"workload\": {}, \"probes_ns\": {}, \"leaktrace_programs_ns\": {}, \"sampled_programs_ns\": {}, \"peer_ns\": {}}}",
-                    json_str(workload),
-                    opt(probes),
-                    opt(programs),
-                    opt(sampled),
-                    opt(peer)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "  \"added_per_pair\": {},", list(breakdown));
-        let _ = writeln!(out, "  \"scale\": {},", self.scale.json());
-        let _ = writeln!(out, "  \"soak\": {},", self.soak.json());
-        let goals: Vec<String> = self
-            .goals()
-            .iter()
-            .map(|g| {
-                format!(
-                    "{{\"goal\": {}, \"what\": {}, \"measured\": {}, \"holds\": {}}}",
-                    g.number,
-                    json_str(&g.what),
-                    json_str(&g.measured),
-                    g.holds.map_or_else(|| "null".to_owned(), |v| v.to_string())
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "  \"goals\": {},", list(goals));
-        let _ = writeln!(
-            out,
-            "  \"failures\": {},",
-            list(self.failures.iter().map(|f| json_str(f)).collect())
-        );
-        let _ = writeln!(
-            out,
-            "  \"peer_warnings\": {}",
-            list(self.peer_warnings.iter().map(|f| json_str(f)).collect())
-        );
-        let _ = writeln!(out, "}}");
-        out
-    }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// (max - min) / median of `values`, when there are at least two.
@@ -2090,42 +1877,4 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<std::process::Ex
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The `totals` the correctness check needs, from leaktrace's JSON report.
-fn read_totals(report: &Path) -> Result<Totals> {
-    let text = fs::read_to_string(report)
-        .with_context(|| format!("leaktrace wrote no report to {}", report.display()))?;
-    let totals = text
-        .find("\"totals\"")
-        .map(|at| &text[at..])
-        .with_context(|| format!("no totals in {}", report.display()))?;
-    // The first occurrence of each key after "totals" is the one of the totals object (those of
-    // drop_reasons, the only object nested in it, are found there too).
-    let field = |key: &str| -> Result<u64> {
-        let quoted = format!("\"{key}\"");
-        let rest = totals
-            .find(&quoted)
-            .map(|at| totals[at + quoted.len()..].trim_start())
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::trim_start)
-            .with_context(|| format!("no totals.{key} in {}", report.display()))?;
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits
-            .parse()
-            .with_context(|| format!("bad totals.{key} in {}", report.display()))
-    };
-    Ok(Totals {
-        outstanding_bytes: field("outstanding_bytes")?,
-        outstanding_allocs: field("outstanding_allocs")?,
-        allocs_seen: field("allocs_seen")?,
-        frees_seen: field("frees_seen")?,
-        dropped: field("dropped")?,
-        drop_reasons: DropReasons {
-            alloc_map_full: field("alloc_map_full")?,
-            stack_map_full: field("stack_map_full")?,
-            in_flight_map_full: field("in_flight_map_full")?,
-            totals_map_full: field("totals_map_full")?,
-        },
-    })
 }
