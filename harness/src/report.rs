@@ -453,3 +453,45 @@ pub fn aliases(addrs: &HashMap<String, u64>, name: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real report: `leaktrace --format json --duration 1s --min-age 0s run -- /bin/sleep 3`.
+    const REPORT: &str = include_str!("../testdata/report-sleep.json");
+
+    #[test]
+    fn a_real_report_decodes() {
+        let r = Report::parse(REPORT).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.is_final);
+        assert_eq!(r.target.exe, "/bin/sleep");
+        assert_eq!(r.target.language, "c");
+        assert_eq!(r.target.pid_in_namespace, None);
+        assert_eq!(r.ended_by.as_deref(), Some("duration"));
+        assert_eq!(r.settings.sample_bytes, Some(0));
+        assert_eq!(
+            (r.totals.outstanding_bytes, r.totals.outstanding_allocs),
+            (11996, 137)
+        );
+        assert_eq!(r.totals.drop_reasons.alloc_map_full, 0);
+        assert_eq!(r.allocator.name, "glibc");
+        assert_eq!(r.sites.len(), 10);
+        assert_eq!(r.site_sums(), (11764, 110));
+        let first = &r.sites[0].frames[0];
+        assert_eq!(first.function(), "malloc");
+        assert_eq!(first.line, Some(3281));
+        assert_eq!(first.address_value(), 0x7f3c_5477_5930);
+        assert!(r.goroutines.is_none());
+        r.assert_no_nested_allocator_sites();
+    }
+
+    #[test]
+    fn a_report_missing_a_contract_field_is_an_error() {
+        let mut v: Value = serde_json::from_str(REPORT).unwrap();
+        v["totals"].as_object_mut().unwrap().remove("allocs_seen");
+        let e = Report::from_value(v).unwrap_err();
+        assert!(e.contains("allocs_seen"), "{e}");
+        assert!(Report::parse("{} trailing").is_err());
+    }
+}
