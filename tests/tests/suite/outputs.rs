@@ -292,7 +292,7 @@ fn pprof_profile_has_the_leak_with_lines_and_build_ids() {
     assert_eq!(caller.len(), 1, "{caller:?}");
     let (function, file, line) = &caller[0];
     assert_eq!(function, BIG);
-    assert!(file.ends_with("leaks.c"), "{file}");
+    assert!(file.ends_with("outputs.c"), "{file}");
     assert_eq!(*line, marked_line("big"));
     let names: Vec<String> = top
         .location_id
@@ -695,7 +695,7 @@ fn metrics_are_scraped_by_a_real_prometheus() {
     let metric = &series["metric"];
     assert_eq!(metric["job"], "leaktrace");
     let site = metric["site"].as_str().expect("site label");
-    assert!(site.starts_with(&format!("{BIG} leaks.c:")), "{site}");
+    assert!(site.starts_with(&format!("{BIG} outputs.c:")), "{site}");
     assert!(
         ["growing", "steady", "young"].contains(&metric["verdict"].as_str().unwrap_or("")),
         "{metric}"
