@@ -8,38 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::Value;
-
 use crate::{
-    ATTACH_TIMEOUT, Built, DEFAULT_TRACER_ARGS, FINISH_GRACE, Report, Site, TARGET_TIMEOUT, Target,
-    TempDir, Traced, Tracer,
+    ATTACH_TIMEOUT, Built, DEFAULT_TRACER_ARGS, FINISH_GRACE, FamilyInfo, Report, Site,
+    TARGET_TIMEOUT, Target, TempDir, Traced, Tracer, target_file,
 };
-
-/// A file under `tests/targets/`.
-pub fn target_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("targets")
-        .join(relative)
-}
-
-/// The 1-based line of `tests/targets/RELATIVE` marked `/* @line MARK */` (see [`crate::marked_line`]).
-pub fn marked_line_in(relative: &str, mark: &str) -> u32 {
-    let path = target_file(relative);
-    let src = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let needle = format!("@line {mark} */");
-    let hits: Vec<u32> = src
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.contains(&needle))
-        .map(|(i, _)| i as u32 + 1)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "marker `{needle}` must be on exactly one line of {relative}"
-    );
-    hits[0]
-}
 
 /// The allocator a target is linked with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,39 +228,13 @@ pub fn trace_family(built: &Built, env: &[(&str, &str)], extra: &[&str]) -> Fami
     }
 }
 
-/// One entry of the report's `families`: an allocator family that was probed.
-#[derive(Debug, Clone)]
-pub struct FamilyInfo {
-    pub name: String,
-    pub path: String,
-    pub probed: Vec<String>,
-}
-
-/// The report's `allocator.families` (or top-level `families`), parsed; panics when absent.
+/// The report's `allocator.families`; panics when absent.
 pub fn families(report: &Report) -> Vec<FamilyInfo> {
-    let list = report
-        .raw
-        .get("allocator")
-        .and_then(|a| a.get("families"))
-        .or_else(|| report.raw.get("families"))
-        .and_then(Value::as_array)
-        .unwrap_or_else(|| panic!("no `families` list in the report:\n{}", report.describe()));
-    list.iter()
-        .map(|f| FamilyInfo {
-            name: text(f, "name"),
-            path: text(f, "path"),
-            probed: f
-                .get("probed")
-                .and_then(Value::as_array)
-                .map(|p| {
-                    p.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect()
+    report
+        .allocator
+        .families
+        .clone()
+        .unwrap_or_else(|| panic!("no `families` list in the report:\n{}", report.describe()))
 }
 
 /// The family named NAME in the report; panics (listing them) when there is none.
@@ -302,24 +248,12 @@ pub fn family(report: &Report, name: &str) -> FamilyInfo {
 
 /// The report's `allocator.linked_into_executable`; panics when absent.
 pub fn linked_into_executable(report: &Report) -> bool {
-    report
-        .raw
-        .get("allocator")
-        .and_then(|a| a.get("linked_into_executable"))
-        .and_then(Value::as_bool)
-        .unwrap_or_else(|| {
-            panic!(
-                "no boolean `allocator.linked_into_executable`: {}",
-                report.raw["allocator"]
-            )
-        })
-}
-
-fn text(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("`{key}` missing in {v}"))
-        .to_string()
+    report.allocator.linked_into_executable.unwrap_or_else(|| {
+        panic!(
+            "no boolean `allocator.linked_into_executable`: {:?}",
+            report.allocator
+        )
+    })
 }
 
 /// Every site with a frame whose function is NAME or ends with `::NAME` (Rust paths).

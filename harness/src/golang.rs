@@ -15,7 +15,11 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{ATTACH_TIMEOUT, FINISH_GRACE, Finished, Report, TARGET_TIMEOUT, Target, Tracer, clip};
+use crate::paths::{cargo_target_dir, target_file, workspace_root};
+use crate::report::Report;
+use crate::target::Target;
+use crate::tracer::{Finished, Tracer, clip};
+use crate::{ATTACH_TIMEOUT, FINISH_GRACE, TARGET_TIMEOUT};
 
 /// A Go toolchain the tests build their targets with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +42,11 @@ impl GoToolchain {
 
     /// The `go` command; panics with how to install it when it is missing.
     pub fn go_binary(self) -> PathBuf {
+        self.find().unwrap_or_else(|missing| panic!("{missing}"))
+    }
+
+    /// The `go` command, or how to install it when it is missing.
+    pub fn find(self) -> Result<PathBuf, String> {
         let (var, default, install) = match self {
             GoToolchain::Recent => (
                 "LEAKTRACE_GO",
@@ -50,20 +59,24 @@ impl GoToolchain {
                 "apt-get install -y golang-1.19",
             ),
         };
-        let path = std::env::var_os(var).map_or(default, PathBuf::from);
-        assert!(
-            path.is_file(),
-            "Go toolchain {self:?} not found at {} (set {var}, or: {install})",
-            path.display()
-        );
-        path
+        let path = std::env::var_os(var)
+            .filter(|p| !p.is_empty())
+            .map_or(default, PathBuf::from);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "Go toolchain {self:?} not found at {} (set {var}, or: {install})",
+                path.display()
+            ))
+        }
     }
 }
 
 /// The real `go` binary in the virtualenv `cargo xtask setup` makes (its `bin/go` is a Python
 /// launcher): `target/venv/lib/python3*/site-packages/go/bin/go`.
 fn recent_go_default() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv");
+    let venv = workspace_root().join("target/venv");
     if let Ok(entries) = fs::read_dir(venv.join("lib")) {
         let mut found: Vec<PathBuf> = entries
             .flatten()
@@ -133,10 +146,7 @@ impl GoBuild {
 
 /// The source of the Go target NAME: `tests/targets/go/NAME/main.go`.
 pub fn go_target_source(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("targets/go")
-        .join(name)
-        .join("main.go")
+    target_file(&format!("go/{name}/main.go"))
 }
 
 /// The 1-based line of the Go target NAME ending in the comment `// @line MARK`.
@@ -158,13 +168,6 @@ pub fn go_marked_line(name: &str, mark: &str) -> u32 {
         path.display()
     );
     hits[0]
-}
-
-/// The workspace's `target/` directory (`$CARGO_TARGET_DIR` when set).
-fn cargo_target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 /// `target/go-targets`: the Go build cache and the builds of the test processes.
@@ -393,7 +396,7 @@ pub fn assert_same_output_traced(exe: &Path, lines: usize) -> Report {
         "{}",
         r.describe()
     );
-    assert_eq!(r.language, "go", "{}", r.describe());
+    assert_eq!(r.target.language, "go", "{}", r.describe());
     r
 }
 

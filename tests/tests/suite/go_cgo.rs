@@ -304,7 +304,7 @@ fn go_heap_is_not_a_native_leak(b: GoBuild) {
     );
     let (site_bytes, _) = r.site_sums();
     assert!(site_bytes < NATIVE_CEILING, "{ctx}");
-    if let Some(rss) = r.raw["memory"]["rss_bytes"].as_u64() {
+    if let Some(rss) = r.memory.as_ref().and_then(|m| m.rss_bytes) {
         assert!(
             rss >= GO_HEAP_BYTES,
             "rss_bytes {rss}: the target touched {GO_HEAP_BYTES} bytes of Go heap\n{ctx}"
@@ -315,7 +315,7 @@ fn go_heap_is_not_a_native_leak(b: GoBuild) {
 /// A Go program (with cgo): language `go`, a goroutines section.
 fn go_report_metadata(b: GoBuild) {
     let r = &leaks_run(b).report;
-    assert_eq!(r.language, "go", "{}", r.describe());
+    assert_eq!(r.target.language, "go", "{}", r.describe());
     assert!(r.goroutines().live >= 1, "{}", r.describe());
     assert_eq!(r.totals.dropped, 0, "{}", r.describe());
 }

@@ -241,13 +241,17 @@ fn native_report_metadata(v: Variant) {
     let ctx = r.describe();
     assert!(r.is_final, "final\n{ctx}");
     assert_eq!(r.ended_by.as_deref(), Some("duration"), "ended_by\n{ctx}");
-    assert!(r.exe.ends_with(&t.exe_name()), "target.exe {:?}", r.exe);
-    assert_eq!(r.language, "c");
-    assert_eq!(r.min_age_s, 0.0);
     assert!(
-        (r.interval_s - 0.3).abs() < 1e-6,
+        r.target.exe.ends_with(&t.exe_name()),
+        "target.exe {:?}",
+        r.target.exe
+    );
+    assert_eq!(r.target.language, "c");
+    assert_eq!(r.settings.min_age_s, 0.0);
+    assert!(
+        (r.settings.interval_s - 0.3).abs() < 1e-6,
         "interval_s {}",
-        r.interval_s
+        r.settings.interval_s
     );
     assert!(
         (1.5..=5.0).contains(&r.duration_s),

@@ -200,7 +200,7 @@ fn run_command_that_reexecs_itself_is_traced() {
     fin.assert_success();
     let who = launched_line(&fin.stderr).expect("the re-executed command's `launched` line");
     let r = fin.report();
-    assert_eq!(who[0], ("pid".to_owned(), r.pid.to_string()));
+    assert_eq!(who[0], ("pid".to_owned(), r.target.pid.to_string()));
     assert_eq!(r.ended_by.as_deref(), Some("duration"));
     assert_launched_leak(&r);
     r.site_with("launched_leak")

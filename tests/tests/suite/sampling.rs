@@ -14,16 +14,10 @@ fn sampled_bytes_are_unbiased_estimates_within_their_error() {
         &["--sample-bytes", "64KiB"],
     );
     let r = &traced.report;
-    assert_eq!(r.raw["settings"]["sample_bytes"].as_u64(), Some(65536));
+    assert_eq!(r.settings.sample_bytes, Some(65536));
     let site = r.site_with("leak_kilobyte");
-    let stderr = r.raw["sites"]
-        .as_array()
-        .and_then(|sites| {
-            sites
-                .iter()
-                .find(|s| s["outstanding_bytes"].as_u64() == Some(site.outstanding_bytes))
-        })
-        .and_then(|s| s["estimate_stderr_bytes"].as_f64())
+    let stderr = site
+        .estimate_stderr_bytes
         .expect("estimate_stderr_bytes on a sampled site");
 
     // Each 1000-byte block is sampled with p = 1 - exp(-1000/65536): about 1514 of them.

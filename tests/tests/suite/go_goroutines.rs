@@ -381,7 +381,7 @@ fn growing_leak(b: GoBuild) {
 fn goroutine_totals(b: GoBuild) {
     let r = &leaks_run(b).report;
     let ctx = r.describe();
-    assert_eq!(r.language, "go", "{ctx}");
+    assert_eq!(r.target.language, "go", "{ctx}");
     let g = r.goroutines();
     let growing = g.site_created_at(FILE, line("growing-go"));
     assert_eq!(g.live, g.site_sum(), "live vs the sites' sum\n{ctx}");

@@ -28,9 +28,7 @@ fn idle_stacks_make_room_for_a_late_leak() {
         (1000, 10)
     );
     site.assert_chain(&["leak_late", "main"]);
-    let evicted = r.raw["totals"]["stacks_evicted"]
-        .as_u64()
-        .expect("stacks_evicted");
+    let evicted = r.totals.stacks_evicted.expect("stacks_evicted");
     assert!(evicted > 0, "no stack evicted\n{}", r.describe());
     assert_eq!(r.totals.outstanding_allocs, 10, "{}", r.describe());
 }

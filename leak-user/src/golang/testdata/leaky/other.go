@@ -1,0 +1,6 @@
+package main
+
+//go:noinline
+func helper() int {
+	return len(sink) * 2
+}
