@@ -17,7 +17,7 @@ use aya::maps::Array;
 use leak_common::go_param;
 
 use crate::golang::{offsets::RuntimeOffsets, probes::GoProbes};
-use crate::target::{Allocator, EntryPoint};
+use crate::tracee::{Allocator, EntryPoint};
 use crate::uprobe_multi::{Direction, MultiError, MultiLinks, Probes};
 
 /// The eBPF object built from `leak-ebpf` by build.rs.

@@ -13,13 +13,11 @@ mod limits;
 mod memory;
 mod metrics;
 mod oom;
-mod pinned;
 mod report;
 mod session;
 mod status;
 mod symbolize;
-mod target;
-mod target_lock;
+mod tracee;
 mod unwind;
 mod uprobe_multi;
 

@@ -19,7 +19,7 @@ use crate::{
         symbols::GoSymbols,
     },
     oom::{kmsg, tracepoint::MarkVictimLayout},
-    target::probe_site,
+    tracee::probe_site,
     unwind::table,
 };
 
@@ -55,7 +55,7 @@ fn fuzz_elf_object() {
     let path = dir.join("object");
     fuzz("elf_object", &seeds, |elf| {
         std::fs::write(&path, elf).expect("write scratch file");
-        let Ok(object) = crate::target::elf::ElfObject::open(&path) else {
+        let Ok(object) = crate::tracee::elf::ElfObject::open(&path) else {
             return;
         };
         let wanted = |name: &str| name.contains("alloc") || name == "free" || name == "main";

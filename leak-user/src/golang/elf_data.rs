@@ -7,7 +7,7 @@ use std::io::Read;
 
 use object::{CompressionFormat, Object, ObjectSection, ObjectSegment, SectionKind, SegmentFlags};
 
-use crate::target::files::MAX_INFLATED_SECTION_BYTES as MAX_UNCOMPRESSED;
+use crate::tracee::files::MAX_INFLATED_SECTION_BYTES as MAX_UNCOMPRESSED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SectionError {

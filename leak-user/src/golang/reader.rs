@@ -11,7 +11,7 @@ use super::{
     runtime_vars::{GoroutineLimits, RuntimeVars},
     tracker::LiveGoroutine,
 };
-use crate::target::remote_memory::RemoteMemory;
+use crate::tracee::remote_memory::RemoteMemory;
 
 /// More goroutines than this in `allglen` is a torn read, not a program.
 const MAX_GOROUTINES: u64 = 1 << 22;

@@ -15,7 +15,7 @@ use crate::{
     analysis::History,
     collect::Snapshot,
     symbolize::Symbolizer,
-    target::{Allocator, TargetProcess, catalogue},
+    tracee::{Allocator, TargetProcess, catalogue},
 };
 use model::{DropReasons, Memory, Report, Settings, Site, Target, Totals};
 

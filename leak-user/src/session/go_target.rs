@@ -15,7 +15,7 @@ use crate::{
         tracker::{LiveGoroutine, Tracker},
     },
     report,
-    target::{Allocator, TargetProcess, allocator, elf, remote_memory::RemoteMemory},
+    tracee::{Allocator, TargetProcess, allocator, elf, remote_memory::RemoteMemory},
 };
 
 /// The goroutine probes of a Go target; None for other targets, and for a Go target whose

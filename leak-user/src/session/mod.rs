@@ -27,7 +27,6 @@ use crate::{
     memory,
     metrics::{self, Metrics},
     oom::watch::{OomWatch, Victim, WatchError},
-    pinned::PinnedProcess,
     report::{
         self, RunInfo,
         model::{Memory, OomKill, Settings},
@@ -35,8 +34,9 @@ use crate::{
     },
     status::{self, Status},
     symbolize::Symbolizer,
-    target::{Allocator, TargetProcess, allocator, elf::ElfObject},
-    target_lock::{LockError, TargetLock},
+    tracee::lock::{LockError, TargetLock},
+    tracee::pinned::PinnedProcess,
+    tracee::{Allocator, TargetProcess, allocator, elf::ElfObject},
     unwind::{
         dlopen::{DlopenHook, HookError},
         loader::UnwindTables,

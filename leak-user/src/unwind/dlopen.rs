@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 use crate::attach::{self, AttachError};
-use crate::target::{
+use crate::tracee::{
     MappedObject,
     elf::{ElfObject, vaddr_of_offset},
     files::ObjectFile,

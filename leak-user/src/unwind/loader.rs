@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::table;
 use crate::collect::batch;
-use crate::target::{
+use crate::tracee::{
     MappedObject,
     elf::{ElfObject, LoadSegment, vaddr_of_offset},
     files::TargetFiles,

@@ -19,7 +19,7 @@ use object::{Architecture, FileKind, Object, ObjectKind, ObjectSection, SectionK
 
 use super::prologue;
 
-use crate::target::files::MAX_INFLATED_SECTION_BYTES;
+use crate::tracee::files::MAX_INFLATED_SECTION_BYTES;
 
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 

@@ -3,6 +3,8 @@ pub mod allocator;
 pub mod catalogue;
 pub mod elf;
 pub mod files;
+pub mod lock;
+pub mod pinned;
 pub mod probe_site;
 pub mod process;
 pub mod remote_memory;

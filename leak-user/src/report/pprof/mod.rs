@@ -25,7 +25,7 @@ use prost::Message as _;
 use thiserror::Error;
 
 use super::model::{Frame, Report, Site, Verdict};
-use crate::target::{MappedObject, files::TargetFiles, process::executable_objects};
+use crate::tracee::{MappedObject, files::TargetFiles, process::executable_objects};
 
 #[derive(Debug, Error)]
 pub enum PprofError {
@@ -639,7 +639,7 @@ pub(crate) mod tests {
     fn reads_the_gnu_build_id() {
         let exe = std::env::current_exe().expect("current exe");
         // Rust test binaries are linked with a GNU build ID on Linux.
-        let exe = crate::target::files::open_host(&exe).expect("open own exe");
+        let exe = crate::tracee::files::open_host(&exe).expect("open own exe");
         let id = build_id(exe.data()).expect("build id");
         assert!(id.len() >= 16 && id.chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(build_id(b"#!/bin/sh\n"), None);

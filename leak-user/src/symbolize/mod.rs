@@ -37,7 +37,7 @@ use crate::{
     golang::symbols::{GoFrame, GoSymbols, SymbolsError},
     limits,
     report::model::Frame,
-    target::{
+    tracee::{
         MappedObject,
         files::{FileError, ObjectFile, TargetFiles},
     },

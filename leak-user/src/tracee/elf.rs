@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn section_at_the_top_of_the_address_space() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/target/testdata/native-O2-section-at-u64-max.bin");
+            .join("src/tracee/testdata/native-O2-section-at-u64-max.bin");
         let object = ElfObject::open(&path).expect("still an ELF file");
         let functions = object.functions(|name| name == "main" || name == "leak_malloc");
         assert!(!functions.is_empty());

@@ -298,7 +298,7 @@ mod tests {
     use std::{ffi::CString, os::unix::fs::symlink, time::Instant};
 
     use super::*;
-    use crate::target::process::executable_objects;
+    use crate::tracee::process::executable_objects;
 
     /// A scratch directory removed at the end.
     struct Scratch(PathBuf);
