@@ -46,8 +46,8 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn assert_root() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "these tests load eBPF programs: run them as root"
