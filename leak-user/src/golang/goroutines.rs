@@ -251,41 +251,7 @@ mod tests {
     /// Parks [`PARKED`] goroutines on a channel receive, then prints `HeapInuse` (after a GC,
     /// so no sweeping changes it later) and sleeps. `time.Sleep` runs once before the
     /// reading so that the timer it allocates is not allocated after.
-    const PARKED_MAIN: &str = r#"package main
-
-import (
-	"os"
-	"runtime"
-	"strconv"
-	"time"
-)
-
-const parked = 7
-
-func park(ch chan int, ready chan<- bool) {
-	ready <- true
-	<-ch
-}
-
-func main() {
-	ch, ready := make(chan int), make(chan bool)
-	for i := 0; i < parked; i++ {
-		go park(ch, ready)
-	}
-	for i := 0; i < parked; i++ {
-		<-ready
-	}
-	time.Sleep(time.Millisecond)
-	line := make([]byte, 0, 32)
-	runtime.GC()
-	var stats runtime.MemStats
-	runtime.ReadMemStats(&stats)
-	// Printed without allocating: no new span may change HeapInuse after the reading.
-	os.Stdout.Write(append(strconv.AppendUint(line, stats.HeapInuse, 10), '\n'))
-	time.Sleep(time.Hour)
-	ch <- 0
-}
-"#;
+    const PARKED_MAIN: &str = include_str!("testdata/parked.go");
 
     const PARKED_PROGRAM: Program = Program {
         name: "parked",

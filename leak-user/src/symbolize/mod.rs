@@ -789,64 +789,11 @@ mod tests {
     use super::*;
     use crate::golang::testutil::{self, TOOLCHAINS, Toolchain, Variant};
 
-    const LEAKY_C: &str = r#"#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
+    const LEAKY_C: &str = include_str!("testdata/leaky.c");
 
-void *volatile sink;
+    const PLUGIN_C: &str = include_str!("testdata/plugin.c");
 
-static inline __attribute__((always_inline)) void *inl_helper(size_t n) { /* L_INL_START */
-	void *p = malloc(n * 3 + 7); /* L_INL_MALLOC */
-	sink = p;
-	return p; /* L_INL_END */
-}
-
-__attribute__((noipa)) void *leak_fn(size_t n) { /* L_FN */
-	void *p = inl_helper(n); /* L_CALL */
-	if (p)
-		((char *)p)[0] = (char)n;
-	return p;
-}
-
-int main(int argc, char **argv)
-{
-	char line[16];
-	leak_fn((size_t)argc);
-	printf("leak_fn=%p malloc=%p\n", (void *)leak_fn, dlsym(RTLD_DEFAULT, "malloc"));
-	fflush(stdout);
-	if (argc > 1 && fgets(line, sizeof line, stdin)) {
-		void *h = dlopen(argv[1], RTLD_NOW);
-		printf("plugin_fn=%p\n", h ? dlsym(h, "plugin_fn") : NULL);
-		fflush(stdout);
-	}
-	for (;;)
-		pause();
-}
-"#;
-
-    const PLUGIN_C: &str = r#"__attribute__((noipa)) int plugin_fn(int x) { return x * 7 + 3; }
-"#;
-
-    const KLASS_CPP: &str = r#"#include <cstdio>
-#include <unistd.h>
-namespace ns {
-struct Klass {
-	int v;
-	__attribute__((noipa)) int method(int x);
-};
-int Klass::method(int x) { return v * x + 1; }
-} // namespace ns
-int main(int argc, char **)
-{
-	ns::Klass k{argc};
-	std::printf("method=%p result=%d\n", (void *)(&ns::Klass::method), k.method(argc));
-	std::fflush(stdout);
-	for (;;)
-		pause();
-}
-"#;
+    const KLASS_CPP: &str = include_str!("testdata/klass.cc");
 
     /// A scratch directory and the program running from it; both go away on drop.
     struct Target {
@@ -1225,39 +1172,7 @@ int main(int argc, char **)
 
     /// Prints, as the Go runtime itself symbolizes them, a function's entry and a return
     /// address inside it, then waits for a line on stdin.
-    const MARKER_GO: &str = r#"package main
-
-import (
-	"fmt"
-	"os"
-	"runtime"
-)
-
-// where returns the return address in its caller.
-//
-//go:noinline
-func where() uintptr {
-	var pcs [1]uintptr
-	runtime.Callers(2, pcs[:])
-	return pcs[0]
-}
-
-//go:noinline
-func marker() uintptr { // L_ENTRY
-	return where() // L_CALL
-}
-
-func main() {
-	ret := marker()
-	f := runtime.FuncForPC(ret - 1)
-	file, line := f.FileLine(ret - 1)
-	_, entryLine := f.FileLine(f.Entry())
-	fmt.Printf("marker=%p entry=%#x ret=%#x func=%s file=%s line=%d entryline=%d\n",
-		marker, f.Entry(), ret, f.Name(), file, line, entryLine)
-	var b [1]byte
-	os.Stdin.Read(b[:])
-}
-"#;
+    const MARKER_GO: &str = include_str!("testdata/marker.go");
 
     const MARKER: testutil::Program = testutil::Program {
         name: "marker",
@@ -1378,123 +1293,13 @@ func main() {
     /// in the cgo variants also a `C.malloc` (whose cgo wrapper is inlined into the caller),
     /// with the stack at the time of the call: the executable's own `malloc` (interposing
     /// libc's) calls back into Go, which takes the stack there.
-    const INLINE_GO: &str = r#"package main
+    const INLINE_GO: &str = include_str!("testdata/inline.go");
 
-import (
-	"fmt"
-	"os"
-	"runtime"
-)
+    const INLINE_NOCGO_GO: &str = include_str!("testdata/inline-nocgo.go");
 
-// callers returns the return addresses of its caller's stack, as runtime.Callers gives
-// them (with a virtual one for each frame inlined).
-//
-//go:noinline
-func callers() []uintptr {
-	pcs := make([]uintptr, 64)
-	return pcs[:runtime.Callers(2, pcs)]
-}
+    const INLINE_CGO_GO: &str = include_str!("testdata/inline-cgo.go");
 
-func inner() []uintptr {
-	return callers() // L_INNER
-}
-
-func middle() []uintptr {
-	return inner() // L_MIDDLE
-}
-
-//go:noinline
-func outer() []uintptr {
-	return middle() // L_OUTER
-}
-
-// report prints the runtime's frames for STACK down to main.main, innermost first, one a
-// line: `NAME ret=0x.. inlined=BOOL func=.. file=.. line=..`, then `NAME end`. ret is the pc
-// looked up plus one (the return address for the innermost frame of a physical one).
-func report(name string, stack []uintptr) {
-	frames := runtime.CallersFrames(stack)
-	for {
-		f, more := frames.Next()
-		fmt.Printf("%s ret=%#x inlined=%t func=%s file=%s line=%d\n",
-			name, f.PC+1, f.Func == nil, f.Function, f.File, f.Line)
-		if !more || f.Function == "main.main" {
-			break
-		}
-	}
-	fmt.Printf("%s end\n", name)
-}
-
-func main() {
-	report("inline", outer())
-	reportCgo()
-	var b [1]byte
-	os.Stdin.Read(b[:])
-}
-"#;
-
-    const INLINE_NOCGO_GO: &str = r#"//go:build !cgo
-
-package main
-
-func reportCgo() {}
-"#;
-
-    const INLINE_CGO_GO: &str = r#"//go:build cgo
-
-package main
-
-// #include <stdlib.h>
-// void *malloc_address(void);
-import "C"
-
-import (
-	"fmt"
-	"runtime"
-	"unsafe"
-)
-
-// The Go stack when malloc was called with the size malloc.c watches for.
-var mallocStack []uintptr
-
-//export mallocCalled
-func mallocCalled() {
-	pcs := make([]uintptr, 64)
-	mallocStack = pcs[:runtime.Callers(1, pcs)]
-}
-
-//go:noinline
-func cmalloc() unsafe.Pointer {
-	return C.malloc(4242) // L_CMALLOC
-}
-
-func reportCgo() {
-	C.free(cmalloc())
-	report("cmalloc", mallocStack)
-	fmt.Printf("cfunc malloc=%p\n", C.malloc_address())
-}
-"#;
-
-    const INLINE_MALLOC_C: &str = r#"//go:build cgo
-
-#include <stddef.h>
-#include "_cgo_export.h"
-
-extern void *__libc_malloc(size_t);
-
-// Every malloc of the process comes here (the executable's definition interposes libc's):
-// the test's one calls back into Go, which records its stack.
-void *malloc(size_t size)
-{
-	if (size == 4242)
-		mallocCalled();
-	return __libc_malloc(size);
-}
-
-void *malloc_address(void)
-{
-	return (void *)malloc;
-}
-"#;
+    const INLINE_MALLOC_C: &str = include_str!("testdata/inline-malloc.c");
 
     const INLINE: testutil::Program = testutil::Program {
         name: "inline",

@@ -1,0 +1,1 @@
+__attribute__((noipa)) int plugin_fn(int x) { return x * 7 + 3; }
