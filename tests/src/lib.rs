@@ -9,7 +9,7 @@ pub use leaktrace_harness::*;
 
 // The suite's own dependencies: this library's unit-test build does not use them.
 #[cfg(test)]
-use {flate2 as _, libc as _, object as _, prost as _, quick_xml as _};
+use {flate2 as _, libc as _, object as _, prost as _, quick_xml as _, serde_json as _};
 
 /// What targets/native.c leaks (keep in sync with its `run_leaks`):
 /// (leak function, allocator, allocs, bytes per alloc).

@@ -184,7 +184,10 @@ fn only_child(pid: u32) -> u32 {
 }
 
 fn trace_contained(libc: Libc) -> (Report, Container) {
-    let mut container = start_contained(libc);
+    trace(start_contained(libc))
+}
+
+fn trace(mut container: Container) -> (Report, Container) {
     let mut args: Vec<String> = vec!["--pid".into(), container.host_pid.to_string()];
     args.extend(DEFAULT_TRACER_ARGS.iter().map(|s| s.to_string()));
     let mut tracer = Tracer::start(&args);
@@ -215,6 +218,25 @@ fn check_contained(libc: Libc) {
         "{} should not exist on the host",
         report.target.exe
     );
+    check_leaks(&report);
+    // Its cgroup namespace makes its own /proc/self/cgroup read `0::/`; the report names the
+    // cgroup as the host sees it and reads usage from the host's cgroupfs.
+    let host_view = fs::read_to_string(format!("/proc/{}/cgroup", container.host_pid))
+        .expect("cgroup of the target");
+    let cgroup = report
+        .memory
+        .as_ref()
+        .and_then(|m| m.cgroup.as_ref())
+        .unwrap_or_else(|| panic!("no memory.cgroup\n{ctx}"));
+    let (version, path) = memory_cgroup(&host_view);
+    assert_eq!(cgroup.path, path, "{ctx}");
+    assert_eq!(cgroup.version, version, "{ctx}");
+    assert!(cgroup.usage_bytes.is_some_and(|u| u > 0), "{ctx}");
+}
+
+/// The exact leaks of targets/contained.c at their marked lines, and nothing else.
+fn check_leaks(report: &Report) {
+    let ctx = report.describe();
     for (leak_fn, allocs, bytes_each) in [
         ("contained_malloc", 10, 1000),
         ("contained_calloc", 4, 1000),
@@ -242,19 +264,6 @@ fn check_contained(libc: Libc) {
         );
         assert!(site.has_function("main"), "{leak_fn}: no main\n{ctx}");
     }
-    // Its cgroup namespace makes its own /proc/self/cgroup read `0::/`; the report names the
-    // cgroup as the host sees it and reads usage from the host's cgroupfs.
-    let host_view = fs::read_to_string(format!("/proc/{}/cgroup", container.host_pid))
-        .expect("cgroup of the target");
-    let cgroup = report
-        .memory
-        .as_ref()
-        .and_then(|m| m.cgroup.as_ref())
-        .unwrap_or_else(|| panic!("no memory.cgroup\n{ctx}"));
-    let (version, path) = memory_cgroup(&host_view);
-    assert_eq!(cgroup.path, path, "{ctx}");
-    assert_eq!(cgroup.version, version, "{ctx}");
-    assert!(cgroup.usage_bytes.is_some_and(|u| u > 0), "{ctx}");
     let (bytes, allocs) = report.site_sums();
     assert_eq!((bytes, allocs), (14_000, 14), "only the leaks\n{ctx}");
 }
@@ -289,4 +298,51 @@ fn glibc_target_in_its_own_root_and_pid_namespace() {
 #[test]
 fn musl_target_in_its_own_root_and_pid_namespace() {
     check_contained(Libc::Musl);
+}
+
+/// A hostile container swaps, once running, every file it mapped for a trap: its executable
+/// for an absolute symlink to a host file (`/etc/shadow`, resolved against the host's root by
+/// a naive `open(/proc/PID/root/...)`), its loader for a symlink to a host executable, its
+/// libc for a FIFO (a naive `open` blocks forever). leaktrace must neither hang nor read them:
+/// the mapped files come through their mappings, and the report is as exact as ever.
+#[test]
+fn a_target_that_swaps_its_files_for_traps_is_read_from_its_mappings() {
+    let container = start_contained(Libc::Glibc);
+    let root = PathBuf::from(format!("/proc/{}/root", container.host_pid));
+    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+    let exe = inside(&container.exe_inside);
+    let lib_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("app dir")
+        .join("lib");
+    let mut libs: Vec<PathBuf> = fs::read_dir(&lib_dir)
+        .expect("the root's lib dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    libs.sort();
+    let swap_for_link = |path: &Path, to: &str| {
+        fs::remove_file(path).expect("remove a mapped file");
+        std::os::unix::fs::symlink(to, path).expect("symlink");
+    };
+    swap_for_link(&exe, "/etc/shadow");
+    for lib in &libs {
+        let name = lib.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.as_deref().is_some_and(|n| n.starts_with("libc.")) {
+            fs::remove_file(lib).expect("remove libc");
+            let path = std::ffi::CString::new(lib.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        } else {
+            swap_for_link(lib, "/usr/bin/true");
+        }
+    }
+    let started = std::time::Instant::now();
+    let (report, _container) = trace(container);
+    check_leaks(&report);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run took {:?}",
+        started.elapsed()
+    );
 }
