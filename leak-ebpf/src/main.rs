@@ -52,22 +52,29 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let cookie = args::cookie(&ctx);
-    let arg = |n| args::arg(&ctx, cookie, n);
+    // Every argument a layout may read, once: the layouts below then only combine them, and
+    // the verifier walks one register lookup per argument instead of one per use.
+    let a = [
+        args::arg(&ctx, cookie, 0),
+        args::arg(&ctx, cookie, 1),
+        args::arg(&ctx, cookie, 2),
+    ];
     let kind = probe_cookie::kind(cookie);
     let (size, ptr_arg) = match probe_cookie::call(cookie) {
-        call::SIZE => (arg(0), 0),
+        call::SIZE => (a[0], 0),
         // pvalloc rounds the size up to whole pages; that is what the program holds.
-        call::PAGES => ((arg(0) + 4095) & !4095, 0),
-        call::COUNT_SIZE => (arg(0).wrapping_mul(arg(1)), 0),
-        call::REALLOC => (arg(1), arg(0)),
-        call::REALLOC_COUNT => (arg(1).wrapping_mul(arg(2)), arg(0)),
+        call::PAGES => ((a[0] + 4095) & !4095, 0),
+        call::COUNT_SIZE => (a[0].wrapping_mul(a[1]), 0),
+        call::REALLOC => (a[1], a[0]),
+        call::REALLOC_COUNT => (a[1].wrapping_mul(a[2]), a[0]),
         // The block comes back through `memptr`.
-        call::POSIX_MEMALIGN => (arg(1), arg(0)),
+        call::POSIX_MEMALIGN => (a[1], a[0]),
         // In place: like a realloc that keeps the address, the block moves to this call's
         // stack with its new size (see track).
-        call::RESIZE | call::EXPAND => (arg(1), arg(0)),
-        // The size is the returned string's.
-        call::STRING => (0, 0),
+        call::RESIZE | call::EXPAND => (a[1], a[0]),
+        // The size is the returned string's, known at return; until then a nominal one for
+        // byte sampling.
+        call::STRING => (track::STRING_WEIGHT, 0),
         call::MMAP => {
             // Only anonymous, accessible mappings hold memory: file mappings are not heap, and
             // PROT_NONE ones only reserve address space (glibc's arenas, made inside free too,
@@ -75,9 +82,9 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
             // counts as nesting so that the return probe stays balanced.
             // In cgo binaries the Go runtime maps its heap through libc (`x_cgo_mmap`): Go
             // memory, accounted apart.
-            let len = arg(0);
-            let tracked = arg(2) & MAP_ANONYMOUS != 0
-                && arg(1) != PROT_NONE
+            let len = a[0];
+            let tracked = a[2] & MAP_ANONYMOUS != 0
+                && a[1] != PROT_NONE
                 && !(golang::go_target() && golang::mmap_by_go_runtime(&ctx, len));
             track::enter_mmap(&ctx, kind, len, tracked);
             return 0;

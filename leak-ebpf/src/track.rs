@@ -21,7 +21,7 @@ use crate::{
 pub const STRING_CHUNK: usize = 2048;
 const STRING_CHUNKS: usize = 8;
 /// The size byte sampling weighs a string duplication by, before its length is known.
-const STRING_WEIGHT: u64 = 64;
+pub const STRING_WEIGHT: u64 = 64;
 
 fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
@@ -50,12 +50,7 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
-    let weight = if probe_cookie::kind_call(kind) == call::STRING {
-        STRING_WEIGHT
-    } else {
-        size
-    };
-    let sampled = sampling::sampled(tid, weight);
+    let sampled = sampling::sampled(tid, size);
     let call = InFlight {
         size,
         ptr_arg,
