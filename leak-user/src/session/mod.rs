@@ -30,7 +30,7 @@ use crate::{
     pinned::PinnedProcess,
     report::{
         self, RunInfo,
-        model::{Memory, OomKill, Settings},
+        model::{EndedBy, Language, Memory, OomKill, Settings},
         output::{self, Sink},
     },
     status::{self, Status},
@@ -88,9 +88,9 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     startup_phase(started, "target and allocator found");
     let pid = NonZeroU32::new(target.pid).context("PID 0 is not a process")?;
     let language = if target.open_exe().is_ok_and(|e| e.is_go()) {
-        "go"
+        Language::Go
     } else {
-        "c"
+        Language::C
     };
     let mut go_probes = go_target::probes(&target, &allocator)?;
     startup_phase(started, "Go runtime inspected");
@@ -292,7 +292,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
             victims = next_victims(oom_watch.as_mut()) => match victims {
                 Ok(victims) => {
                     if session.note_oom_kills(&victims) {
-                        break "oom_killed";
+                        break EndedBy::OomKilled;
                     }
                 }
                 Err(error) => {
@@ -300,10 +300,10 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
                     oom_watch = None;
                 }
             },
-            _ = sigint.recv() => break "signal",
-            _ = sigterm.recv() => break "signal",
-            _ = exit_watch.readable() => break "target_exited",
-            _ = async { sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break "duration",
+            _ = sigint.recv() => break EndedBy::Signal,
+            _ = sigterm.recv() => break EndedBy::Signal,
+            _ = exit_watch.readable() => break EndedBy::TargetExited,
+            _ = async { sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break EndedBy::Duration,
         }
     };
 
@@ -315,7 +315,7 @@ pub async fn run(options: TraceOptions, spec: TargetSpec) -> Result<()> {
     if let Some(watch) = oom_watch.as_mut()
         && session.note_oom_kills(&watch.pending())
     {
-        ended_by = "oom_killed";
+        ended_by = EndedBy::OomKilled;
     }
     status.clear();
     let snapshot = session.sample(&ebpf)?;
@@ -514,7 +514,7 @@ struct Session<'a> {
     target: &'a TargetProcess,
     /// Readings of /proc/PID count only while it is still the target.
     pinned: &'a PinnedProcess,
-    language: &'static str,
+    language: Language,
     allocator: &'a Allocator,
     probed: &'a [String],
     settings: Settings,
@@ -650,7 +650,7 @@ impl Session<'_> {
         ebpf: &Ebpf,
         snapshot: &Snapshot,
         symbolizer: &mut Symbolizer,
-        ended_by: Option<&str>,
+        ended_by: Option<EndedBy>,
         top: usize,
     ) -> report::model::Report {
         let run = RunInfo {
