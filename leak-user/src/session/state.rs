@@ -141,14 +141,11 @@ impl Session<'_> {
             if !is_target && !same_cgroup {
                 continue;
             }
-            let age_ns = collect::monotonic_ns().saturating_sub(victim.timestamp_ns);
-            let time = chrono::Utc::now()
-                - chrono::Duration::nanoseconds(age_ns.min(i64::MAX as u64) as i64);
-            self.oom_kills.push(
-                victim
-                    .victim
-                    .to_oom_kill(time, cgroup.clone(), &self.target.comm),
-            );
+            self.oom_kills.push(victim.victim.to_oom_kill(
+                victim.marked_at(),
+                cgroup.clone(),
+                &self.target.comm,
+            ));
             if is_target {
                 target_killed = true;
             } else if !self.options.quiet {
