@@ -257,3 +257,27 @@ pub struct OomKill {
     pub cgroup: Option<String>,
     pub anon_rss_kb: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON contract's strings, whatever the variants are called.
+    #[test]
+    fn ended_by_and_language_serialize_to_the_contract_strings() {
+        let ended_by = [
+            EndedBy::Duration,
+            EndedBy::Signal,
+            EndedBy::TargetExited,
+            EndedBy::OomKilled,
+        ];
+        assert_eq!(
+            serde_json::to_string(&ended_by).expect("json"),
+            r#"["duration","signal","target_exited","oom_killed"]"#
+        );
+        assert_eq!(
+            serde_json::to_string(&[Language::C, Language::Go]).expect("json"),
+            r#"["c","go"]"#
+        );
+    }
+}
