@@ -23,6 +23,7 @@ mod uprobe_multi;
 
 use std::{io::Write as _, process::ExitCode};
 
+use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, Parser as _};
 
 use cli::{Cli, Command, Generate};
@@ -33,6 +34,18 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    init_logging();
+    if let Err(error) = limits::raise_open_files_limit() {
+        log::warn!("cannot raise the open files limit: {error}");
+    }
+    // Every error, whatever the subcommand, ends here.
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("{error:#}")),
+    }
+}
+
+fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         // Messages quote the target's paths and names: escaped, as in the text report.
         .format(|buf, record| {
@@ -45,22 +58,30 @@ fn main() -> ExitCode {
             )
         })
         .init();
-    if let Err(error) = limits::raise_open_files_limit() {
-        log::warn!("cannot raise the open files limit: {error}");
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+}
+
+/// Command lines clap accepts but that name no valid target.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error("`generate` takes no target")]
+    GenerateWithTarget,
+    #[error("--pid and `run` exclude each other")]
+    PidAndRun,
+    #[error("name a target: --pid PID, or run -- COMMAND")]
+    NoTarget,
+    #[error("--pid goes after `oom` to filter its kills")]
+    PidBeforeOom,
+}
+
+/// Runs the subcommand: `oom`, `generate`, or a trace (`--pid` or `run`).
+fn dispatch(cli: Cli) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
-    };
+        .context("cannot start the async runtime")?;
     if let Some(Command::Oom(mut args)) = cli.command {
         args.json = cli.trace.format == cli::Format::Json;
-        return match runtime.block_on(oom::command::run(args)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => fail(&format!("{error:#}")),
-        };
+        return runtime.block_on(oom::command::run(args));
     }
     if let Some(Command::Generate { what }) = cli.command {
         return generate(what);
@@ -68,20 +89,17 @@ fn main() -> ExitCode {
     let spec = match (cli.pid, cli.command) {
         (Some(pid), None) => TargetSpec::Pid(pid),
         (None, Some(Command::Run { command, user })) => TargetSpec::Run { command, user },
-        (_, Some(Command::Generate { .. })) => return fail("`generate` takes no target"),
-        (Some(_), Some(_)) => return fail("--pid and `run` exclude each other"),
-        (None, None) => return fail("name a target: --pid PID, or run -- COMMAND"),
-        (_, Some(Command::Oom(_))) => return fail("--pid goes after `oom` to filter its kills"),
+        (_, Some(Command::Generate { .. })) => return Err(UsageError::GenerateWithTarget.into()),
+        (Some(_), Some(_)) => return Err(UsageError::PidAndRun.into()),
+        (None, None) => return Err(UsageError::NoTarget.into()),
+        (_, Some(Command::Oom(_))) => return Err(UsageError::PidBeforeOom.into()),
     };
-    match runtime.block_on(session::run(cli.trace, spec)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&format!("{error:#}")),
-    }
+    runtime.block_on(session::run(cli.trace, spec))
 }
 
 /// `leaktrace generate completions SHELL` / `generate man`: from the clap definitions, on
 /// stdout.
-fn generate(what: Generate) -> ExitCode {
+fn generate(what: Generate) -> Result<()> {
     let mut command = Cli::command();
     let mut stdout = std::io::stdout().lock();
     match what {
@@ -89,15 +107,12 @@ fn generate(what: Generate) -> ExitCode {
             clap_complete::generate(shell, &mut command, "leaktrace", &mut stdout);
         }
         Generate::Man => {
-            if let Err(error) = clap_mangen::Man::new(command).render(&mut stdout) {
-                return fail(&format!("cannot write the man page: {error}"));
-            }
+            clap_mangen::Man::new(command)
+                .render(&mut stdout)
+                .context("cannot write the man page")?;
         }
     }
-    match std::io::Write::flush(&mut stdout) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&format!("cannot write to stdout: {error}")),
-    }
+    std::io::Write::flush(&mut stdout).context("cannot write to stdout")
 }
 
 /// One line on stderr and a non-zero exit.

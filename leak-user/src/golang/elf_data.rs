@@ -1,83 +1,9 @@
 //! Reading section contents and virtual addresses out of an ELF image, shared by the Go
-//! readers. The workspace builds `object` without its `compression` feature, so compressed
-//! debug sections (Go writes DWARF zlib-compressed, as SHF_COMPRESSED since Go 1.12 or as
-//! GNU `.zdebug_*` before) are inflated here with flate2.
-use std::borrow::Cow;
-use std::io::Read;
+//! readers (Go writes DWARF zlib-compressed: SHF_COMPRESSED since Go 1.12, GNU `.zdebug_*`
+//! before; [`section_data`] inflates both).
+use object::{Object, ObjectSegment, SegmentFlags};
 
-use object::{CompressionFormat, Object, ObjectSection, ObjectSegment, SectionKind, SegmentFlags};
-
-use crate::tracee::files::MAX_INFLATED_SECTION_BYTES as MAX_UNCOMPRESSED;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SectionError {
-    #[error("reading section {name}: {source}")]
-    Object { name: String, source: object::Error },
-    #[error("section {name} uses an unsupported compression format ({format:?})")]
-    Format {
-        name: String,
-        format: CompressionFormat,
-    },
-    #[error("section {name}: uncompressed size {size} is implausible")]
-    TooLarge { name: String, size: u64 },
-    #[error("inflating section {name}: {source}")]
-    Inflate {
-        name: String,
-        source: std::io::Error,
-    },
-}
-
-/// A section's (uncompressed) bytes, or `None` when it is absent or has no file contents.
-/// `.debug_X` is also looked up as GNU-compressed `.zdebug_X` (which `object` itself only
-/// does with its `compression` feature, though it reports that format without it).
-pub fn section_data<'data>(
-    file: &object::File<'data>,
-    name: &str,
-) -> Result<Option<Cow<'data, [u8]>>, SectionError> {
-    let zdebug = name
-        .strip_prefix(".debug_")
-        .map(|rest| format!(".zdebug_{rest}"));
-    let Some(section) = file
-        .section_by_name(name)
-        .or_else(|| file.section_by_name(zdebug.as_deref()?))
-    else {
-        return Ok(None);
-    };
-    if section.kind() == SectionKind::UninitializedData {
-        return Ok(None);
-    }
-    let compressed = section
-        .compressed_data()
-        .map_err(|source| SectionError::Object {
-            name: name.to_owned(),
-            source,
-        })?;
-    match compressed.format {
-        CompressionFormat::None => Ok(Some(Cow::Borrowed(compressed.data))),
-        CompressionFormat::Zlib => {
-            let size = compressed.uncompressed_size;
-            if size > MAX_UNCOMPRESSED {
-                return Err(SectionError::TooLarge {
-                    name: name.to_owned(),
-                    size,
-                });
-            }
-            let mut out = Vec::with_capacity(size as usize);
-            flate2::read::ZlibDecoder::new(compressed.data)
-                .take(size)
-                .read_to_end(&mut out)
-                .map_err(|source| SectionError::Inflate {
-                    name: name.to_owned(),
-                    source,
-                })?;
-            Ok(Some(Cow::Owned(out)))
-        }
-        format => Err(SectionError::Format {
-            name: name.to_owned(),
-            format,
-        }),
-    }
-}
+pub use crate::tracee::sections::{SectionError, section_data};
 
 /// `len` bytes at virtual address `addr` as the file maps them (from a PT_LOAD segment, so it
 /// also works on binaries whose section headers were removed). `None` when they are not all

@@ -8,13 +8,13 @@ use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
+    VictimFigures,
     kmsg::{self, BootClock, OomEvent},
     watch::OomWatch,
 };
 use crate::{
     attach::{self, MapLimits},
     cli::OomArgs,
-    collect::monotonic_ns,
     escape::control_chars,
 };
 
@@ -30,13 +30,9 @@ pub struct KillEntry {
     pub global: Option<bool>,
     pub oom_memcg: Option<String>,
     pub task_memcg: Option<String>,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    pub oom_score_adj: Option<i64>,
-    pub uid: Option<u32>,
+    /// Flattened: `total_vm_kb` ... `uid` are fields of the kill's JSON object.
+    #[serde(flatten)]
+    pub figures: VictimFigures,
     pub invoked_by: Option<String>,
     pub memcg_usage_kb: Option<u64>,
     pub memcg_limit_kb: Option<u64>,
@@ -56,13 +52,7 @@ impl KillEntry {
             global: Some(event.global),
             oom_memcg: event.oom_memcg.clone(),
             task_memcg: event.task_memcg.clone(),
-            total_vm_kb: event.total_vm_kb,
-            anon_rss_kb: event.anon_rss_kb,
-            file_rss_kb: event.file_rss_kb,
-            shmem_rss_kb: event.shmem_rss_kb,
-            pgtables_kb: event.pgtables_kb,
-            oom_score_adj: event.oom_score_adj,
-            uid: event.uid,
+            figures: event.figures,
             invoked_by: event.invoked_by.clone(),
             memcg_usage_kb: event.memcg_usage_kb,
             memcg_limit_kb: event.memcg_limit_kb,
@@ -71,8 +61,7 @@ impl KillEntry {
     }
 
     fn from_tracepoint(victim: &super::watch::Victim) -> Self {
-        let age_ns = monotonic_ns().saturating_sub(victim.timestamp_ns);
-        let at = Utc::now() - chrono::Duration::nanoseconds(age_ns.min(i64::MAX as u64) as i64);
+        let at = victim.marked_at();
         let v = &victim.victim;
         Self {
             time: at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -83,13 +72,7 @@ impl KillEntry {
             global: None,
             oom_memcg: None,
             task_memcg: None,
-            total_vm_kb: v.total_vm_kb,
-            anon_rss_kb: v.anon_rss_kb,
-            file_rss_kb: v.file_rss_kb,
-            shmem_rss_kb: v.shmem_rss_kb,
-            pgtables_kb: v.pgtables_kb,
-            oom_score_adj: v.oom_score_adj,
-            uid: v.uid,
+            figures: v.figures,
             invoked_by: None,
             memcg_usage_kb: None,
             memcg_limit_kb: None,
@@ -223,9 +206,11 @@ fn line(kill: &KillEntry) -> String {
         kill.pid,
         control_chars(&kill.comm),
         constraint,
-        kb(kill.anon_rss_kb),
-        kb(kill.total_vm_kb),
-        kill.oom_score_adj.map_or("-".to_owned(), |a| a.to_string()),
+        kb(kill.figures.anon_rss_kb),
+        kb(kill.figures.total_vm_kb),
+        kill.figures
+            .oom_score_adj
+            .map_or("-".to_owned(), |a| a.to_string()),
         control_chars(
             kill.task_memcg
                 .as_deref()
@@ -247,13 +232,13 @@ mod tests {
             victim: OomVictim {
                 pid: 4242,
                 comm: Some("evil\x1b[2J\nfake".into()),
-                total_vm_kb: Some(1024),
-                anon_rss_kb: Some(512),
-                file_rss_kb: None,
-                shmem_rss_kb: None,
-                uid: Some(0),
-                pgtables_kb: None,
-                oom_score_adj: Some(0),
+                figures: VictimFigures {
+                    total_vm_kb: Some(1024),
+                    anon_rss_kb: Some(512),
+                    uid: Some(0),
+                    oom_score_adj: Some(0),
+                    ..VictimFigures::default()
+                },
             },
         };
         let row = line(&KillEntry::from_tracepoint(&victim));

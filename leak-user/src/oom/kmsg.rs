@@ -22,6 +22,8 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use super::VictimFigures;
+
 /// Failure to make sense of one `/dev/kmsg` record.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsgError {
@@ -343,14 +345,9 @@ pub struct OomEvent {
     pub oom_memcg: Option<String>,
     /// The victim's memcg.
     pub task_memcg: Option<String>,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub pgtables_kb: Option<u64>,
-    /// The victim's, from the `Killed process` line (5.8+).
-    pub oom_score_adj: Option<i64>,
-    pub uid: Option<u32>,
+    /// From the `Killed process` line (`oom_score_adj` 5.8+); the uid, before 5.1, from the
+    /// `oom-kill:` summary.
+    pub figures: VictimFigures,
     /// The task whose allocation failed (not necessarily the victim).
     pub invoked_by: Option<String>,
     /// From `memory: usage NkB, limit NkB, failcnt N` (memcg OOMs only).
@@ -522,13 +519,10 @@ impl OomAssembler {
             global,
             oom_memcg: header.oom_memcg,
             task_memcg: victim.as_ref().and_then(|v| v.task_memcg.clone()),
-            total_vm_kb: k.total_vm_kb,
-            anon_rss_kb: k.anon_rss_kb,
-            file_rss_kb: k.file_rss_kb,
-            shmem_rss_kb: k.shmem_rss_kb,
-            pgtables_kb: k.pgtables_kb,
-            oom_score_adj: k.oom_score_adj,
-            uid: k.uid.or(victim.and_then(|v| v.uid)),
+            figures: VictimFigures {
+                uid: k.figures.uid.or(victim.and_then(|v| v.uid)),
+                ..k.figures
+            },
             invoked_by: header.invoked_by,
             memcg_usage_kb: header.memcg_usage_kb,
             memcg_limit_kb: header.memcg_limit_kb,
@@ -656,13 +650,7 @@ struct Killed<'a> {
     prefix: &'a str,
     pid: u32,
     comm: &'a str,
-    total_vm_kb: Option<u64>,
-    anon_rss_kb: Option<u64>,
-    file_rss_kb: Option<u64>,
-    shmem_rss_kb: Option<u64>,
-    uid: Option<u32>,
-    pgtables_kb: Option<u64>,
-    oom_score_adj: Option<i64>,
+    figures: VictimFigures,
 }
 
 /// `[<prefix>: ]Killed process <pid> (<comm>) total-vm:NkB, anon-rss:NkB, file-rss:NkB,
@@ -688,13 +676,13 @@ fn parse_killed(msg: &str) -> Option<Killed<'_>> {
     };
     for (key, value) in stat_fields(stats) {
         match key {
-            "total-vm" => k.total_vm_kb = kb(value),
-            "anon-rss" => k.anon_rss_kb = kb(value),
-            "file-rss" => k.file_rss_kb = kb(value),
-            "shmem-rss" => k.shmem_rss_kb = kb(value),
-            "UID" => k.uid = value.parse().ok(),
-            "pgtables" => k.pgtables_kb = kb(value),
-            "oom_score_adj" => k.oom_score_adj = value.parse().ok(),
+            "total-vm" => k.figures.total_vm_kb = kb(value),
+            "anon-rss" => k.figures.anon_rss_kb = kb(value),
+            "file-rss" => k.figures.file_rss_kb = kb(value),
+            "shmem-rss" => k.figures.shmem_rss_kb = kb(value),
+            "UID" => k.figures.uid = value.parse().ok(),
+            "pgtables" => k.figures.pgtables_kb = kb(value),
+            "oom_score_adj" => k.figures.oom_score_adj = value.parse().ok(),
             _ => {}
         }
     }
@@ -819,13 +807,13 @@ mod tests {
         assert!(!e.global);
         assert_eq!(e.oom_memcg.as_deref(), Some(MEMCG));
         assert_eq!(e.task_memcg.as_deref(), Some(MEMCG));
-        assert_eq!(e.total_vm_kb, Some(35372));
-        assert_eq!(e.anon_rss_kb, Some(32512));
-        assert_eq!(e.file_rss_kb, Some(860));
-        assert_eq!(e.shmem_rss_kb, Some(0));
-        assert_eq!(e.pgtables_kb, Some(108));
-        assert_eq!(e.oom_score_adj, Some(0));
-        assert_eq!(e.uid, Some(0));
+        assert_eq!(e.figures.total_vm_kb, Some(35372));
+        assert_eq!(e.figures.anon_rss_kb, Some(32512));
+        assert_eq!(e.figures.file_rss_kb, Some(860));
+        assert_eq!(e.figures.shmem_rss_kb, Some(0));
+        assert_eq!(e.figures.pgtables_kb, Some(108));
+        assert_eq!(e.figures.oom_score_adj, Some(0));
+        assert_eq!(e.figures.uid, Some(0));
         assert_eq!(e.invoked_by.as_deref(), Some("memhog"));
         assert_eq!(
             (e.memcg_usage_kb, e.memcg_limit_kb),
@@ -845,8 +833,8 @@ mod tests {
         for e in &events {
             assert_eq!(e.comm, "leaky-hog");
             assert!(!e.global, "the prefix says memcg even without header");
-            assert_eq!(e.oom_score_adj, Some(500));
-            assert!(e.anon_rss_kb.is_some());
+            assert_eq!(e.figures.oom_score_adj, Some(500));
+            assert!(e.figures.anon_rss_kb.is_some());
         }
         for e in &events[..10] {
             assert_eq!(e.invoked_by.as_deref(), Some("leaky-hog"));
@@ -863,7 +851,11 @@ mod tests {
             assert_eq!(e.memcg_limit_kb, None);
             assert_eq!(e.constraint, None);
             assert_eq!(e.task_memcg, None);
-            assert_eq!(e.uid, Some(0), "UID comes from the victim line itself");
+            assert_eq!(
+                e.figures.uid,
+                Some(0),
+                "UID comes from the victim line itself"
+            );
         }
         assert_eq!(events[12].time_usec, 2479190904);
     }
@@ -935,7 +927,11 @@ mod tests {
             Some("/user.slice/user-1000.slice/session-2.scope")
         );
         assert_eq!(
-            (e.uid, e.oom_score_adj, e.pgtables_kb),
+            (
+                e.figures.uid,
+                e.figures.oom_score_adj,
+                e.figures.pgtables_kb
+            ),
             (Some(1000), Some(300), Some(5304))
         );
         assert_eq!((e.memcg_usage_kb, e.memcg_limit_kb), (None, None));
@@ -971,7 +967,14 @@ mod tests {
         assert_eq!(a.oom_memcg.as_deref(), Some("/kubepods/pod1"));
         assert_eq!(a.task_memcg.as_deref(), Some("/kubepods/pod1/c1"));
         assert_eq!(a.memcg_limit_kb, Some(102400));
-        assert_eq!((a.uid, a.pgtables_kb, a.oom_score_adj), (None, None, None));
+        assert_eq!(
+            (
+                a.figures.uid,
+                a.figures.pgtables_kb,
+                a.figures.oom_score_adj
+            ),
+            (None, None, None)
+        );
         assert!(matches!(
             a.reaped,
             Some(Reaped::Reaped {
@@ -984,7 +987,7 @@ mod tests {
             (b.pid, b.global, b.invoked_by.as_deref()),
             (2280, true, None)
         );
-        assert_eq!(b.anon_rss_kb, Some(1694156));
+        assert_eq!(b.figures.anon_rss_kb, Some(1694156));
         assert_eq!(b.reaped, Some(Reaped::Unable { usec: 9000 }));
     }
 

@@ -10,8 +10,41 @@ pub mod tracepoint;
 pub mod watch;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 
 use crate::report::model::OomKill;
+
+/// What the kernel tells of a victim besides its pid and comm, from the tracepoint or the log
+/// line alike: sizes in kB as it records them, uid, oom_score_adj. A field the kernel version
+/// or a rate-limited log did not give is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VictimFigures {
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub pgtables_kb: Option<u64>,
+    pub oom_score_adj: Option<i64>,
+    pub uid: Option<u32>,
+}
+
+impl VictimFigures {
+    /// True when no memory figure is known (kernels whose tracepoint records the pid only).
+    pub fn lack_memory(&self) -> bool {
+        self.anon_rss_kb.is_none() && self.total_vm_kb.is_none()
+    }
+
+    /// Fills the fields this lacks from another report of the same kill.
+    pub fn complete_from(&mut self, other: &VictimFigures) {
+        self.total_vm_kb = self.total_vm_kb.or(other.total_vm_kb);
+        self.anon_rss_kb = self.anon_rss_kb.or(other.anon_rss_kb);
+        self.file_rss_kb = self.file_rss_kb.or(other.file_rss_kb);
+        self.shmem_rss_kb = self.shmem_rss_kb.or(other.shmem_rss_kb);
+        self.pgtables_kb = self.pgtables_kb.or(other.pgtables_kb);
+        self.oom_score_adj = self.oom_score_adj.or(other.oom_score_adj);
+        self.uid = self.uid.or(other.uid);
+    }
+}
 
 impl kmsg::OomEvent {
     #[cfg(test)]
@@ -26,7 +59,7 @@ impl kmsg::OomEvent {
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
             source: "kmsg".to_owned(),
             cgroup: self.task_memcg.clone().or_else(|| self.oom_memcg.clone()),
-            anon_rss_kb: self.anon_rss_kb,
+            anon_rss_kb: self.figures.anon_rss_kb,
         }
     }
 }
@@ -41,28 +74,13 @@ impl tracepoint::OomVictim {
             return false;
         };
         self.comm.get_or_insert_with(|| event.comm.clone());
-        let fill = |have: &mut Option<u64>, logged: Option<u64>| {
-            if have.is_none() {
-                *have = logged;
-            }
-        };
-        fill(&mut self.total_vm_kb, event.total_vm_kb);
-        fill(&mut self.anon_rss_kb, event.anon_rss_kb);
-        fill(&mut self.file_rss_kb, event.file_rss_kb);
-        fill(&mut self.shmem_rss_kb, event.shmem_rss_kb);
-        fill(&mut self.pgtables_kb, event.pgtables_kb);
-        if self.uid.is_none() {
-            self.uid = event.uid;
-        }
-        if self.oom_score_adj.is_none() {
-            self.oom_score_adj = event.oom_score_adj;
-        }
+        self.figures.complete_from(&event.figures);
         true
     }
 
     /// True when the tracepoint gave no memory figures (kernels before 6.x record the pid only).
     pub fn lacks_figures(&self) -> bool {
-        self.anon_rss_kb.is_none() && self.total_vm_kb.is_none()
+        self.figures.lack_memory()
     }
 
     /// The report entry (`source: "tracepoint"`). The tracepoint has no time or cgroup of its
@@ -83,7 +101,7 @@ impl tracepoint::OomVictim {
             time: time.to_rfc3339_opts(SecondsFormat::Secs, true),
             source: "tracepoint".to_owned(),
             cgroup,
-            anon_rss_kb: self.anon_rss_kb,
+            anon_rss_kb: self.figures.anon_rss_kb,
         }
     }
 }
@@ -117,13 +135,7 @@ mod tests {
         tracepoint::OomVictim {
             pid,
             comm: None,
-            total_vm_kb: None,
-            anon_rss_kb: None,
-            file_rss_kb: None,
-            shmem_rss_kb: None,
-            uid: None,
-            pgtables_kb: None,
-            oom_score_adj: None,
+            figures: VictimFigures::default(),
         }
     }
 
@@ -137,14 +149,14 @@ mod tests {
         assert!(v.complete_from_log(&events));
         assert!(!v.lacks_figures());
         assert_eq!(v.comm.as_deref(), Some("memhog"));
-        assert_eq!(v.anon_rss_kb, Some(32512));
+        assert_eq!(v.figures.anon_rss_kb, Some(32512));
         let mut other = tracepoint::OomVictim {
             pid: 1,
             ..v.clone()
         };
-        other.anon_rss_kb = None;
+        other.figures.anon_rss_kb = None;
         assert!(!other.complete_from_log(&events));
-        assert_eq!(other.anon_rss_kb, None);
+        assert_eq!(other.figures.anon_rss_kb, None);
     }
 
     #[test]

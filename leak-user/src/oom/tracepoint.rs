@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::VictimFigures;
+
 /// Failure to read or use the `mark_victim` format.
 #[derive(Debug, thiserror::Error)]
 pub enum TracepointError {
@@ -79,13 +81,7 @@ pub struct MarkVictimLayout {
 pub struct OomVictim {
     pub pid: u32,
     pub comm: Option<String>,
-    pub total_vm_kb: Option<u64>,
-    pub anon_rss_kb: Option<u64>,
-    pub file_rss_kb: Option<u64>,
-    pub shmem_rss_kb: Option<u64>,
-    pub uid: Option<u32>,
-    pub pgtables_kb: Option<u64>,
-    pub oom_score_adj: Option<i64>,
+    pub figures: VictimFigures,
 }
 
 const FORMAT_REL: &str = "events/oom/mark_victim/format";
@@ -205,14 +201,16 @@ impl MarkVictimLayout {
         Ok(OomVictim {
             pid: u32::try_from(pid).unwrap_or(0),
             comm: self.comm.and_then(|f| read_str(record, f)),
-            total_vm_kb: unsigned(opt(self.total_vm, "total_vm")?),
-            anon_rss_kb: unsigned(opt(self.anon_rss, "anon_rss")?),
-            file_rss_kb: unsigned(opt(self.file_rss, "file_rss")?),
-            shmem_rss_kb: unsigned(opt(self.shmem_rss, "shmem_rss")?),
-            uid: opt(self.uid, "uid")?.and_then(|v| u32::try_from(v).ok()),
-            pgtables_kb: unsigned(opt(self.pgtables, "pgtables")?),
-            oom_score_adj: opt(self.oom_score_adj, "oom_score_adj")?
-                .and_then(|v| i64::try_from(v).ok()),
+            figures: VictimFigures {
+                total_vm_kb: unsigned(opt(self.total_vm, "total_vm")?),
+                anon_rss_kb: unsigned(opt(self.anon_rss, "anon_rss")?),
+                file_rss_kb: unsigned(opt(self.file_rss, "file_rss")?),
+                shmem_rss_kb: unsigned(opt(self.shmem_rss, "shmem_rss")?),
+                uid: opt(self.uid, "uid")?.and_then(|v| u32::try_from(v).ok()),
+                pgtables_kb: unsigned(opt(self.pgtables, "pgtables")?),
+                oom_score_adj: opt(self.oom_score_adj, "oom_score_adj")?
+                    .and_then(|v| i64::try_from(v).ok()),
+            },
         })
     }
 }
@@ -402,13 +400,15 @@ print fmt: \"pid=%d\", REC->pid
             OomVictim {
                 pid: 3457,
                 comm: Some("memhog".to_owned()),
-                total_vm_kb: Some(35372),
-                anon_rss_kb: Some(32512),
-                file_rss_kb: Some(860),
-                shmem_rss_kb: Some(0),
-                uid: Some(0),
-                pgtables_kb: Some(108),
-                oom_score_adj: Some(0),
+                figures: VictimFigures {
+                    total_vm_kb: Some(35372),
+                    anon_rss_kb: Some(32512),
+                    file_rss_kb: Some(860),
+                    shmem_rss_kb: Some(0),
+                    uid: Some(0),
+                    pgtables_kb: Some(108),
+                    oom_score_adj: Some(0),
+                },
             }
         );
         // Without the dynamic area the comm is unknown, the rest still decodes.
@@ -428,7 +428,10 @@ print fmt: \"pid=%d\", REC->pid
         let l = MarkVictimLayout::parse(FORMAT_6_18).expect("layout");
         let mut rec = RECORD_6_18.to_vec();
         rec[64..66].copy_from_slice(&(-998i16).to_le_bytes());
-        assert_eq!(l.decode(&rec).expect("decode").oom_score_adj, Some(-998));
+        assert_eq!(
+            l.decode(&rec).expect("decode").figures.oom_score_adj,
+            Some(-998)
+        );
     }
 
     #[test]
@@ -443,7 +446,7 @@ print fmt: \"pid=%d\", REC->pid
         let mut rec = vec![0u8; 12];
         rec[8..12].copy_from_slice(&4242i32.to_le_bytes());
         let v = l.decode(&rec).expect("decode");
-        assert_eq!((v.pid, v.comm, v.anon_rss_kb), (4242, None, None));
+        assert_eq!((v.pid, v.comm, v.figures.anon_rss_kb), (4242, None, None));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::TracePoint,
 };
+use chrono::{DateTime, Utc};
 use leak_common::OomRecord;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -15,6 +16,7 @@ use super::{
     tracefs::TracefsMount,
     tracepoint::{MarkVictimLayout, OomVictim, TracepointError},
 };
+use crate::collect::monotonic_ns;
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -31,6 +33,14 @@ pub enum WatchError {
 pub struct Victim {
     pub timestamp_ns: u64,
     pub victim: OomVictim,
+}
+
+impl Victim {
+    /// When the kernel marked it, on the wall clock.
+    pub fn marked_at(&self) -> DateTime<Utc> {
+        let age_ns = monotonic_ns().saturating_sub(self.timestamp_ns);
+        Utc::now() - chrono::Duration::nanoseconds(age_ns.min(i64::MAX as u64) as i64)
+    }
 }
 
 pub struct OomWatch {

@@ -17,12 +17,12 @@ use crate::{
     symbolize::Symbolizer,
     tracee::{Allocator, TargetProcess, catalogue},
 };
-use model::{DropReasons, Memory, Report, Settings, Site, Target, Totals};
+use model::{DropReasons, EndedBy, Language, Memory, Report, Settings, Site, Target, Totals};
 
 /// What a report says about the run, beside the snapshot.
 pub struct RunInfo<'a> {
     pub target: &'a TargetProcess,
-    pub language: &'static str,
+    pub language: Language,
     pub allocator: &'a Allocator,
     pub probed: &'a [String],
     pub settings: Settings,
@@ -37,7 +37,7 @@ pub fn build(
     history: &History,
     stack: impl Fn(u64) -> Option<StackTrace>,
     symbolizer: &mut Symbolizer,
-    ended_by: Option<&str>,
+    ended_by: Option<EndedBy>,
 ) -> Report {
     let c = &snapshot.counters;
     let drop_reasons = DropReasons {
@@ -112,7 +112,7 @@ pub fn build(
             pid_in_namespace: run.target.pid_in_namespace,
             comm: run.target.comm.clone(),
             exe: run.target.exe.display().to_string(),
-            language: run.language.to_owned(),
+            language: run.language,
         },
         started_at: run.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         duration_s: run.duration_s,
@@ -144,7 +144,7 @@ pub fn build(
                 .map(|s| s.to_string())
                 .collect(),
         },
-        ended_by: ended_by.map(str::to_owned),
+        ended_by,
     }
 }
 

@@ -22,8 +22,29 @@ pub struct Report {
     pub oom_kills: Vec<OomKill>,
     /// Extension: the allocator the probes were attached to.
     pub allocator: Allocator,
-    /// Extension: why the run ended (`duration`, `signal`, `target_exited`), null while running.
-    pub ended_by: Option<String>,
+    /// Extension: why the run ended, null while running.
+    pub ended_by: Option<EndedBy>,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// `--duration` reached.
+    Duration,
+    /// SIGINT or SIGTERM.
+    Signal,
+    TargetExited,
+    OomKilled,
+}
+
+/// What the target is written in, as far as tracing it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Any native program (C, C++, Rust, ...).
+    C,
+    Go,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,8 +56,7 @@ pub struct Target {
     pub pid_in_namespace: Option<u32>,
     pub comm: String,
     pub exe: String,
-    /// `c` or `go`.
-    pub language: String,
+    pub language: Language,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -236,4 +256,28 @@ pub struct OomKill {
     pub source: String,
     pub cgroup: Option<String>,
     pub anon_rss_kb: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON contract's strings, whatever the variants are called.
+    #[test]
+    fn ended_by_and_language_serialize_to_the_contract_strings() {
+        let ended_by = [
+            EndedBy::Duration,
+            EndedBy::Signal,
+            EndedBy::TargetExited,
+            EndedBy::OomKilled,
+        ];
+        assert_eq!(
+            serde_json::to_string(&ended_by).expect("json"),
+            r#"["duration","signal","target_exited","oom_killed"]"#
+        );
+        assert_eq!(
+            serde_json::to_string(&[Language::C, Language::Go]).expect("json"),
+            r#"["c","go"]"#
+        );
+    }
 }

@@ -1,7 +1,10 @@
 //! The text report: the same `Report` as the JSON one, for people, at most 80 columns wide.
 
 use super::{
-    model::{CodeLocation, Frame, GoroutineSite, Goroutines, OomKill, Report, Site, Verdict},
+    model::{
+        CodeLocation, EndedBy, Frame, GoroutineSite, Goroutines, Language, OomKill, Report, Site,
+        Verdict,
+    },
     units,
 };
 
@@ -29,7 +32,7 @@ pub fn render(report: &Report) -> String {
 
 fn header(out: &mut Lines, report: &Report) {
     let what = if report.is_final {
-        match report.ended_by.as_deref() {
+        match report.ended_by {
             Some(reason) => format!("final report ({})", ended_by(reason)),
             None => "final report".to_string(),
         }
@@ -45,7 +48,9 @@ fn header(out: &mut Lines, report: &Report) {
         .unwrap_or_default();
     out.push(format!(
         "target:      pid {}{in_namespace} ({}), language {}",
-        target.pid, target.comm, target.language
+        target.pid,
+        target.comm,
+        language(target.language)
     ));
     out.push(format!("executable:  {}", path_tail(&target.exe, LABEL)));
     let allocator = &report.allocator;
@@ -182,13 +187,19 @@ fn header(out: &mut Lines, report: &Report) {
     }
 }
 
-fn ended_by(reason: &str) -> &str {
+fn ended_by(reason: EndedBy) -> &'static str {
     match reason {
-        "duration" => "duration reached",
-        "signal" => "interrupted",
-        "target_exited" => "target exited",
-        "oom_killed" => "KILLED BY THE OOM KILLER",
-        other => other,
+        EndedBy::Duration => "duration reached",
+        EndedBy::Signal => "interrupted",
+        EndedBy::TargetExited => "target exited",
+        EndedBy::OomKilled => "KILLED BY THE OOM KILLER",
+    }
+}
+
+fn language(language: Language) -> &'static str {
+    match language {
+        Language::C => "c",
+        Language::Go => "go",
     }
 }
 
@@ -491,7 +502,7 @@ mod tests {
                 comm: "leaky".into(),
                 exe: "/opt/some/really/long/installation/directory/for/the/program/bin/leaky"
                     .into(),
-                language: "c".into(),
+                language: Language::C,
             },
             started_at: "2026-11-23T13:00:00Z".into(),
             duration_s: 30.0,
@@ -573,7 +584,7 @@ mod tests {
                 linked_into_executable: false,
                 families: vec![],
             },
-            ended_by: Some("signal".into()),
+            ended_by: Some(EndedBy::Signal),
         }
     }
 
@@ -655,7 +666,7 @@ mod tests {
     #[test]
     fn goroutines_and_oom_kills_have_sections() {
         let mut go = report();
-        go.target.language = "go".into();
+        go.target.language = Language::Go;
         let place = |function: &str, file: &str, line| CodeLocation {
             function: Some(function.into()),
             file: Some(file.into()),

@@ -8,6 +8,7 @@ pub mod pinned;
 pub mod probe_site;
 pub mod process;
 pub mod remote_memory;
+pub mod sections;
 
 pub use allocator::{Allocator, EntryPoint};
 pub use process::{MappedObject, TargetProcess};

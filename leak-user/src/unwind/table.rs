@@ -15,11 +15,11 @@ use gimli::{
     UnwindSection, X86_64,
 };
 use leak_common::{UnwindRow, cfa};
-use object::{Architecture, FileKind, Object, ObjectKind, ObjectSection, SectionKind};
+use object::{Architecture, FileKind, Object, ObjectKind, ObjectSection};
 
 use super::prologue;
 
-use crate::tracee::files::MAX_INFLATED_SECTION_BYTES;
+use crate::tracee::sections::{self, SectionError};
 
 type Reader<'a> = EndianSlice<'a, LittleEndian>;
 
@@ -51,7 +51,8 @@ pub enum TableError {
         #[source]
         source: object::Error,
     },
-    /// A compressed section declares more than [`MAX_INFLATED_SECTION_BYTES`] inflated.
+    /// A compressed section declares more than
+    /// [`MAX_INFLATED_SECTION_BYTES`](crate::tracee::files::MAX_INFLATED_SECTION_BYTES) inflated.
     #[error("section {section} would inflate to {size} bytes, more than leaktrace reads")]
     TooLarge { section: &'static str, size: u64 },
     /// More rows than [`MAX_ROWS`]: the object's frames use frame pointers.
@@ -233,25 +234,17 @@ fn section_data<'data>(
     file: &object::File<'data>,
     name: &'static str,
 ) -> Result<Option<Cow<'data, [u8]>>, TableError> {
-    let Some(section) = file.section_by_name(name) else {
-        return Ok(None);
-    };
-    if section.kind() == SectionKind::UninitializedData {
-        return Ok(None);
-    }
-    let error = |source| TableError::Section {
-        section: name,
-        source,
-    };
-    let declared = section.compressed_data().map_err(error)?.uncompressed_size;
-    if declared > MAX_INFLATED_SECTION_BYTES {
-        return Err(TableError::TooLarge {
+    let data = sections::section_data(file, name).map_err(|error| match error {
+        SectionError::Read { source, .. } => TableError::Section {
             section: name,
-            size: declared,
-        });
-    }
-    let data = section.uncompressed_data().map_err(error)?;
-    Ok((!data.is_empty()).then_some(data))
+            source,
+        },
+        SectionError::TooLarge { size, .. } => TableError::TooLarge {
+            section: name,
+            size,
+        },
+    })?;
+    Ok(data.filter(|data| !data.is_empty()))
 }
 
 /// The part of a CFI row the probe uses (an `UnwindRow` without its pc).
@@ -482,6 +475,7 @@ fn push(out: &mut Vec<UnwindRow>, pc: u64, rule: Rule) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracee::files::MAX_INFLATED_SECTION_BYTES;
     use object::ObjectSymbol;
     use std::path::{Path, PathBuf};
     use std::process::Command;

@@ -422,7 +422,7 @@ pub fn build_id(data: &[u8]) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::report::model::{
-        Allocator, Memory, Report, Settings, Site, Target, Totals, Verdict,
+        Allocator, EndedBy, Language, Memory, Report, Settings, Site, Target, Totals, Verdict,
     };
 
     fn frame(addr: u64, function: Option<&str>, line: u32, module: &str) -> Frame {
@@ -462,7 +462,7 @@ pub(crate) mod tests {
                 pid_in_namespace: None,
                 comm: "leaky".into(),
                 exe: "/opt/leaky".into(),
-                language: "c".into(),
+                language: Language::C,
             },
             started_at: "2026-11-23T13:00:00Z".into(),
             duration_s: 3.0,
@@ -484,7 +484,7 @@ pub(crate) mod tests {
                 linked_into_executable: false,
                 families: vec![],
             },
-            ended_by: Some("duration".into()),
+            ended_by: Some(EndedBy::Duration),
         }
     }
 
