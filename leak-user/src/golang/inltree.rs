@@ -149,16 +149,6 @@ impl InlineTrees {
             })
     }
 
-    #[cfg(test)]
-    pub fn source(&self) -> GofuncSource {
-        self.source
-    }
-
-    #[cfg(test)]
-    pub fn gofunc(&self) -> u64 {
-        self.gofunc
-    }
-
     /// Entry `index` of the tree at `tree_off` from `gofunc`.
     pub fn call(&self, tree_off: u32, index: u32) -> Option<InlinedCall> {
         let at = usize::try_from(tree_off).ok()?.checked_add(
@@ -327,11 +317,11 @@ mod tests {
                 let md = located.moduledata.as_deref().expect("moduledata found");
                 let table = table_of(&located);
                 let trees = InlineTrees::find(&file, &table, Some(md)).expect(&what);
-                assert_eq!(u64_at(md, offset), Some(trees.gofunc()), "{what}");
+                assert_eq!(u64_at(md, offset), Some(trees.gofunc), "{what}");
                 match gofunc_symbol(&file) {
                     Some(symbol) => {
-                        assert_eq!(trees.gofunc(), symbol, "{what}");
-                        assert_eq!(trees.source(), GofuncSource::Symtab, "{what}");
+                        assert_eq!(trees.gofunc, symbol, "{what}");
+                        assert_eq!(trees.source, GofuncSource::Symtab, "{what}");
                     }
                     None => {
                         assert!(
@@ -341,7 +331,7 @@ mod tests {
                             ),
                             "{what}"
                         );
-                        assert_eq!(trees.source(), GofuncSource::Moduledata(offset), "{what}");
+                        assert_eq!(trees.source, GofuncSource::Moduledata(offset), "{what}");
                     }
                 }
             }
@@ -359,7 +349,7 @@ mod tests {
                 let located = moduledata::locate(&file).unwrap();
                 let md = located.moduledata.as_deref().unwrap();
                 let table = table_of(&located);
-                let gofunc = InlineTrees::find(&file, &table, Some(md)).unwrap().gofunc();
+                let gofunc = InlineTrees::find(&file, &table, Some(md)).unwrap().gofunc;
                 let trees_at = |gofunc: u64| {
                     Some(InlineTrees {
                         gofunc,
