@@ -624,3 +624,38 @@ fn rust_jemalloc_families() {
 fn t_report() -> &'static Report {
     rust_jemalloc().report()
 }
+
+// ---- an allocator leaktrace does not know ---------------------------------------------------
+
+/// A custom `malloc` in its own preloaded library (targets/bump_alloc.c): named in a warning
+/// with what it defines, and traced all the same, exactly.
+#[test]
+fn an_unknown_allocator_is_named_and_traced() {
+    // -fno-builtin: otherwise gcc turns calloc's malloc + memset into a call to calloc itself.
+    let lib = compile(
+        "gcc",
+        "bump_alloc.c",
+        "libbump.so",
+        &["-O2", "-fno-builtin", "-shared", "-fPIC"],
+        &[],
+    );
+    let target = compile("gcc", "contained.c", "contained-bump", &["-O2", "-g"], &[]);
+    let preload = lib.exe.display().to_string();
+    let t = trace_family(&target, &[("LD_PRELOAD", preload.as_str())], &[]);
+    let r = t.report();
+    let ctx = r.describe();
+    assert_eq!(r.allocator.name, "unknown", "{ctx}");
+    assert_eq!(r.allocator.path, preload, "{ctx}");
+    let warning = t
+        .traced
+        .stderr
+        .lines()
+        .find(|l| l.contains("unknown allocator"))
+        .unwrap_or_else(|| panic!("no warning naming the allocator:\n{}", t.traced.stderr));
+    assert!(warning.contains(&preload), "{warning}");
+    for name in ["malloc", "calloc", "realloc", "free"] {
+        assert!(warning.contains(name), "{warning} lacks {name}");
+    }
+    check_site(&t, "contained.c", "contained_malloc", 10, 1000);
+    check_site(&t, "contained.c", "contained_calloc", 4, 1000);
+}
