@@ -45,6 +45,7 @@
 mod allocators;
 mod results;
 mod runner;
+mod servers;
 mod table;
 mod volume;
 
@@ -181,17 +182,21 @@ fn selected_workloads() -> Result<Vec<&'static Workload>> {
     let wanted = wanted.to_string_lossy().into_owned();
     wanted
         .split(',')
+        .map(str::trim)
+        // The real workloads' slugs select those ([`servers::selected`]).
+        .filter(|slug| !servers::is_slug(slug))
         .map(|slug| {
-            WORKLOADS
-                .iter()
-                .find(|w| w.slug == slug.trim())
-                .with_context(|| {
-                    let known: Vec<&str> = WORKLOADS.iter().map(|w| w.slug).collect();
-                    format!(
-                        "{WORKLOADS_ENV}: no workload `{slug}` (known: {})",
-                        known.join(", ")
-                    )
-                })
+            WORKLOADS.iter().find(|w| w.slug == slug).with_context(|| {
+                let known: Vec<&str> = WORKLOADS
+                    .iter()
+                    .map(|w| w.slug)
+                    .chain(servers::SERVER_WORKLOADS.iter().map(|w| w.slug))
+                    .collect();
+                format!(
+                    "{WORKLOADS_ENV}: no workload `{slug}` (known: {})",
+                    known.join(", ")
+                )
+            })
         })
         .collect()
 }
@@ -650,6 +655,13 @@ impl Workspace {
         let per_pair_s = started.elapsed().as_secs_f64();
         say!("bench: per-pair scenarios done in {per_pair_s:.0} s");
 
+        let server_scenarios = servers::run(&servers::selected(), &leaktrace, &out_dir, &mut peer)?;
+        let server_rows = servers::rows(&server_scenarios);
+        say!(
+            "bench: real workloads done in {:.0} s",
+            started.elapsed().as_secs_f64() - per_pair_s
+        );
+
         let scale = volume::scale(&exes.scale, &leaktrace, &out_dir)?;
         let soak = volume::soak(&exes.soak, &leaktrace, &out_dir)?;
         let elapsed_s = started.elapsed().as_secs_f64();
@@ -660,6 +672,11 @@ impl Workspace {
             .iter()
             .filter(|s| s.mode != Mode::Peer)
             .flat_map(Scenario::problems)
+            .chain(
+                server_scenarios
+                    .iter()
+                    .flat_map(servers::ServerScenario::problems),
+            )
             .chain(scale.problems())
             .chain(soak.problems())
             .collect();
@@ -675,6 +692,7 @@ impl Workspace {
             load_at_end: load_average(),
             rows: &rows,
             scenarios: &scenarios,
+            server_rows: &server_rows,
             scale: &scale,
             soak: &soak,
             failures: &failures,
@@ -891,6 +909,8 @@ struct Report<'a> {
     load_at_end: String,
     rows: &'a [Row],
     scenarios: &'a [Scenario<'a>],
+    /// The real workloads ([`servers`]).
+    server_rows: &'a [servers::ServerRow],
     scale: &'a volume::Scale,
     soak: &'a volume::Soak,
     failures: &'a [String],

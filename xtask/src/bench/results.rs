@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     ESTIMATE_SIGMAS, LIVE_BLOCKS, Mode, Outcome, PEER_SCRIPT, Report, SAMPLE_BYTES_N, TracerRun,
     estimate_sigma, sampled_count_range,
+    servers::ServerRow,
     volume::{
         SCALE_MAX_ALLOCS, SCALE_MAX_STACKS, SCALE_REPORT_GOAL_S, SCALE_RSS_GOAL_MIB, SCALE_STACKS,
         SOAK_INTERVAL, SOAK_RATE, SOAK_SECONDS_ENV, SOAK_THREADS, Scale, Soak,
@@ -94,6 +95,8 @@ pub(super) struct Results<'a> {
     sample_bytes: u64,
     scenarios: Vec<Scenario<'a>>,
     added_per_pair: Vec<Added>,
+    /// The real workloads: redis and nginx under their load generators.
+    real_workloads: &'a [ServerRow],
     scale: ScaleResult,
     soak: SoakResult,
     goals: Vec<Goal>,
@@ -413,6 +416,7 @@ impl<'a> Results<'a> {
                     peer_ns: opt(peer),
                 })
                 .collect(),
+            real_workloads: report.server_rows,
             scale: ScaleResult::of(report.scale),
             soak: SoakResult::of(report.soak),
             goals: report

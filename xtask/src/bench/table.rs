@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     ESTIMATE_SIGMAS, LIVE_BLOCKS, LoopStats, Mode, Outcome, Report, SAMPLE_BYTES, Totals,
-    estimate_sigma, sampled_count_range, volume,
+    estimate_sigma, sampled_count_range, servers, volume,
 };
 
 impl Report<'_> {
@@ -136,6 +136,7 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(out);
+        servers::table(self.server_rows, &mut out);
         self.scale.table(&mut out);
         let _ = writeln!(out);
         self.soak.table(&mut out);
