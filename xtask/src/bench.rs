@@ -32,6 +32,11 @@
 //! probes go on that allocator's library): each allocator's row against its own floor. glibc's
 //! row is `C 1 thread`. `LEAKTRACE_BENCH_WORKLOADS=slug,...` runs only the named workloads.
 //!
+//! **Real workloads** ([`servers`]): redis-server (jemalloc) under redis-benchmark and nginx
+//! (one worker, glibc) under wrk, untraced, under leaktrace (full, then sampled, with
+//! `--bpf-stats`) and under the peer, in interleaved rounds: throughput ratios, added µs per
+//! allocation pair and each program's kernel cost. Their slugs are `redis` and `nginx`.
+//!
 //! **At volume** ([`volume`]): *scale* traces `bench/scale.c`, 1,000,000 outstanding allocations
 //! from 50,000 distinct stacks, and times leaktrace's final report from SIGINT and measures its
 //! peak RSS; *soak* traces `bench/soak.c`, 500,000 allocations a second on two threads for 60 s
