@@ -2,8 +2,8 @@
 //! tests build (Go binaries of two toolchains, a C program), this machine's libc, captured
 //! `/dev/kmsg` and tracefs text, `/proc` files.
 //!
-//! Each target ([`targets`]) is an ignored test: `cargo xtask fuzz [--seconds N]` runs them
-//! for N seconds each, `cargo xtask test` briefly. A case mutates one seed (a few bytes,
+//! Each target ([`targets`]) is a unit test: `cargo xtask fuzz [--seconds N]` runs them alone
+//! for N seconds each, `cargo xtask test` for 8 s each, a plain `cargo test` for one. A case mutates one seed (a few bytes,
 //! words set to boundary values, chunks copied, a cut) inside the part its parser reads,
 //! and the parser must neither panic (overflow checks are on in test builds) nor take more
 //! than [`CASE_TIME_LIMIT`]. A failure is shrunk by proptest to the fewest mutations, printed,
@@ -27,9 +27,11 @@ use proptest::{
     test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner},
 };
 
-/// Seconds each target runs (`cargo xtask fuzz --seconds N` sets it).
+/// Seconds each target runs (`cargo xtask fuzz --seconds N` sets it; `cargo xtask test` runs
+/// each for 8 s). A plain `cargo test` gives each one second: the seeds as they are, then
+/// whatever mutations fit.
 const SECONDS_VAR: &str = "LEAKTRACE_FUZZ_SECONDS";
-const DEFAULT_SECONDS: u64 = 5;
+const DEFAULT_SECONDS: u64 = 1;
 /// A fixed run seed (printed by every run) replays that run's cases.
 const SEED_VAR: &str = "LEAKTRACE_FUZZ_SEED";
 

@@ -29,7 +29,6 @@ const LOOKUPS: usize = 64;
 /// `.eh_frame` and `.eh_frame_hdr` rows (gimli) of a C program and libc, and their ELF
 /// headers.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_eh_frame_rows() {
     let objects = seeds::native_objects();
     let mut seeds = seeds::sections(&objects, &[".eh_frame", ".eh_frame_hdr"]);
@@ -42,7 +41,6 @@ fn fuzz_eh_frame_rows() {
 /// What the allocator lookup reads of an ELF file: symbols, dynamic section, interpreter,
 /// program headers, the code where probes go. Through a real file, as leaktrace opens them.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_elf_object() {
     let objects = seeds::native_objects();
     let mut seeds = seeds::elf_headers(&objects);
@@ -77,7 +75,6 @@ fn fuzz_elf_object() {
 
 /// `.gopclntab`, moduledata, inline trees and `.symtab` of Go binaries, then lookups.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_go_symbols() {
     let binaries = seeds::go_binaries();
     let pcs = lookup_pcs(&binaries);
@@ -102,7 +99,6 @@ fn fuzz_go_symbols() {
 /// Where the goroutine probes go: runtime functions found through the table and `.symtab`,
 /// their code decoded for return sites and emulable entries.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_go_probes() {
     let binaries = seeds::go_binaries();
     let seeds = seeds::sections(&binaries, &[".symtab", ".gopclntab", ".text"]);
@@ -113,7 +109,6 @@ fn fuzz_go_probes() {
 
 /// `.go.buildinfo`: version and settings.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_go_buildinfo() {
     let binaries = seeds::go_binaries();
     let seeds = seeds::sections(&binaries, &[".go.buildinfo", ".rodata"]);
@@ -124,7 +119,6 @@ fn fuzz_go_buildinfo() {
 
 /// Struct member offsets from Go DWARF, as goroutine reads use them.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_go_dwarf_offsets() {
     let binaries = uncompressed_dwarf(seeds::go_binaries());
     let seeds = seeds::sections(&binaries, &[".debug_info", ".debug_abbrev", ".debug_str"]);
@@ -138,7 +132,6 @@ fn fuzz_go_dwarf_offsets() {
 /// Runtime variables (allgs, gcController, wait reason names) from `.symtab`, the
 /// disassembly of runtime functions and `.data`.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_go_runtime_vars() {
     let binaries = seeds::go_binaries();
     let version = GoVersion::parse("go1.27").expect("version");
@@ -154,7 +147,6 @@ fn fuzz_go_runtime_vars() {
 
 /// A `g` as read from the target: any bytes, decoded with real offsets.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_goroutine_decode() {
     let version = GoVersion::parse("go1.27").expect("version");
     let offsets = RuntimeOffsets::for_version(&version).expect("table row");
@@ -183,7 +175,6 @@ fn fuzz_goroutine_decode() {
 
 /// `/dev/kmsg` records and their assembly into OOM kill events.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_kmsg() {
     let seeds: Vec<Seed> = [
         "oom/testdata/kmsg-6.18-dict.txt",
@@ -206,7 +197,6 @@ fn fuzz_kmsg() {
 
 /// The `mark_victim` tracepoint's format file, and records decoded with it.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_tracepoint_format() {
     let format = seeds::testdata("oom/testdata/mark_victim-format-6.18.txt");
     let record = seeds::testdata("oom/testdata/mark_victim-record-6.18.bin");
@@ -230,7 +220,6 @@ fn fuzz_tracepoint_format() {
 
 /// `/proc` files the target shapes (its name, its paths, its cgroup), through procfs.
 #[test]
-#[ignore = "fuzzing: cargo xtask fuzz"]
 fn fuzz_proc_files() {
     let dir = "memory/testdata/v1-6.18";
     let own_maps = std::fs::read("/proc/self/maps").expect("own maps");
