@@ -32,7 +32,7 @@ use super::{
         LEAKTRACE_READY, Ready, Stream, Tracer, drain, leaktrace_command, mapped_allocator,
         wait_timeout,
     },
-    spread,
+    spread, table,
 };
 use crate::{cmd, cmd::say};
 
@@ -760,41 +760,9 @@ pub(super) fn table(rows: &[ServerRow], out: &mut String) {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|row| row[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            let _ = if i == 0 {
-                write!(s, "{cell:<w$}")
-            } else {
-                write!(s, " | {cell:>w$}")
-            };
-        }
-        s.trim_end().to_owned()
-    };
-    let rule = widths
-        .iter()
-        .map(|w| "-".repeat(*w))
-        .collect::<Vec<_>>()
-        .join("-+-");
-    let _ = writeln!(out, "{}", line(&header));
-    let _ = writeln!(out, "{rule}");
-    for (i, row) in cells.iter().enumerate() {
-        if i > 0 && rows[i].workload != rows[i - 1].workload {
-            let _ = writeln!(out, "{rule}");
-        }
-        let refs: Vec<&str> = row.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "{}", line(&refs));
-    }
+    table::write_columns(out, &header, &cells, |i| {
+        rows[i].workload != rows[i - 1].workload
+    });
     let _ = writeln!(out);
     let _ = writeln!(
         out,

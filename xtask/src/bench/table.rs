@@ -63,39 +63,10 @@ impl Report<'_> {
                 ]
             })
             .collect();
-        let widths: Vec<usize> = (0..header.len())
-            .map(|i| {
-                cells
-                    .iter()
-                    .map(|row| row[i].len())
-                    .chain([header[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[&str]| {
-            let mut s = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                if i == 0 {
-                    let _ = write!(s, "{cell:<w$}", w = widths[i]);
-                } else {
-                    let _ = write!(s, " | {cell:>w$}", w = widths[i]);
-                }
-            }
-            s.trim_end().to_owned()
-        };
-        let _ = writeln!(out, "{}", line(&header));
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        let _ = writeln!(out, "{}", rule.join("-+-"));
-        for (i, row) in cells.iter().enumerate() {
-            let new_workload =
-                i > 0 && self.scenarios[i].workload.slug != self.scenarios[i - 1].workload.slug;
-            if new_workload {
-                let _ = writeln!(out, "{}", rule.join("-+-"));
-            }
-            let refs: Vec<&str> = row.iter().map(String::as_str).collect();
-            let _ = writeln!(out, "{}", line(&refs));
-        }
+        let cells: Vec<Vec<String>> = cells.into_iter().map(Vec::from).collect();
+        write_columns(&mut out, &header, &cells, |i| {
+            self.scenarios[i].workload.slug != self.scenarios[i - 1].workload.slug
+        });
         let _ = writeln!(out);
         let _ = writeln!(out, "added per pair:");
         for (workload, [probes, programs, sampled, peer]) in self.breakdown() {
@@ -251,5 +222,75 @@ impl Report<'_> {
             let _ = writeln!(out, "  warning (peer): {warning}");
         }
         out
+    }
+}
+
+/// A table of columns: the header, a rule, then the rows, with a rule again before each row
+/// `new_group(i)` (i > 0) says starts a group. The first column is left-aligned, the rest right.
+pub(super) fn write_columns(
+    out: &mut String,
+    header: &[&str],
+    cells: &[Vec<String>],
+    new_group: impl Fn(usize) -> bool,
+) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let _ = if i == 0 {
+                write!(s, "{cell:<w$}")
+            } else {
+                write!(s, " | {cell:>w$}")
+            };
+        }
+        s.trim_end().to_owned()
+    };
+    let rule = widths
+        .iter()
+        .map(|w| "-".repeat(*w))
+        .collect::<Vec<_>>()
+        .join("-+-");
+    let _ = writeln!(out, "{}", line(header));
+    let _ = writeln!(out, "{rule}");
+    for (i, row) in cells.iter().enumerate() {
+        if i > 0 && new_group(i) {
+            let _ = writeln!(out, "{rule}");
+        }
+        let refs: Vec<&str> = row.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&refs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_and_groups_get_a_rule() {
+        let cells = vec![
+            vec!["C 1 thread, untraced".to_owned(), "74.8".to_owned()],
+            vec!["C 1 thread, leaktrace".to_owned(), "2640.6".to_owned()],
+            vec!["redis, untraced".to_owned(), "-".to_owned()],
+        ];
+        let mut out = String::new();
+        write_columns(&mut out, &["scenario", "ns/pair"], &cells, |i| i == 2);
+        assert_eq!(
+            out,
+            "scenario              | ns/pair\n\
+             ----------------------+--------\n\
+             C 1 thread, untraced  |    74.8\n\
+             C 1 thread, leaktrace |  2640.6\n\
+             ----------------------+--------\n\
+             redis, untraced       |       -\n"
+        );
     }
 }
