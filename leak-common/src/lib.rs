@@ -244,8 +244,18 @@ pub struct InFlight {
     pub depth: u32,
     /// 0 when byte sampling passed this call over: it is tracked only to keep nesting right.
     pub sampled: u32,
-    pub _pad: u32,
+    /// 1 when a return probe will run for this call and remove the record. 0 for a call whose
+    /// uprobe session skips the return (unsampled, nothing to do there): the record then only
+    /// marks the call as running, with `size` = the stack pointer at entry and `ptr_arg` = the
+    /// return address found there, and a later call on the thread tells from the stack whether
+    /// it has returned since (see `leak-ebpf`'s `track`).
+    pub return_pending: u32,
 }
+
+/// The helper id `leak-ebpf` calls `bpf_session_is_return` by: aya-ebpf cannot emit a kfunc
+/// call, so the program calls this (nonexistent) helper and user space rewrites each such call
+/// into a call of the kfunc, by its BTF id in the running kernel, before loading.
+pub const SESSION_IS_RETURN_PLACEHOLDER: i32 = 0x0fee_5e55;
 
 /// How the canonical frame address (CFA) of a frame is found.
 pub mod cfa {

@@ -15,6 +15,7 @@ mod golang;
 mod in_flight;
 mod maps;
 mod sampling;
+mod session;
 mod track;
 mod unwind;
 
@@ -51,13 +52,54 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     if empty_probes() {
         return 0;
     }
-    let cookie = args::cookie(&ctx);
+    alloc_entry(&ctx, track::Probe::Uprobe);
+    0
+}
+
+/// The return probe shared by every allocating entry point: the in-flight record says which.
+#[uretprobe]
+pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    if empty_probes() {
+        return 0;
+    }
+    track::exit(ctx.ret::<u64>());
+    0
+}
+
+/// `alloc_enter` and `alloc_return` as one uprobe session program, where the kernel has them:
+/// the entry skips the return probe of a call it does not need to see return (unsampled, or
+/// nested in another allocator call). Written without aya's `#[uprobe]`, whose wrapper returns
+/// 0 whatever the function returns: here the value is the entry's answer.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe/alloc_session")]
+pub fn alloc_session(ctx: *mut core::ffi::c_void) -> u32 {
+    let ctx = ProbeContext::new(ctx);
+    // The floor of full tracing takes both traps, as full tracing does.
+    if empty_probes() {
+        return session::RUN_RETURN;
+    }
+    if session::is_return(&ctx) {
+        // SAFETY: a uprobe's context is the user registers, readable directly.
+        track::exit(unsafe { (*ctx.regs).rax });
+        return 0;
+    }
+    if alloc_entry(&ctx, track::Probe::Session) {
+        session::RUN_RETURN
+    } else {
+        session::SKIP_RETURN
+    }
+}
+
+/// An allocating call's entry: returns whether its return must be seen.
+#[inline(always)]
+fn alloc_entry(ctx: &ProbeContext, probe: track::Probe) -> bool {
+    let cookie = args::cookie(ctx);
     // Every argument a layout may read, once: the layouts below then only combine them, and
     // the verifier walks one register lookup per argument instead of one per use.
     let a = [
-        args::arg(&ctx, cookie, 0),
-        args::arg(&ctx, cookie, 1),
-        args::arg(&ctx, cookie, 2),
+        args::arg(ctx, cookie, 0),
+        args::arg(ctx, cookie, 1),
+        args::arg(ctx, cookie, 2),
     ];
     let kind = probe_cookie::kind(cookie);
     let (size, ptr_arg) = match probe_cookie::call(cookie) {
@@ -85,24 +127,12 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
             let len = a[0];
             let tracked = a[2] & MAP_ANONYMOUS != 0
                 && a[1] != PROT_NONE
-                && !(golang::go_target() && golang::mmap_by_go_runtime(&ctx, len));
-            track::enter_mmap(&ctx, kind, len, tracked);
-            return 0;
+                && !(golang::go_target() && golang::mmap_by_go_runtime(ctx, len));
+            return track::enter_mmap(ctx, probe, kind, len, tracked);
         }
-        _ => return 0,
+        _ => return false,
     };
-    track::enter(&ctx, kind, size, ptr_arg);
-    0
-}
-
-/// The return probe shared by every allocating entry point: the in-flight record says which.
-#[uretprobe]
-pub fn alloc_return(ctx: RetProbeContext) -> u32 {
-    if empty_probes() {
-        return 0;
-    }
-    track::exit(ctx.ret::<u64>());
-    0
+    track::enter(ctx, probe, kind, size, ptr_arg)
 }
 
 /// free, delete, sdallocx, mi_free_size...: the cookie says where the pointer is.

@@ -27,58 +27,133 @@ fn current_tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
-/// Marks one more allocator call nested inside the thread's outer call. Returns true when there
-/// was an outer call (then the nested one is not a user allocation: glibc's realloc calls malloc
-/// and free, malloc calls mmap for arenas and large blocks).
-fn nest(tid: u32) -> bool {
-    match in_flight::get(tid) {
-        Some(outer) => {
-            // SAFETY: a valid map value pointer, and only this thread touches its own entry.
-            unsafe { (*outer).depth += 1 };
-            count(counter::NESTED_CALLS);
-            true
-        }
-        None => false,
-    }
+/// How an allocating entry probe is attached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// An entry probe with a return probe on every call.
+    Uprobe,
+    /// A uprobe session: the entry decides whether the return probe runs.
+    Session,
 }
 
-pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
+/// Notes an allocating call at its entry. Returns whether its return must be seen (a session
+/// skips the return otherwise).
+pub fn enter(ctx: &ProbeContext, probe: Probe, kind: u32, size: u64, ptr_arg: u64) -> bool {
     let tid = current_tid();
-    if nest(tid) {
-        return;
+    if nested(tid, ctx, probe) {
+        return false;
     }
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
     let sampled = sampling::sampled(tid, size);
-    let call = InFlight {
+    if !sampled && probe == Probe::Session && !releases_tracked_block(kind, ptr_arg) {
+        in_flight::insert(tid, running_mark(ctx, kind));
+        return false;
+    }
+    in_flight::insert(tid, in_flight_call(ctx, kind, size, ptr_arg, sampled));
+    true
+}
+
+/// As [`enter`], for mmap: `tracked` says whether the mapping can hold heap memory.
+pub fn enter_mmap(ctx: &ProbeContext, probe: Probe, kind: u32, len: u64, tracked: bool) -> bool {
+    let tid = current_tid();
+    if nested(tid, ctx, probe) || !tracked {
+        return false;
+    }
+    let sampled = sampling::sampled(tid, len);
+    if !sampled && probe == Probe::Session {
+        in_flight::insert(tid, running_mark(ctx, kind));
+        return false;
+    }
+    in_flight::insert(tid, in_flight_call(ctx, kind, len, 0, sampled));
+    true
+}
+
+#[inline(always)]
+fn in_flight_call(
+    ctx: &ProbeContext,
+    kind: u32,
+    size: u64,
+    ptr_arg: u64,
+    sampled: bool,
+) -> InFlight {
+    InFlight {
         size,
         ptr_arg,
         stack_id: if sampled { unwind::capture(ctx) } else { 0 },
         kind,
         depth: 0,
         sampled: sampled as u32,
-        _pad: 0,
-    };
-    in_flight::insert(tid, call);
+        return_pending: 1,
+    }
 }
 
-pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
-    let tid = current_tid();
-    if nest(tid) || !tracked {
-        return;
+/// Whether the call is nested in another allocator call of the thread (then it is the
+/// allocator's own: glibc's realloc calls malloc and free, malloc calls mmap for arenas and
+/// large blocks). A nested call under a return probe is counted in the outer record so that
+/// the outer return knows its own; a session skips the nested call's return instead.
+fn nested(tid: u32, ctx: &ProbeContext, probe: Probe) -> bool {
+    let Some(outer) = in_flight::get(tid) else {
+        return false;
+    };
+    // SAFETY: a valid map value pointer, and only this thread touches its own entry.
+    let outer = unsafe { &mut *outer };
+    let nested = match (probe, outer.return_pending != 0) {
+        (Probe::Uprobe, _) => {
+            outer.depth += 1;
+            true
+        }
+        (Probe::Session, true) => true,
+        (Probe::Session, false) => still_running(outer, ctx),
+    };
+    if nested {
+        count(counter::NESTED_CALLS);
     }
-    let sampled = sampling::sampled(tid, len);
-    let call = InFlight {
-        size: len,
-        ptr_arg: 0,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+    nested
+}
+
+/// The record of a call whose return a session skips: where its return address sits.
+fn running_mark(ctx: &ProbeContext, kind: u32) -> InFlight {
+    // SAFETY: a uprobe's context is the user registers, readable directly.
+    let sp = unsafe { (*ctx.regs).rsp };
+    InFlight {
+        size: sp,
+        // Allocator probes sit before any change of the stack pointer (see leak-user's
+        // probe_site): the return address is at the stack pointer.
+        ptr_arg: read_user_u64(sp),
+        stack_id: 0,
         kind,
         depth: 0,
-        sampled: sampled as u32,
-        _pad: 0,
-    };
-    in_flight::insert(tid, call);
+        sampled: 0,
+        return_pending: 0,
+    }
+}
+
+/// Whether the call `mark` was made by has not returned: a call now is deeper in the stack,
+/// and the return address is still in its slot (once the call has returned, the next call
+/// from its caller overwrites that slot with its own return address).
+fn still_running(mark: &InFlight, ctx: &ProbeContext) -> bool {
+    // SAFETY: a uprobe's context is the user registers, readable directly.
+    let sp = unsafe { (*ctx.regs).rsp };
+    sp < mark.size && read_user_u64(mark.size) == mark.ptr_arg
+}
+
+/// Whether a realloc-like call releases a block this run tracks: then its return must be seen
+/// even unsampled (the old block is released only if the call succeeds).
+fn releases_tracked_block(kind: u32, ptr_arg: u64) -> bool {
+    match probe_cookie::kind_call(kind) {
+        call::REALLOC | call::REALLOC_COUNT | call::RESIZE | call::EXPAND => {
+            // SAFETY: a lookup in a map this program owns; the value is not kept.
+            ptr_arg != 0 && unsafe { ALLOCS.get(&ptr_arg) }.is_some()
+        }
+        _ => false,
+    }
+}
+
+fn read_user_u64(addr: u64) -> u64 {
+    // SAFETY: the helper checks the address; a fault reads as 0.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
 }
 
 pub fn exit(ret: u64) {
@@ -159,7 +234,13 @@ pub fn exit(ret: u64) {
 /// free/munmap from the program. Calls made inside another allocator call are the allocator's
 /// own business (realloc releasing the old block is handled at realloc's return).
 pub fn release_from_user(addr: u64, unmap: bool) {
-    if addr == 0 || in_flight::get(current_tid()).is_some() {
+    // Inside an allocator call whose return is awaited (realloc's free of the old block) the
+    // release is the allocator's own. A session's mark of a call whose return it skips does not
+    // count: frees inside malloc release no block the program was given.
+    let inside_call = in_flight::get(current_tid())
+        // SAFETY: a valid map value pointer, and only this thread touches its own entry.
+        .is_some_and(|call| unsafe { (*call).return_pending } != 0);
+    if addr == 0 || inside_call {
         return;
     }
     release(addr, unmap);

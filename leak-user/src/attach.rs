@@ -18,7 +18,7 @@ use leak_common::go_param;
 
 use crate::golang::{offsets::RuntimeOffsets, probes::GoProbes};
 use crate::tracee::{Allocator, EntryPoint};
-use crate::uprobe_multi::{Direction, MultiError, MultiLinks, Probes};
+use crate::uprobe_multi::{Direction, LinkKind, MultiError, MultiLinks, Probes};
 
 /// The eBPF object built from `leak-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
@@ -26,9 +26,28 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// The return probe shared by all allocating entry points.
 const RETURN_PROGRAM: &str = "alloc_return";
 
+/// The entry probe shared by all allocating entry points.
+const ENTRY_PROGRAM: &str = "alloc_enter";
+
+/// `ENTRY_PROGRAM` and `RETURN_PROGRAM` as one uprobe session program.
+const SESSION_PROGRAM: &str = "alloc_session";
+
 /// The allocator's programs, attached through `uprobe_multi` links where the kernel has them.
 const MULTI_LINK_PROGRAMS: [&str; 4] =
-    ["alloc_enter", RETURN_PROGRAM, "free_enter", "munmap_enter"];
+    [ENTRY_PROGRAM, RETURN_PROGRAM, "free_enter", "munmap_enter"];
+
+/// How allocator probes are linked (a hidden option, for the bench and the fallback tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProbeLinks {
+    /// The fastest the kernel has: uprobe sessions (6.12+), else `uprobe_multi` links (6.6+),
+    /// else one link per probe.
+    #[default]
+    Auto,
+    /// `uprobe_multi` links with a return probe on every allocating call, no sessions.
+    Multi,
+    /// One perf-event link per probe, as before Linux 6.6.
+    PerProbe,
+}
 
 /// The probe on the dynamic loader's debugger hook.
 const DLOPEN_PROGRAM: &str = "dl_debug_state";
@@ -75,6 +94,7 @@ pub struct MapLimits {
     pub sample_bytes: u64,
     /// Go targets: the `runtime.g` offsets the goroutine probes read.
     pub go: Option<RuntimeOffsets>,
+    pub links: ProbeLinks,
 }
 
 impl MapLimits {
@@ -87,6 +107,7 @@ impl MapLimits {
             empty_probes: false,
             sample_bytes: 0,
             go: None,
+            links: ProbeLinks::Auto,
         }
     }
 }
@@ -147,9 +168,16 @@ pub fn load_with_programs(
     programs: &[&'static str],
 ) -> Result<Loaded, AttachError> {
     let mut ebpf = load(limits)?;
-    let multi = load_multi_link_programs(&ebpf, programs);
+    let multi = match limits.links {
+        ProbeLinks::PerProbe => None,
+        links => load_multi_link_programs(&ebpf, programs, links == ProbeLinks::Auto),
+    };
+    let sessions = multi
+        .as_ref()
+        .is_some_and(|m| m.has_program(SESSION_PROGRAM));
     for &program in programs {
-        if !multi.as_ref().is_some_and(|m| m.has_program(program)) {
+        let by_session = sessions && [ENTRY_PROGRAM, RETURN_PROGRAM].contains(&program);
+        if !by_session && !multi.as_ref().is_some_and(|m| m.has_program(program)) {
             loaded_uprobe(&mut ebpf, program)?;
         }
     }
@@ -166,9 +194,15 @@ pub struct Loaded {
     pub multi_links: Option<MultiLinks>,
 }
 
-/// The allocator's programs among `programs`, for multi links; `None` where the kernel refuses
-/// them (before Linux 6.6) or they cannot be loaded that way: per-probe links remain.
-fn load_multi_link_programs(ebpf: &Ebpf, programs: &[&'static str]) -> Option<MultiLinks> {
+/// The allocator's programs among `programs`, for multi links, the allocating ones as one
+/// session program where the kernel has sessions and `sessions` allows them; `None` where the
+/// kernel refuses multi links (before Linux 6.6) or they cannot be loaded that way: per-probe
+/// links remain.
+fn load_multi_link_programs(
+    ebpf: &Ebpf,
+    programs: &[&'static str],
+    sessions: bool,
+) -> Option<MultiLinks> {
     let wanted: Vec<&'static str> = programs
         .iter()
         .copied()
@@ -177,7 +211,27 @@ fn load_multi_link_programs(ebpf: &Ebpf, programs: &[&'static str]) -> Option<Mu
     if wanted.is_empty() {
         return None;
     }
-    match MultiLinks::load(EBPF_OBJECT, ebpf, &wanted) {
+    if sessions && wanted.contains(&ENTRY_PROGRAM) {
+        let with_session: Vec<(&'static str, LinkKind)> = wanted
+            .iter()
+            .filter(|p| ![ENTRY_PROGRAM, RETURN_PROGRAM].contains(p))
+            .map(|&p| (p, LinkKind::Multi))
+            .chain([(SESSION_PROGRAM, LinkKind::Session)])
+            .collect();
+        match MultiLinks::load(EBPF_OBJECT, ebpf, &with_session) {
+            Ok(multi) => {
+                log::debug!("allocator programs loaded for uprobe sessions: {with_session:?}");
+                return Some(multi);
+            }
+            Err(error) if error.is_unsupported() => {
+                log::debug!("no uprobe sessions on this kernel: {error}");
+            }
+            Err(error) => log::warn!("no uprobe sessions (a return trap per call): {error}"),
+        }
+    }
+    let multi_only: Vec<(&'static str, LinkKind)> =
+        wanted.iter().map(|&p| (p, LinkKind::Multi)).collect();
+    match MultiLinks::load(EBPF_OBJECT, ebpf, &multi_only) {
         Ok(multi) => {
             log::debug!("allocator programs loaded for uprobe_multi links: {wanted:?}");
             Some(multi)
@@ -280,9 +334,12 @@ pub fn attach(
         .iter()
         .filter(|e| e.alias_of.is_none())
         .collect();
-    let steps = attach_steps(&entries);
     let attached_by_multi = match multi.as_mut() {
-        Some(links) => match attach_multi(links, &steps, pid) {
+        Some(links) => match attach_multi(
+            links,
+            &attach_steps(&entries, links.has_program(SESSION_PROGRAM)),
+            pid,
+        ) {
             Ok(()) => {
                 log::debug!(
                     "allocator probes: {} uprobe_multi links",
@@ -300,7 +357,7 @@ pub fn attach(
         None => false,
     };
     if !attached_by_multi {
-        for step in &steps {
+        for step in &attach_steps(&entries, false) {
             for entry in &step.entries {
                 attach_entry_point(ebpf, step.program, entry, pid)?;
             }
@@ -323,8 +380,9 @@ struct AttachStep<'a> {
     entries: Vec<&'a EntryPoint>,
 }
 
-/// Releasing entry probes, then return probes, then allocating entry probes (see [`attach`]).
-fn attach_steps<'a>(entries: &[&'a EntryPoint]) -> Vec<AttachStep<'a>> {
+/// Releasing entry probes, then return probes, then allocating entry probes (see [`attach`]);
+/// with `sessions`, the allocating entry points' sessions (each return tied to its entry).
+fn attach_steps<'a>(entries: &[&'a EntryPoint], sessions: bool) -> Vec<AttachStep<'a>> {
     let mut steps: Vec<AttachStep<'a>> = Vec::new();
     let mut add = |program: &'static str, direction: Direction, entry: &'a EntryPoint| match steps
         .iter_mut()
@@ -339,6 +397,12 @@ fn attach_steps<'a>(entries: &[&'a EntryPoint]) -> Vec<AttachStep<'a>> {
     };
     for entry in entries.iter().filter(|e| !e.returns()) {
         add(entry.program(), Direction::Entry, entry);
+    }
+    if sessions {
+        for entry in entries.iter().filter(|e| e.returns()) {
+            add(SESSION_PROGRAM, Direction::Session, entry);
+        }
+        return steps;
     }
     for entry in entries.iter().filter(|e| e.returns()) {
         add(RETURN_PROGRAM, Direction::Return, entry);

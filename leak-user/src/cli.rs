@@ -156,6 +156,12 @@ pub struct TraceOptions {
     /// `cargo xtask bench`'s per-event cost of the programs themselves.
     #[arg(long, global = true, hide = true)]
     pub bpf_stats: bool,
+
+    /// How allocator probes are linked: `auto` takes uprobe sessions, else `uprobe_multi`
+    /// links, else per-probe links, as the kernel allows; the others force a slower kind
+    /// (`cargo xtask bench`'s comparisons, the fallback tests).
+    #[arg(long, global = true, hide = true, value_enum, default_value_t)]
+    pub probe_links: crate::attach::ProbeLinks,
 }
 
 #[cfg(test)]

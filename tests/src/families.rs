@@ -199,17 +199,18 @@ impl FamilyTrace {
 /// Starts BUILT (with ENV added), traces it by PID with the default quick options plus EXTRA,
 /// kills it and returns the report of a successful run.
 pub fn trace_family(built: &Built, env: &[(&str, &str)], extra: &[&str]) -> FamilyTrace {
+    let args: Vec<&str> = DEFAULT_TRACER_ARGS.iter().chain(extra).copied().collect();
+    trace_family_with(built, env, &args)
+}
+
+/// As [`trace_family`], with TRACER_ARGS instead of the default quick options.
+pub fn trace_family_with(built: &Built, env: &[(&str, &str)], tracer_args: &[&str]) -> FamilyTrace {
     let mut cmd = Command::new(&built.exe);
     cmd.envs(env.iter().copied());
     let mut target = Target::spawn_command(cmd);
     target.wait_line("ready", TARGET_TIMEOUT);
     let mut args: Vec<String> = vec!["--pid".into(), target.pid.to_string()];
-    args.extend(
-        DEFAULT_TRACER_ARGS
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string()),
-    );
+    args.extend(tracer_args.iter().map(|s| s.to_string()));
     let mut tracer = Tracer::start(&args);
     tracer.wait_attached(ATTACH_TIMEOUT);
     target.go();

@@ -311,6 +311,7 @@ async fn load_and_attach(
         empty_probes: options.empty_probes,
         sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
         go: go_probes.as_ref().map(|p| p.offsets),
+        links: options.probe_links,
     };
     let programs = attach::programs_for(allocator, go_probes.is_some(), launched.is_some());
     let mut tables = UnwindTables::new(target.files.clone(), options.max_unwind_rows);

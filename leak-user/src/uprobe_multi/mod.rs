@@ -4,6 +4,7 @@
 //! so detaching a hundred probes took seconds; a multi link's release synchronises once for all
 //! of its probes, and attaching it is one system call. Detaching is closing its descriptor.
 mod program;
+mod session;
 
 use std::{
     collections::HashMap,
@@ -25,6 +26,8 @@ use crate::collect::{bpf_sys, prog_info};
 
 #[derive(Debug, Error)]
 pub enum MultiError {
+    #[error("this kernel has no uprobe sessions (Linux 6.12+: the bpf_session_is_return kfunc)")]
+    NoSessions,
     #[error("cannot read the eBPF object: {0}")]
     Object(String),
     #[error("the eBPF map {0} was not created")]
@@ -59,16 +62,28 @@ impl MultiError {
             Self::Verifier { source, .. } | Self::Link { source, .. } | Self::Btf(source) => {
                 program::is_unsupported(source)
             }
+            Self::NoSessions => true,
             _ => false,
         }
     }
 }
 
-/// Whether a link fires at function entry or at return.
+/// What a program is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// `uprobe_multi` links, at entry or at return (Linux 6.6+).
+    Multi,
+    /// Uprobe sessions: the program runs at entry and, if the entry returned 0, at return
+    /// (Linux 6.12+).
+    Session,
+}
+
+/// Whether a link fires at function entry, at return, or both (a session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Entry,
     Return,
+    Session,
 }
 
 /// The probes of one link: file offsets in one object, with their attach cookies.
@@ -92,7 +107,7 @@ impl MultiLinks {
     pub fn load(
         object_bytes: &[u8],
         ebpf: &Ebpf,
-        programs: &[&'static str],
+        programs: &[(&'static str, LinkKind)],
     ) -> Result<Self, MultiError> {
         Ok(Self {
             programs: program::load(object_bytes, ebpf, programs)?,
@@ -135,14 +150,19 @@ impl MultiLinks {
         unsafe {
             let create = &mut attr.link_create;
             create.__bindgen_anon_1.prog_fd = prog_fd.as_raw_fd() as u32;
-            create.attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
+            create.attach_type = match direction {
+                Direction::Session => session::ATTACH_TYPE,
+                Direction::Entry | Direction::Return => {
+                    bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32
+                }
+            };
             let multi = &mut create.__bindgen_anon_3.uprobe_multi;
             multi.path = path.as_ptr() as u64;
             multi.offsets = probes.offsets.as_ptr() as u64;
             multi.cookies = probes.cookies.as_ptr() as u64;
             multi.cnt = count;
             multi.flags = match direction {
-                Direction::Entry => 0,
+                Direction::Entry | Direction::Session => 0,
                 Direction::Return => BPF_F_UPROBE_MULTI_RETURN,
             };
             multi.pid = pid.get();

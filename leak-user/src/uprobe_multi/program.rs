@@ -1,4 +1,5 @@
-//! A second copy of some of the object's uprobe programs, verified for `uprobe_multi` links.
+//! A second copy of some of the object's uprobe programs, verified for `uprobe_multi` links or
+//! uprobe sessions.
 //!
 //! aya 0.14 loads uprobe programs without an expected attach type, and the kernel accepts a
 //! `uprobe_multi` link only for a program loaded with `BPF_TRACE_UPROBE_MULTI`. So the object is
@@ -14,28 +15,47 @@ use std::{
 use aya::{Ebpf, maps::Map, maps::MapData};
 use aya_obj::{
     Object,
+    btf::Btf,
     generated::{bpf_attach_type, bpf_cmd, bpf_prog_type},
 };
 
-use super::MultiError;
+use super::{LinkKind, MultiError, session};
 use crate::collect::bpf_sys;
 
 /// Bytes of verifier log kept when a program is refused (its end says why).
 const VERIFIER_LOG_BYTES: usize = 1 << 20;
 
-/// Loads `names` from `object_bytes` as `BPF_TRACE_UPROBE_MULTI` programs that use `ebpf`'s maps.
+/// Loads `wanted` from `object_bytes` as programs for `uprobe_multi` links or uprobe sessions,
+/// using `ebpf`'s maps.
 pub fn load(
     object_bytes: &[u8],
     ebpf: &Ebpf,
-    names: &[&'static str],
+    wanted: &[(&'static str, LinkKind)],
 ) -> Result<HashMap<&'static str, OwnedFd>, MultiError> {
     let mut object = Object::parse(object_bytes).map_err(|e| MultiError::Object(e.to_string()))?;
     // Owned for the duration of the loads: the programs keep their own reference after.
     let btf = load_btf(&mut object)?;
     relocate(&mut object, ebpf)?;
+    let session_kfunc = match wanted.iter().any(|(_, kind)| *kind == LinkKind::Session) {
+        true => {
+            let kernel_btf = Btf::from_sys_fs().map_err(|_| MultiError::NoSessions)?;
+            Some(session::kfunc_id(&kernel_btf)?)
+        }
+        false => None,
+    };
     let mut programs = HashMap::new();
-    for &name in names {
-        let fd = load_program(&object, name, btf.as_ref().map(|fd| fd.as_raw_fd()))?;
+    for &(name, kind) in wanted {
+        let attach_type = match kind {
+            LinkKind::Multi => bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32,
+            LinkKind::Session => session::ATTACH_TYPE,
+        };
+        let fd = load_program(
+            &object,
+            name,
+            attach_type,
+            session_kfunc.filter(|_| kind == LinkKind::Session),
+            btf.as_ref().map(|fd| fd.as_raw_fd()),
+        )?;
         programs.insert(name, fd);
     }
     Ok(programs)
@@ -101,7 +121,15 @@ fn map_data(map: &Map) -> Option<&MapData> {
     }
 }
 
-fn load_program(object: &Object, name: &str, btf: Option<RawFd>) -> Result<OwnedFd, MultiError> {
+/// Loads program `name` for links of `attach_type`, its session kfunc calls linked to
+/// `session_kfunc` if given.
+fn load_program(
+    object: &Object,
+    name: &str,
+    attach_type: u32,
+    session_kfunc: Option<u32>,
+    btf: Option<RawFd>,
+) -> Result<OwnedFd, MultiError> {
     let program = object
         .programs
         .get(name)
@@ -110,6 +138,14 @@ fn load_program(object: &Object, name: &str, btf: Option<RawFd>) -> Result<Owned
         .functions
         .get(&program.function_key())
         .ok_or_else(|| MultiError::MissingProgram(name.to_owned()))?;
+    let mut instructions = function.instructions.clone();
+    if let Some(kfunc) = session_kfunc
+        && session::link_kfunc_calls(&mut instructions, kfunc) == 0
+    {
+        return Err(MultiError::Object(format!(
+            "{name} calls no session kfunc: not a session program"
+        )));
+    }
     let func_info = function.func_info.func_info_bytes();
     let line_info = function.line_info.line_info_bytes();
     let mut attr = bpf_sys::zeroed_attr();
@@ -118,9 +154,9 @@ fn load_program(object: &Object, name: &str, btf: Option<RawFd>) -> Result<Owned
     unsafe {
         let load = &mut attr.__bindgen_anon_3;
         load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
-        load.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
-        load.insns = function.instructions.as_ptr() as u64;
-        load.insn_cnt = len_u32(function.instructions.len())?;
+        load.expected_attach_type = attach_type;
+        load.insns = instructions.as_ptr() as u64;
+        load.insn_cnt = len_u32(instructions.len())?;
         load.license = program.license.as_ptr() as u64;
         for (slot, byte) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
             *slot = byte as libc::c_char;
