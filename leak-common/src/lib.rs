@@ -197,6 +197,9 @@ pub struct Allocation {
     pub tid: u32,
     /// The call layout and entry point ([`probe_cookie::kind`]).
     pub kind: u32,
+    /// Go targets: `gopc` of the goroutine whose cgo call made the allocation (its `go`
+    /// statement, a return address); 0 outside any goroutine (C threads, the runtime's g0).
+    pub gopc: u64,
 }
 
 /// Allocations made from one stack so far, freed or not, counted by the kernel side per CPU
@@ -245,6 +248,8 @@ pub struct InFlight {
     /// 0 when byte sampling passed this call over: it is tracked only to keep nesting right.
     pub sampled: u32,
     pub _pad: u32,
+    /// As [`Allocation::gopc`], found by the stack walk at entry.
+    pub gopc: u64,
 }
 
 /// How the canonical frame address (CFA) of a frame is found.

@@ -51,16 +51,27 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
     let sampled = sampling::sampled(tid, size);
+    let stack = capture(ctx, sampled);
     let call = InFlight {
         size,
         ptr_arg,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+        stack_id: stack.stack_id,
         kind,
         depth: 0,
         sampled: sampled as u32,
         _pad: 0,
+        gopc: stack.gopc,
     };
     in_flight::insert(tid, call);
+}
+
+/// The stack of a sampled call; an unsampled one skips the walk.
+fn capture(ctx: &ProbeContext, sampled: bool) -> unwind::Capture {
+    if sampled {
+        unwind::capture(ctx)
+    } else {
+        unwind::Capture::default()
+    }
 }
 
 pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
@@ -69,14 +80,16 @@ pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
         return;
     }
     let sampled = sampling::sampled(tid, len);
+    let stack = capture(ctx, sampled);
     let call = InFlight {
         size: len,
         ptr_arg: 0,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+        stack_id: stack.stack_id,
         kind,
         depth: 0,
         sampled: sampled as u32,
         _pad: 0,
+        gopc: stack.gopc,
     };
     in_flight::insert(tid, call);
 }
@@ -175,6 +188,7 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
         stack_id: call.stack_id,
         tid,
         kind: call.kind,
+        gopc: call.gopc,
     };
     // An address we still hold was freed behind our back (by a path we do not probe): the new
     // block replaces it, and what is outstanding follows (user space counts it from ALLOCS).
