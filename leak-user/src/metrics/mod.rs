@@ -341,6 +341,7 @@ mod tests {
             total_bytes: 0,
             truncated: false,
             estimate_stderr_bytes: None,
+            goroutine_sites: Vec::new(),
         }
     }
 
