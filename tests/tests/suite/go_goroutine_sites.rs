@@ -1,8 +1,9 @@
 //! Native memory charged to the creation site of the goroutine that allocated it
 //! (targets/go/goroutine_sites/main.go): one C function called by one Go function from
 //! goroutines started at two `go` statements is one site, whose bytes `goroutine_sites` splits
-//! by statement, exactly; built with the recent Go and Go 1.19, plain and stripped. The text
-//! report and the pprof label `goroutine_created_by` show the same split (one build).
+//! by statement, exactly, also for the goroutines started before leaktrace attached; built
+//! with the recent Go and Go 1.19, plain and stripped. The text report and the pprof label
+//! `goroutine_created_by` show the same split (one build).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -22,7 +23,8 @@ struct Creation {
     allocs: u64,
 }
 
-/// 3 goroutines x 100 blocks, then 1 goroutine x 50 blocks; largest first, as reported.
+/// 3 goroutines x 100 blocks (started before attaching), then 1 goroutine x 50 blocks; largest
+/// first, as reported.
 const CREATIONS: [Creation; 2] = [
     Creation {
         function: "main.startA",

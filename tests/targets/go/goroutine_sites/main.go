@@ -8,7 +8,8 @@
 // statements: 3 goroutines at `go-a` leak 100 blocks each, 1 goroutine at `go-b` leaks 50. The
 // goroutines start `work` itself (no arguments, no closure: no compiler-made wrapper), so all
 // four have the same stack and the leaks are one site, whose bytes split by `go` statement.
-// The two batches run one after the other, so each goroutine takes its own batch's job.
+// The two batches run one after the other, so each goroutine takes its own batch's job; the
+// first batch's goroutines are started before `ready`, before leaktrace attaches.
 //
 // `// @line NAME` marks the lines the report must name. Stdout is the same on every run.
 package main
@@ -83,9 +84,11 @@ func startB() {
 }
 
 func main() {
+	// The `go-a` goroutines exist before leaktrace attaches (they wait for their jobs): their
+	// creation site comes from their own g, not from a probe that saw them created.
+	startA()
 	fmt.Println("ready")
 	waitLine()
-	startA()
 	for i := 0; i < goroutinesA; i++ {
 		jobs <- blocksA
 	}
