@@ -227,6 +227,22 @@ pub struct CodeLocation {
     pub line: Option<u32>,
 }
 
+impl CodeLocation {
+    /// `main.serve main.go:80`: a label value (pprof, metrics), the file without its directory,
+    /// `?` for what is unknown.
+    pub fn label(&self) -> String {
+        let function = self.function.as_deref().unwrap_or("?");
+        let file = self
+            .file
+            .as_deref()
+            .map_or("?", |f| f.rsplit('/').next().unwrap_or(f));
+        match self.line {
+            Some(line) => format!("{function} {file}:{line}"),
+            None => format!("{function} {file}"),
+        }
+    }
+}
+
 /// What the process held at the last reading (its last one before it exited or was killed).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {

@@ -27,7 +27,7 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message as _;
 use thiserror::Error;
 
-use super::model::{CodeLocation, Frame, Report, Site, Verdict};
+use super::model::{Frame, Report, Site, Verdict};
 use crate::tracee::{MappedObject, files::TargetFiles, process::executable_objects};
 
 #[derive(Debug, Error)]
@@ -150,20 +150,6 @@ pub fn profile(
     profile.function = b.function;
     profile.string_table = b.strings.table;
     profile
-}
-
-/// `main.serve main.go:80`: a `go` statement as a label value (the file without its directory,
-/// `?` for what is unknown).
-fn created_by_label(place: &CodeLocation) -> String {
-    let function = place.function.as_deref().unwrap_or("?");
-    let file = place
-        .file
-        .as_deref()
-        .map_or("?", |f| f.rsplit('/').next().unwrap_or(f));
-    match place.line {
-        Some(line) => format!("{function} {file}:{line}"),
-        None => format!("{function} {file}"),
-    }
 }
 
 fn seconds_to_nanos(s: f64) -> i64 {
@@ -293,7 +279,7 @@ impl Builder {
         let mut samples = Vec::new();
         let (mut bytes, mut allocs) = (site.outstanding_bytes, site.outstanding_allocs);
         for by in &site.goroutine_sites {
-            let created_by = created_by_label(&by.created_by);
+            let created_by = by.created_by.label();
             let label = ("goroutine_created_by", created_by.as_str());
             let values = (by.outstanding_bytes, by.outstanding_allocs);
             samples.push(self.sample(site, &location_id, values, Some(label)));
@@ -465,8 +451,8 @@ pub fn build_id(data: &[u8]) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::report::model::{
-        Allocator, EndedBy, Language, Memory, NativeByGoroutineSite, Report, Settings, Site,
-        Target, Totals, Verdict,
+        Allocator, CodeLocation, EndedBy, Language, Memory, NativeByGoroutineSite, Report,
+        Settings, Site, Target, Totals, Verdict,
     };
 
     fn frame(addr: u64, function: Option<&str>, line: u32, module: &str) -> Frame {
