@@ -47,6 +47,17 @@ pub struct Site {
     pub truncated: bool,
     /// The standard error of a sampled site's estimate (sampled runs only).
     pub estimate_stderr_bytes: Option<f64>,
+    /// Go targets with cgo: the bytes by creation site of the goroutine that allocated them.
+    #[serde(default)]
+    pub goroutine_sites: Vec<NativeByGoroutineSite>,
+}
+
+/// The native bytes of a site that goroutines created at one `go` statement allocated.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NativeByGoroutineSite {
+    pub created_by: CodeLocation,
+    pub outstanding_bytes: u64,
+    pub outstanding_allocs: u64,
 }
 
 impl Site {

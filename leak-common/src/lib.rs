@@ -197,6 +197,9 @@ pub struct Allocation {
     pub tid: u32,
     /// The call layout and entry point ([`probe_cookie::kind`]).
     pub kind: u32,
+    /// Go targets: `gopc` of the goroutine whose cgo call made the allocation (its `go`
+    /// statement, a return address); 0 outside any goroutine (C threads, the runtime's g0).
+    pub gopc: u64,
 }
 
 /// Allocations made from one stack so far, freed or not, counted by the kernel side per CPU
@@ -250,6 +253,8 @@ pub struct InFlight {
     /// return address found there, and a later call on the thread tells from the stack whether
     /// it has returned since (see `leak-ebpf`'s `track`).
     pub return_pending: u32,
+    /// As [`Allocation::gopc`], found by the stack walk at entry.
+    pub gopc: u64,
 }
 
 /// The helper id `leak-ebpf` calls `bpf_session_is_return` by: aya-ebpf cannot emit a kfunc

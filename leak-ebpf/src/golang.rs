@@ -68,6 +68,11 @@ pub fn cgo_caller_g(sp: u64) -> u64 {
     }
 }
 
+/// The creation site (`gopc`: the pc after the `go` statement's call) of goroutine `g`.
+pub fn creation_pc(g: u64) -> u64 {
+    read_u64(g.wrapping_add(global(&GO_G_GOPC)))
+}
+
 /// True when an `mmap` call comes from the Go runtime (`x_cgo_mmap`): Go memory, not native.
 pub fn mmap_by_go_runtime(ctx: &ProbeContext, len: u64) -> bool {
     // At the probe (mmap's first instruction) the return address is at RSP.

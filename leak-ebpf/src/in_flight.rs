@@ -11,7 +11,7 @@ use crate::maps::{IN_FLIGHT, IN_FLIGHT_SLOTS, InFlightSlot, SLOT_MASK, count};
 
 fn slot(tid: u32) -> Option<*mut InFlightSlot> {
     // The 16 low bits rotated by three: still one slot per thread id modulo 65,536, but the
-    // consecutive ids of a program's threads land 8 slots (448 bytes) apart instead of
+    // consecutive ids of a program's threads land 8 slots (512 bytes) apart instead of
     // sharing cache lines that each thread's calls would then take from the other's CPU.
     let low = tid & SLOT_MASK;
     IN_FLIGHT_SLOTS.get_ptr_mut(((low << 3) | (low >> 13)) & SLOT_MASK)

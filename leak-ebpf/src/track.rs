@@ -78,14 +78,26 @@ fn in_flight_call(
     ptr_arg: u64,
     sampled: bool,
 ) -> InFlight {
+    let stack = capture(ctx, sampled);
     InFlight {
         size,
         ptr_arg,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+        stack_id: stack.stack_id,
         kind,
         depth: 0,
         sampled: sampled as u32,
         return_pending: 1,
+        gopc: stack.gopc,
+    }
+}
+
+/// The stack of a sampled call; an unsampled one skips the walk.
+#[inline(always)]
+fn capture(ctx: &ProbeContext, sampled: bool) -> unwind::Capture {
+    if sampled {
+        unwind::capture(ctx)
+    } else {
+        unwind::Capture::default()
     }
 }
 
@@ -127,6 +139,7 @@ fn running_mark(ctx: &ProbeContext, kind: u32) -> InFlight {
         depth: 0,
         sampled: 0,
         return_pending: 0,
+        gopc: 0,
     }
 }
 
@@ -256,6 +269,7 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
         stack_id: call.stack_id,
         tid,
         kind: call.kind,
+        gopc: call.gopc,
     };
     // An address we still hold was freed behind our back (by a path we do not probe): the new
     // block replaces it, and what is outstanding follows (user space counts it from ALLOCS).

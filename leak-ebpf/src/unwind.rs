@@ -194,8 +194,16 @@ fn cached_rule(walk: &Walk, pc: u64) -> Rule {
     rule
 }
 
-/// Walks the current user stack, stores it in `STACKS` and returns its id (0 if not stored).
-pub fn capture(ctx: &ProbeContext) -> u64 {
+/// What a stack walk found: the stack's id in `STACKS` (0 if not stored) and, for C code run by
+/// a goroutine's cgo call, that goroutine's creation site (`g.gopc`; 0 otherwise).
+#[derive(Clone, Copy, Default)]
+pub struct Capture {
+    pub stack_id: u64,
+    pub gopc: u64,
+}
+
+/// Walks the current user stack and stores it in `STACKS`.
+pub fn capture(ctx: &ProbeContext) -> Capture {
     // SAFETY: a uprobe's context is the user registers, readable directly.
     let regs = unsafe { &*ctx.regs };
     // Generation before table: user space switches the table first and bumps the generation
@@ -238,9 +246,20 @@ pub fn capture(ctx: &ProbeContext) -> u64 {
             0,
         )
     };
+    let mut gopc = 0;
     if walk.go_g != 0 {
         join_go_stack(&mut walk);
+        // Read from the `g` itself: goroutines created before attaching have it too.
+        gopc = golang::creation_pc(walk.go_g);
     }
+    Capture {
+        stack_id: store(&walk),
+        gopc,
+    }
+}
+
+/// Stores the stack the walk left in `SCRATCH`; returns its id (0 if not stored).
+fn store(walk: &Walk) -> u64 {
     let Some(trace) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };

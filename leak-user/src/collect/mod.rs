@@ -52,6 +52,16 @@ impl Counters {
     }
 }
 
+/// Aged outstanding allocations of one stack made by goroutines created at one `go`
+/// statement (Go targets with cgo).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CreationShare {
+    /// The goroutines' `gopc` (a return address).
+    pub gopc: u64,
+    pub bytes: u64,
+    pub allocs: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// CLOCK_MONOTONIC, the clock of the kernel's timestamps.
@@ -59,6 +69,9 @@ pub struct Snapshot {
     pub by_stack: HashMap<u64, StackOutstanding>,
     /// Per stack: the recorded blocks outstanding, and every allocation ever made there.
     pub totals: HashMap<u64, StackTotals>,
+    /// Per stack: its aged bytes split by the creation site of the goroutine that allocated
+    /// them; blocks allocated outside any goroutine are in no share.
+    pub by_creation_site: HashMap<u64, Vec<CreationShare>>,
     pub counters: Counters,
     pub outstanding_bytes: u64,
     pub outstanding_allocs: u64,
@@ -104,6 +117,8 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     // And per stack, the blocks as recorded (sampled ones only, unweighted).
     let mut totals: HashMap<u64, StackTotals> = HashMap::new();
     let (mut total_bytes, mut total_allocs) = (0.0, 0.0);
+    // Per (stack, gopc): aged bytes and allocations, estimated as above.
+    let mut shares: HashMap<(u64, u64), (f64, f64)> = HashMap::new();
     for (_, block) in &blocks {
         let recorded = totals.entry(block.stack_id).or_default();
         recorded.outstanding_allocs += 1;
@@ -123,6 +138,11 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
             if stack.oldest_ns == 0 || block.timestamp_ns < stack.oldest_ns {
                 stack.oldest_ns = block.timestamp_ns;
             }
+            if block.gopc != 0 {
+                let share = shares.entry((block.stack_id, block.gopc)).or_default();
+                share.0 += bytes;
+                share.1 += w;
+            }
         }
         total_bytes += bytes;
         total_allocs += w;
@@ -138,6 +158,17 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
             (id, stack)
         })
         .collect();
+    for ((stack, gopc), (bytes, allocs)) in shares {
+        snapshot
+            .by_creation_site
+            .entry(stack)
+            .or_default()
+            .push(CreationShare {
+                gopc,
+                bytes: bytes.round() as u64,
+                allocs: allocs.round() as u64,
+            });
+    }
     snapshot.outstanding_bytes = total_bytes.round() as u64;
     snapshot.outstanding_allocs = total_allocs.round() as u64;
 
@@ -392,6 +423,47 @@ mod tests {
             })
             .collect();
         assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn aged_bytes_split_by_goroutine_creation_site() {
+        let mut ebpf = crate::attach::load(crate::attach::MapLimits::minimal()).expect("load");
+        let now = monotonic_ns();
+        let (stack, go_a, go_b) = (7, 0x40_1234, 0x40_5678);
+        {
+            let map = ebpf.map_mut("ALLOCS").expect("map");
+            let mut allocs: BpfHashMap<&mut MapData, u64, Allocation> =
+                BpfHashMap::try_from(map).expect("hash");
+            // (address, size, gopc, age in seconds): two blocks from goroutines of `go_a`, one
+            // of `go_b`, one from a C thread, and one of `go_a` too young to count.
+            let blocks = [
+                (0x1000, 1000, go_a, 10),
+                (0x2000, 1000, go_a, 10),
+                (0x3000, 500, go_b, 10),
+                (0x4000, 300, 0, 10),
+                (0x5000, 64, go_a, 0),
+            ];
+            for (addr, size, gopc, age_s) in blocks {
+                let block = Allocation {
+                    size,
+                    timestamp_ns: now - age_s * 1_000_000_000,
+                    stack_id: stack,
+                    gopc,
+                    ..Allocation::default()
+                };
+                allocs.insert(addr, block, 0).expect("insert");
+            }
+        }
+        let snapshot = snapshot(&ebpf, 5_000_000_000, 0).expect("snapshot");
+        let mut shares = snapshot.by_creation_site[&stack].clone();
+        shares.sort_by_key(|s| s.gopc);
+        let share = |gopc, bytes, allocs| CreationShare {
+            gopc,
+            bytes,
+            allocs,
+        };
+        assert_eq!(shares, [share(go_a, 2000, 2), share(go_b, 500, 1)]);
+        assert_eq!(snapshot.by_stack[&stack].aged_bytes, 2800);
     }
 
     #[test]

@@ -130,13 +130,7 @@ impl Tracker {
         symbolizer: &mut Symbolizer,
     ) -> GoroutineSite {
         let assessment = self.history.assess(history_key(key));
-        let created_by = innermost(symbolizer.frames_at(key.0, true))
-            .map(location)
-            .unwrap_or(CodeLocation {
-                function: None,
-                file: None,
-                line: None,
-            });
+        let created_by = created_by(key.0, symbolizer);
         let mut states: BTreeMap<String, u64> = BTreeMap::new();
         let mut blocked: HashMap<CodeLocation, u64> = HashMap::new();
         let mut start_function = start.and_then(|f| f.function);
@@ -188,6 +182,17 @@ impl Tracker {
             oldest_age_s: oldest.map(|ns| now_ns.saturating_sub(ns) as f64 / 1e9),
         }
     }
+}
+
+/// The `go` statement of a goroutine's `gopc` (a return address: its call's line).
+pub fn created_by(gopc: u64, symbolizer: &mut Symbolizer) -> CodeLocation {
+    innermost(symbolizer.frames_at(gopc, true))
+        .map(location)
+        .unwrap_or(CodeLocation {
+            function: None,
+            file: None,
+            line: None,
+        })
 }
 
 /// The function a pc is in (the innermost, when inlined code is expanded).

@@ -9,7 +9,9 @@
 //! - `allocations_seen_total`, `frees_seen_total`, `dropped_allocations_total{reason}`.
 //! - `target_rss_bytes`, `oom_kills_total`.
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
-//!   statement `function file:line`), the `--top` largest plus `site="other"`.
+//!   statement `function file:line`), the `--top` largest plus `site="other"`; with cgo,
+//!   `native_by_goroutine_site_bytes{created_by}` (see [`goroutine_native`]).
+mod goroutine_native;
 mod http;
 
 use std::sync::Arc;
@@ -34,6 +36,11 @@ struct SiteLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CreatedByLabels {
+    created_by: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -49,6 +56,7 @@ pub struct Metrics {
     rss: Gauge,
     oom_kills: Counter,
     goroutines: Family<SiteLabels, Gauge>,
+    native_by_goroutine_site: Family<CreatedByLabels, Gauge>,
 }
 
 impl Metrics {
@@ -103,6 +111,14 @@ impl Metrics {
             "OOM kills of the target seen",
             oom_kills.clone(),
         );
+        let native_by_goroutine_site = Family::<CreatedByLabels, Gauge>::default();
+        registry.register_with_unit(
+            "native_by_goroutine_site",
+            "Native bytes of the top call sites by the creation site of the goroutine that \
+             allocated them (Go targets with cgo)",
+            Unit::Bytes,
+            native_by_goroutine_site.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             top,
@@ -114,6 +130,7 @@ impl Metrics {
             rss,
             oom_kills,
             goroutines,
+            native_by_goroutine_site,
         }
     }
 
@@ -158,6 +175,15 @@ impl Metrics {
             self.rss.set(gauge(rss));
         }
         advance(&self.oom_kills, report.oom_kills.len() as u64);
+        self.native_by_goroutine_site.clear();
+        for (created_by, bytes) in goroutine_native::series(report, self.top) {
+            let labels = CreatedByLabels {
+                created_by: created_by.chars().take(MAX_SITE_NAME).collect(),
+            };
+            self.native_by_goroutine_site
+                .get_or_create(&labels)
+                .set(gauge(bytes));
+        }
         self.goroutines.clear();
         if let Some(goroutines) = &report.goroutines {
             let mut shown = 0;
@@ -341,6 +367,7 @@ mod tests {
             total_bytes: 0,
             truncated: false,
             estimate_stderr_bytes: None,
+            goroutine_sites: Vec::new(),
         }
     }
 
@@ -427,6 +454,45 @@ mod tests {
                 ("other", "mixed", 1000, 10),
             ]
         );
+    }
+
+    #[test]
+    fn native_bytes_by_goroutine_creation_site_over_the_top_sites() {
+        use crate::report::model::{CodeLocation, NativeByGoroutineSite};
+        let by = |function: &str, line, bytes| NativeByGoroutineSite {
+            created_by: CodeLocation {
+                function: Some(function.into()),
+                file: Some("/src/app/main.go".into()),
+                line: Some(line),
+            },
+            outstanding_bytes: bytes,
+            outstanding_allocs: 1,
+        };
+        let mut report = report();
+        report.sites[0].goroutine_sites =
+            vec![by("main.serve", 80, 3000), by("main.poll", 9, 2000)];
+        report.sites[1].goroutine_sites = vec![by("main.serve", 80, 1000)];
+        // Beyond --top 2: not counted.
+        report.sites[2].goroutine_sites = vec![by("main.batch", 7, 1000)];
+        let metrics = Metrics::new(2);
+        metrics.update(&report);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encode");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("leaktrace_native_by_goroutine_site_bytes{"))
+            .collect();
+        assert_eq!(
+            series.len(),
+            2,
+            "want main.serve and main.poll only in\n{text}"
+        );
+        for line in [
+            "leaktrace_native_by_goroutine_site_bytes{created_by=\"main.serve main.go:80\"} 4000",
+            "leaktrace_native_by_goroutine_site_bytes{created_by=\"main.poll main.go:9\"} 2000",
+        ] {
+            assert!(series.contains(&line), "{line:?} missing in\n{text}");
+        }
     }
 
     #[test]

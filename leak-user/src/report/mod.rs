@@ -1,6 +1,7 @@
 //! Building the report from a snapshot, and writing it out.
 pub mod flamegraph;
 pub mod folded;
+pub mod goroutine_split;
 pub mod json;
 pub mod model;
 pub mod output;
@@ -99,6 +100,11 @@ pub fn build(
                 truncated,
                 estimate_stderr_bytes: (run.settings.sample_bytes > 0)
                     .then_some(outstanding.aged_stderr_bytes),
+                goroutine_sites: snapshot
+                    .by_creation_site
+                    .get(&id)
+                    .map(|shares| goroutine_split::split(shares, symbolizer))
+                    .unwrap_or_default(),
             }
         })
         .collect();

@@ -141,6 +141,21 @@ pub struct Site {
     /// Extension: with `--sample-bytes`, the standard error of `outstanding_bytes` (an
     /// estimate then); null when every allocation is recorded.
     pub estimate_stderr_bytes: Option<f64>,
+    /// Go targets with cgo: `outstanding_bytes` split by the creation site (`go` statement) of
+    /// the goroutine that allocated them, largest first. Bytes allocated outside any goroutine
+    /// (C threads, the runtime's system stack) are in none; omitted when no byte is in one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goroutine_sites: Vec<NativeByGoroutineSite>,
+}
+
+/// The native bytes of a site that goroutines created at one `go` statement allocated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NativeByGoroutineSite {
+    /// The `go` statement, as `goroutines.sites[].created_by` names it.
+    pub created_by: CodeLocation,
+    pub outstanding_bytes: u64,
+    /// Extension: the allocations holding them.
+    pub outstanding_allocs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -210,6 +225,22 @@ pub struct CodeLocation {
     pub function: Option<String>,
     pub file: Option<String>,
     pub line: Option<u32>,
+}
+
+impl CodeLocation {
+    /// `main.serve main.go:80`: a label value (pprof, metrics), the file without its directory,
+    /// `?` for what is unknown.
+    pub fn label(&self) -> String {
+        let function = self.function.as_deref().unwrap_or("?");
+        let file = self
+            .file
+            .as_deref()
+            .map_or("?", |f| f.rsplit('/').next().unwrap_or(f));
+        match self.line {
+            Some(line) => format!("{function} {file}:{line}"),
+            None => format!("{function} {file}"),
+        }
+    }
 }
 
 /// What the process held at the last reading (its last one before it exited or was killed).

@@ -268,6 +268,26 @@ fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
     if site.truncated {
         out.push(format!("{INDENT}... (stack truncated)"));
     }
+    // One creation site says nothing the stack does not: only a split is worth lines.
+    if site.goroutine_sites.len() > 1 {
+        for by in &site.goroutine_sites {
+            out.push(format!(
+                "{INDENT}by goroutines created at {}: {}",
+                created_by_place(&by.created_by),
+                units::bytes(by.outstanding_bytes)
+            ));
+        }
+    }
+}
+
+/// `main.serve (main.go:80)`.
+fn created_by_place(place: &CodeLocation) -> String {
+    let function = place.function.as_deref().unwrap_or("??");
+    match (&place.file, place.line) {
+        (Some(file), Some(line)) => format!("{function} ({}:{line})", basename(file)),
+        (Some(file), None) => format!("{function} ({})", basename(file)),
+        _ => function.to_string(),
+    }
 }
 
 /// `    leak_malloc  leaky.c:12`, `    malloc  (libc.so.6)`, `    ??  0x7f12...  (libfoo.so)`.
@@ -458,7 +478,9 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Allocator, DropReasons, Memory, Settings, Target, Totals, Verdict};
+    use crate::report::model::{
+        Allocator, DropReasons, Memory, NativeByGoroutineSite, Settings, Target, Totals, Verdict,
+    };
 
     fn frame(function: Option<&str>, file: Option<&str>, line: Option<u32>) -> Frame {
         Frame {
@@ -484,6 +506,7 @@ mod tests {
             total_bytes: 100_000,
             truncated: false,
             estimate_stderr_bytes: None,
+            goroutine_sites: Vec::new(),
         }
     }
 
@@ -623,6 +646,39 @@ mod tests {
         }
         // The site line that does not fit wraps instead of losing its verdict.
         assert!(text.contains("\n    via posix_memalign\n"), "{text}");
+    }
+
+    #[test]
+    fn a_site_split_over_goroutine_creation_sites_lists_them() {
+        let by = |function: &str, line, bytes| NativeByGoroutineSite {
+            created_by: CodeLocation {
+                function: Some(function.into()),
+                file: Some("/src/app/main.go".into()),
+                line: Some(line),
+            },
+            outstanding_bytes: bytes,
+            outstanding_allocs: bytes / 1000,
+        };
+        let mut r = report();
+        r.sites[0].goroutine_sites = vec![
+            by("main.startA", 75, 300_000),
+            by("main.startB", 82, 50_000),
+        ];
+        // One creation site only: the stack says it all.
+        r.sites[1].goroutine_sites = vec![by("main.serve", 80, 4096)];
+        let text = render(&r);
+        assert_fits(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("by goroutines created at"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "    by goroutines created at main.startA (main.go:75): 293.0 KiB",
+                "    by goroutines created at main.startB (main.go:82): 48.8 KiB",
+            ]
+        );
     }
 
     #[test]

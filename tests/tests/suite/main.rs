@@ -9,6 +9,7 @@ mod detach;
 mod dlopen;
 mod errors;
 mod go_cgo;
+mod go_goroutine_sites;
 mod go_goroutines;
 mod hostile_targets;
 mod launch;

@@ -8,7 +8,7 @@
 
 #[allow(dead_code)]
 #[path = "../../../leak-user/src/report/pprof/proto.rs"]
-mod proto;
+pub(crate) mod proto;
 
 use std::{
     collections::BTreeMap,
@@ -192,7 +192,7 @@ fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 // pprof
 // ---------------------------------------------------------------------------------------------
 
-fn decode_profile(path: &Path) -> proto::Profile {
+pub(crate) fn decode_profile(path: &Path) -> proto::Profile {
     let gz = fs::read(path).expect("read the profile");
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(gz.as_slice())
@@ -201,7 +201,7 @@ fn decode_profile(path: &Path) -> proto::Profile {
     proto::Profile::decode(raw.as_slice()).expect("the profile decodes as profile.proto")
 }
 
-fn string(profile: &proto::Profile, index: i64) -> &str {
+pub(crate) fn string(profile: &proto::Profile, index: i64) -> &str {
     &profile.string_table[usize::try_from(index).expect("string index")]
 }
 

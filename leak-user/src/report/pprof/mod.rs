@@ -11,6 +11,9 @@
 //! - Mappings carry the object file and its GNU build ID (read from the file itself), and the
 //!   address range it is mapped at when the target is still running.
 //! - Labels per sample: `age_bucket` (age of its oldest allocation), `verdict` and `allocator`.
+//!   Go targets: a site whose bytes goroutines allocated has one sample per creation site of
+//!   those goroutines, labelled `goroutine_created_by` (`main.serve main.go:80`), and one
+//!   without that label for the rest (allocated outside any goroutine).
 pub mod goroutines;
 pub mod proto;
 
@@ -109,7 +112,7 @@ pub fn profile(
     let samples = report
         .sites
         .iter()
-        .map(|site| b.sample(site, &mappings))
+        .flat_map(|site| b.samples(site, &mappings))
         .collect();
 
     let mut profile = proto::Profile {
@@ -269,21 +272,47 @@ impl Builder {
         ids
     }
 
-    fn sample(&mut self, site: &Site, mappings: &HashMap<String, u64>) -> proto::Sample {
+    /// The samples of a site: one, or with goroutine creation sites one per creation site
+    /// (labelled `goroutine_created_by`) and one for the rest, if any.
+    fn samples(&mut self, site: &Site, mappings: &HashMap<String, u64>) -> Vec<proto::Sample> {
         let location_id = self.locations(&site.frames, mappings);
+        let mut samples = Vec::new();
+        let (mut bytes, mut allocs) = (site.outstanding_bytes, site.outstanding_allocs);
+        for by in &site.goroutine_sites {
+            let created_by = by.created_by.label();
+            let label = ("goroutine_created_by", created_by.as_str());
+            let values = (by.outstanding_bytes, by.outstanding_allocs);
+            samples.push(self.sample(site, &location_id, values, Some(label)));
+            bytes = bytes.saturating_sub(by.outstanding_bytes);
+            allocs = allocs.saturating_sub(by.outstanding_allocs);
+        }
+        if samples.is_empty() || bytes > 0 || allocs > 0 {
+            samples.push(self.sample(site, &location_id, (bytes, allocs), None));
+        }
+        samples
+    }
+
+    fn sample(
+        &mut self,
+        site: &Site,
+        location_id: &[u64],
+        (bytes, allocs): (u64, u64),
+        extra: Option<(&str, &str)>,
+    ) -> proto::Sample {
         let labels = [
             ("age_bucket", age_bucket(site.oldest_age_s)),
             ("verdict", verdict_name(site.verdict)),
             ("allocator", site.allocator.as_str()),
         ];
         proto::Sample {
-            location_id,
+            location_id: location_id.to_vec(),
             value: vec![
-                i64::try_from(site.outstanding_bytes).unwrap_or(i64::MAX),
-                i64::try_from(site.outstanding_allocs).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+                i64::try_from(allocs).unwrap_or(i64::MAX),
             ],
             label: labels
                 .into_iter()
+                .chain(extra)
                 .map(|(key, value)| proto::Label {
                     key: self.strings.get(key),
                     str: self.strings.get(value),
@@ -422,7 +451,8 @@ pub fn build_id(data: &[u8]) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use crate::report::model::{
-        Allocator, EndedBy, Language, Memory, Report, Settings, Site, Target, Totals, Verdict,
+        Allocator, CodeLocation, EndedBy, Language, Memory, NativeByGoroutineSite, Report,
+        Settings, Site, Target, Totals, Verdict,
     };
 
     fn frame(addr: u64, function: Option<&str>, line: u32, module: &str) -> Frame {
@@ -449,6 +479,7 @@ pub(crate) mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            goroutine_sites: Vec::new(),
         }
     }
 
@@ -557,6 +588,70 @@ pub(crate) mod tests {
                 ("verdict", "growing"),
                 ("allocator", "malloc")
             ]
+        );
+    }
+
+    fn by_goroutine(function: &str, line: u32, bytes: u64, allocs: u64) -> NativeByGoroutineSite {
+        NativeByGoroutineSite {
+            created_by: CodeLocation {
+                function: Some(function.into()),
+                file: Some("/src/app/main.go".into()),
+                line: Some(line),
+            },
+            outstanding_bytes: bytes,
+            outstanding_allocs: allocs,
+        }
+    }
+
+    /// The site's samples: (value, `goroutine_created_by` label), on one stack.
+    fn goroutine_samples(site: Site) -> Vec<(Vec<i64>, Option<String>)> {
+        let p = profile(&report(vec![site]), |_, _| ModuleInfo::default());
+        assert!(
+            p.sample
+                .windows(2)
+                .all(|w| w[0].location_id == w[1].location_id)
+        );
+        p.sample
+            .iter()
+            .map(|sample| {
+                let created_by = sample
+                    .label
+                    .iter()
+                    .find(|l| s(&p, l.key) == "goroutine_created_by")
+                    .map(|l| s(&p, l.str).to_owned());
+                (sample.value.clone(), created_by)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_site_splits_into_one_sample_per_goroutine_creation_site_and_the_rest() {
+        let frames = vec![frame(0x7f00, Some("malloc"), 0, LIBC)];
+        let mut split = site(350_000 + 7_000, 357, 1.0, frames.clone());
+        split.goroutine_sites = vec![
+            by_goroutine("main.startA", 75, 300_000, 300),
+            by_goroutine("main.startB", 82, 50_000, 50),
+        ];
+        assert_eq!(
+            goroutine_samples(split.clone()),
+            [
+                (
+                    vec![300_000, 300],
+                    Some("main.startA main.go:75".to_owned())
+                ),
+                (vec![50_000, 50], Some("main.startB main.go:82".to_owned())),
+                // Allocated outside any goroutine (a C thread): no label.
+                (vec![7_000, 7], None),
+            ]
+        );
+        // All of it from goroutines: no rest.
+        split.outstanding_bytes = 350_000;
+        split.outstanding_allocs = 350;
+        assert_eq!(goroutine_samples(split).len(), 2);
+        // No goroutine at all: the one sample of the site, unlabelled.
+        assert_eq!(
+            goroutine_samples(site(10, 1, 1.0, frames)),
+            [(vec![10, 1], None)]
         );
     }
 
