@@ -8,10 +8,14 @@ use aya_ebpf::{
     },
     programs::ProbeContext,
 };
-use leak_common::{Allocation, InFlight, StackCounts, call, counter, probe_cookie};
+use leak_common::{
+    Allocation, InFlight, StackCounts, call, counter,
+    escalation::{EXACT_CALL, EXACT_KIND},
+    probe_cookie,
+};
 
 use crate::{
-    in_flight,
+    escalation, in_flight,
     maps::{ALLOCS, CLOCK, STACK_TOTALS, STRING_SCRATCH, count},
     sampling, unwind,
 };
@@ -50,14 +54,14 @@ pub fn enter(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64) {
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
-    let sampled = sampling::sampled(tid, size);
+    let mode = record_mode(ctx, tid, size);
     let call = InFlight {
         size,
         ptr_arg,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+        stack_id: if mode != 0 { unwind::capture(ctx) } else { 0 },
         kind,
         depth: 0,
-        sampled: sampled as u32,
+        sampled: mode,
         _pad: 0,
     };
     in_flight::insert(tid, call);
@@ -68,17 +72,27 @@ pub fn enter_mmap(ctx: &ProbeContext, kind: u32, len: u64, tracked: bool) {
     if nest(tid) || !tracked {
         return;
     }
-    let sampled = sampling::sampled(tid, len);
+    let mode = record_mode(ctx, tid, len);
     let call = InFlight {
         size: len,
         ptr_arg: 0,
-        stack_id: if sampled { unwind::capture(ctx) } else { 0 },
+        stack_id: if mode != 0 { unwind::capture(ctx) } else { 0 },
         kind,
         depth: 0,
-        sampled: sampled as u32,
+        sampled: mode,
         _pad: 0,
     };
     in_flight::insert(tid, call);
+}
+
+/// Whether a call is recorded: 0 not, 1 as a byte sample, `EXACT_CALL` from an escalated
+/// site (checked first: such a call counts once and leaves the sampling countdown alone).
+#[inline(always)]
+fn record_mode(ctx: &ProbeContext, tid: u32, size: u64) -> u32 {
+    if sampling::enabled() && escalation::escalated(ctx) {
+        return EXACT_CALL;
+    }
+    sampling::sampled(tid, size) as u32
 }
 
 pub fn exit(ret: u64) {
@@ -174,7 +188,11 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
         timestamp_ns: now(),
         stack_id: call.stack_id,
         tid,
-        kind: call.kind,
+        kind: if call.sampled == EXACT_CALL {
+            call.kind | EXACT_KIND
+        } else {
+            call.kind
+        },
     };
     // An address we still hold was freed behind our back (by a path we do not probe): the new
     // block replaces it, and what is outstanding follows (user space counts it from ALLOCS).

@@ -55,6 +55,12 @@ impl History {
         }
     }
 
+    /// Forgets the keys `keep` refuses (stacks evicted from the kernel's maps): a run of days
+    /// with stacks coming and going keeps the history of live ones only.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.stacks.retain(|&key, _| keep(key));
+    }
+
     pub fn assess(&self, stack: u64) -> Assessment {
         self.stacks
             .get(&stack)
@@ -186,6 +192,14 @@ mod tests {
     fn too_little_history_is_young() {
         assert_eq!(assess(&history(&[100, 200])).verdict, Verdict::Young);
         assert_eq!(History::default().assess(7).verdict, Verdict::Young);
+    }
+
+    #[test]
+    fn forgotten_stacks_leave_the_history() {
+        let mut h = History::default();
+        h.record_values(0.0, [(1, 10), (2, 20)]);
+        h.retain(|key| key == 2);
+        assert!(!h.stacks.contains_key(&1) && h.stacks.contains_key(&2));
     }
 
     #[test]

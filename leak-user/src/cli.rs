@@ -142,6 +142,13 @@ pub struct TraceOptions {
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub sample_bytes: Option<ByteSize>,
 
+    /// A mode to leave running on a fleet: byte sampling (--sample-bytes 512KiB unless given),
+    /// metrics served (--metrics-addr 127.0.0.1:9464 unless given), no periodic text report,
+    /// and call sites whose sampled estimate keeps growing escalated to exact tracing (every
+    /// allocation they make is recorded from then on; at most 64 sites).
+    #[arg(long, global = true)]
+    pub always_on: bool,
+
     /// Trace a process that another leaktrace is already tracing. Each run holds a lock per
     /// target under /run/leaktrace/; a second run on the same process is refused without
     /// --force.
@@ -158,9 +165,53 @@ pub struct TraceOptions {
     pub bpf_stats: bool,
 }
 
+/// What `--always-on` implies for the options not given.
+pub const ALWAYS_ON_SAMPLE_BYTES: u64 = 512 << 10;
+pub const ALWAYS_ON_METRICS_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 9464);
+
+impl TraceOptions {
+    /// Fills in what `--always-on` implies: byte sampling and a metrics endpoint.
+    pub fn apply_always_on(&mut self) {
+        if !self.always_on {
+            return;
+        }
+        self.sample_bytes
+            .get_or_insert(ByteSize(ALWAYS_ON_SAMPLE_BYTES));
+        self.metrics_addr
+            .get_or_insert_with(|| SocketAddr::from(ALWAYS_ON_METRICS_ADDR));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ByteSize, parse_size};
+
+    #[test]
+    fn always_on_implies_sampling_and_metrics_unless_given() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut cli = super::Cli::parse_from(args);
+            cli.trace.apply_always_on();
+            cli.trace
+        };
+        let on = parse(&["leaktrace", "-p", "1", "--always-on"]);
+        assert_eq!(on.sample_bytes, Some(ByteSize(512 << 10)));
+        assert_eq!(on.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        let given = parse(&[
+            "leaktrace",
+            "-p",
+            "1",
+            "--always-on",
+            "--sample-bytes",
+            "4KiB",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(given.sample_bytes, Some(ByteSize(4096)));
+        assert_eq!(given.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+        let off = parse(&["leaktrace", "-p", "1"]);
+        assert_eq!((off.sample_bytes, off.metrics_addr), (None, None));
+    }
 
     #[test]
     fn sizes_take_binary_units() {

@@ -4,6 +4,7 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
+mod escalation;
 mod escape;
 #[cfg(test)]
 mod fuzz;
@@ -94,7 +95,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         (None, None) => return Err(UsageError::NoTarget.into()),
         (_, Some(Command::Oom(_))) => return Err(UsageError::PidBeforeOom.into()),
     };
-    runtime.block_on(session::run(cli.trace, spec))
+    let mut options = cli.trace;
+    options.apply_always_on();
+    runtime.block_on(session::run(options, spec))
 }
 
 /// `leaktrace generate completions SHELL` / `generate man`: from the clap definitions, on

@@ -98,6 +98,7 @@ mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            escalated: None,
         }
     }
 

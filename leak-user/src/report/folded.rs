@@ -76,6 +76,7 @@ mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            escalated: None,
         }
     }
 

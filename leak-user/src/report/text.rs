@@ -259,6 +259,14 @@ fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
         ],
         "  ",
     );
+    if let Some(e) = &site.escalated {
+        out.push(format!(
+            "{INDENT}ESCALATED at {}: exact since then {} in {} allocs",
+            units::duration(e.at_s),
+            units::bytes(e.exact_outstanding_bytes),
+            e.exact_outstanding_allocs
+        ));
+    }
     if site.frames.is_empty() {
         out.push(format!("{INDENT}(no stack)"));
     }
@@ -484,6 +492,7 @@ mod tests {
             total_bytes: 100_000,
             truncated: false,
             estimate_stderr_bytes: None,
+            escalated: None,
         }
     }
 
@@ -585,6 +594,7 @@ mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Signal),
+            escalations: None,
         }
     }
 
@@ -623,6 +633,24 @@ mod tests {
         }
         // The site line that does not fit wraps instead of losing its verdict.
         assert!(text.contains("\n    via posix_memalign\n"), "{text}");
+    }
+
+    #[test]
+    fn an_escalated_site_shows_its_exact_figures() {
+        let mut escalated = report();
+        escalated.sites[0].escalated = Some(crate::report::model::SiteEscalation {
+            at_s: 4.0,
+            at: "2026-11-23T13:00:04.000000Z".into(),
+            at_unix_ns: 1_795_438_804_000_000_000,
+            exact_outstanding_bytes: 5120,
+            exact_outstanding_allocs: 80,
+        });
+        let text = render(&escalated);
+        assert_fits(&text);
+        assert!(
+            text.contains("GROWING  via malloc\n    ESCALATED at 4.0s: exact since then 5.0 KiB in 80 allocs\n"),
+            "{text}"
+        );
     }
 
     #[test]

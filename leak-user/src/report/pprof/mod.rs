@@ -449,6 +449,7 @@ pub(crate) mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            escalated: None,
         }
     }
 
@@ -485,6 +486,7 @@ pub(crate) mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Duration),
+            escalations: None,
         }
     }
 
