@@ -33,7 +33,7 @@ static unsigned long long now_ns(clockid_t clock)
 
 NOINLINE void *leak_slowly(void)
 {
-    void *p = malloc(LEAK_BYTES); /* mark: leak */
+    void *p = malloc(LEAK_BYTES); /* @line leak */
     sink = p;
     return p;
 }
