@@ -45,7 +45,12 @@ impl Run<'_> {
                     continue;
                 }
             }
-            escalation::install(&mut self.ebpf, return_address, state.len() + 1)?;
+            // A map that refuses the site leaves it sampled; the run goes on.
+            if let Err(error) = escalation::install(&mut self.ebpf, return_address, state.len() + 1)
+            {
+                log::warn!("cannot trace {name} exactly: {error}");
+                continue;
+            }
             // From the moment the kernel has it: the exact figures start here.
             let site = Escalated {
                 stack_id,

@@ -59,7 +59,15 @@ impl Session<'_> {
         let mut snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
         snapshot.skipped_runs += multi_links.map_or(0, MultiLinks::skipped_runs);
         let t_s = self.started.elapsed().as_secs_f64();
-        self.history.record(t_s, &snapshot.totals);
+        // Estimated bytes (the recorded ones unless sampled): under --sample-bytes the growth
+        // rate is the site's, and an escalated site's figure goes on without a jump.
+        self.history.record_values(
+            t_s,
+            snapshot.totals.keys().map(|id| {
+                let bytes = snapshot.by_stack.get(id).map_or(0, |s| s.bytes);
+                (*id, bytes)
+            }),
+        );
         // Stacks gone from the kernel's maps (evicted) have no history worth keeping.
         self.history
             .retain(|stack| snapshot.totals.contains_key(&stack));
