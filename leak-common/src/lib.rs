@@ -108,6 +108,25 @@ pub mod probe_cookie {
     pub const fn kind_entry(kind: u32) -> u16 {
         (kind >> 16) as u16
     }
+
+    /// True for a block recorded because its call site was escalated to exact tracing
+    /// ([`super::escalation::EXACT_KIND`]): it counts once, not as a byte sample.
+    pub const fn kind_exact(kind: u32) -> bool {
+        kind & super::escalation::EXACT_KIND != 0
+    }
+}
+
+/// `--always-on`'s escalation: call sites whose sampled estimate keeps growing are traced
+/// exactly from then on. The kernel side knows a site by its allocator call's return address
+/// (`ESCALATED`), the one address it can read at allocator entry without walking the stack.
+pub mod escalation {
+    /// Call sites traced exactly at once, at most (`ESCALATED`'s size).
+    pub const MAX_SITES: u32 = 64;
+    /// Bit 8 of a record's `kind` (free between the layout and the entry id): an exactly traced
+    /// block.
+    pub const EXACT_KIND: u32 = 1 << 8;
+    /// `InFlight::sampled` of a call at an escalated site.
+    pub const EXACT_CALL: u32 = 2;
 }
 
 /// Indexes of the per-CPU counters (`COUNTERS` map).
@@ -245,7 +264,8 @@ pub struct InFlight {
     pub kind: u32,
     /// Allocator calls nested inside this one that have not returned yet.
     pub depth: u32,
-    /// 0 when byte sampling passed this call over: it is tracked only to keep nesting right.
+    /// 0 when byte sampling passed this call over: it is tracked only to keep nesting right;
+    /// 1 when sampled; [`escalation::EXACT_CALL`] at an escalated call site.
     pub sampled: u32,
     /// 1 when a return probe will run for this call and remove the record. 0 for a call whose
     /// uprobe session skips the return (unsampled, nothing to do there): the record then only

@@ -11,6 +11,7 @@
 
 mod args;
 mod dlopen;
+mod escalation;
 mod golang;
 mod in_flight;
 mod maps;

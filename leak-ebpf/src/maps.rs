@@ -77,6 +77,16 @@ pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUN
 #[map]
 pub static SAMPLE_COUNTDOWN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(1 << 14, 0);
 
+/// Escalated call sites by their allocator call's return address (`--always-on`): every call
+/// from them is recorded, whatever byte sampling says.
+#[map]
+pub static ESCALATED: HashMap<u64, u32> =
+    HashMap::with_max_entries(leak_common::escalation::MAX_SITES, 0);
+
+/// How many sites `ESCALATED` holds: while 0, no call pays the lookup.
+#[map]
+pub static ESCALATED_COUNT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Unwind rules already looked up, direct-mapped by pc: an array lookup the verifier inlines,
 /// where a hash lookup is a helper call, on every frame of every stack walk.
 #[map]

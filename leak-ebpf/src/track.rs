@@ -8,10 +8,14 @@ use aya_ebpf::{
     },
     programs::ProbeContext,
 };
-use leak_common::{Allocation, InFlight, StackCounts, call, counter, probe_cookie};
+use leak_common::{
+    Allocation, InFlight, StackCounts, call, counter,
+    escalation::{EXACT_CALL, EXACT_KIND},
+    probe_cookie,
+};
 
 use crate::{
-    in_flight,
+    escalation, in_flight,
     maps::{ALLOCS, CLOCK, STACK_TOTALS, STRING_SCRATCH, count},
     sampling, unwind,
 };
@@ -46,12 +50,12 @@ pub fn enter(ctx: &ProbeContext, probe: Probe, kind: u32, size: u64, ptr_arg: u6
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
-    let sampled = sampling::sampled(tid, size);
-    if !sampled && probe == Probe::Session && !releases_tracked_block(kind, ptr_arg) {
+    let mode = record_mode(ctx, tid, size);
+    if mode == 0 && probe == Probe::Session && !releases_tracked_block(kind, ptr_arg) {
         in_flight::insert(tid, running_mark(ctx, kind));
         return false;
     }
-    in_flight::insert(tid, in_flight_call(ctx, kind, size, ptr_arg, sampled));
+    in_flight::insert(tid, in_flight_call(ctx, kind, size, ptr_arg, mode));
     true
 }
 
@@ -61,31 +65,25 @@ pub fn enter_mmap(ctx: &ProbeContext, probe: Probe, kind: u32, len: u64, tracked
     if nested(tid, ctx, probe) || !tracked {
         return false;
     }
-    let sampled = sampling::sampled(tid, len);
-    if !sampled && probe == Probe::Session {
+    let mode = record_mode(ctx, tid, len);
+    if mode == 0 && probe == Probe::Session {
         in_flight::insert(tid, running_mark(ctx, kind));
         return false;
     }
-    in_flight::insert(tid, in_flight_call(ctx, kind, len, 0, sampled));
+    in_flight::insert(tid, in_flight_call(ctx, kind, len, 0, mode));
     true
 }
 
 #[inline(always)]
-fn in_flight_call(
-    ctx: &ProbeContext,
-    kind: u32,
-    size: u64,
-    ptr_arg: u64,
-    sampled: bool,
-) -> InFlight {
-    let stack = capture(ctx, sampled);
+fn in_flight_call(ctx: &ProbeContext, kind: u32, size: u64, ptr_arg: u64, mode: u32) -> InFlight {
+    let stack = capture(ctx, mode != 0);
     InFlight {
         size,
         ptr_arg,
         stack_id: stack.stack_id,
         kind,
         depth: 0,
-        sampled: sampled as u32,
+        sampled: mode,
         return_pending: 1,
         gopc: stack.gopc,
     }
@@ -167,6 +165,16 @@ fn releases_tracked_block(kind: u32, ptr_arg: u64) -> bool {
 fn read_user_u64(addr: u64) -> u64 {
     // SAFETY: the helper checks the address; a fault reads as 0.
     unsafe { bpf_probe_read_user(addr as *const u64) }.unwrap_or(0)
+}
+
+/// Whether a call is recorded: 0 not, 1 as a byte sample, `EXACT_CALL` from an escalated
+/// site (checked first: such a call counts once and leaves the sampling countdown alone).
+#[inline(always)]
+fn record_mode(ctx: &ProbeContext, tid: u32, size: u64) -> u32 {
+    if sampling::enabled() && escalation::escalated(ctx) {
+        return EXACT_CALL;
+    }
+    sampling::sampled(tid, size) as u32
 }
 
 pub fn exit(ret: u64) {
@@ -268,7 +276,11 @@ fn record(addr: u64, call: &InFlight, tid: u32) {
         timestamp_ns: now(),
         stack_id: call.stack_id,
         tid,
-        kind: call.kind,
+        kind: if call.sampled == EXACT_CALL {
+            call.kind | EXACT_KIND
+        } else {
+            call.kind
+        },
         gopc: call.gopc,
     };
     // An address we still hold was freed behind our back (by a path we do not probe): the new

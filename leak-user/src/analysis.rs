@@ -2,8 +2,6 @@
 //! interval, and the shape of that history gives the verdict.
 use std::collections::HashMap;
 
-use leak_common::StackTotals;
-
 use crate::report::model::Verdict;
 
 /// Fewer samples than this cannot tell growth from a cache filling up.
@@ -29,17 +27,8 @@ pub struct Assessment {
 }
 
 impl History {
-    /// Records every stack's outstanding bytes (of any age) at `t_s` seconds into the run.
-    pub fn record(&mut self, t_s: f64, totals: &HashMap<u64, StackTotals>) {
-        self.record_values(
-            t_s,
-            totals
-                .iter()
-                .map(|(&stack, t)| (stack, t.outstanding_bytes)),
-        );
-    }
-
-    /// Records one figure per key (a stack's bytes, a goroutine site's count).
+    /// Records one figure per key at `t_s` seconds into the run (a stack's outstanding bytes
+    /// of any age, a goroutine site's count).
     pub fn record_values(&mut self, t_s: f64, values: impl IntoIterator<Item = (u64, u64)>) {
         for (stack, bytes) in values {
             let samples = self.stacks.entry(stack).or_default();
@@ -53,6 +42,12 @@ impl History {
                 });
             }
         }
+    }
+
+    /// Forgets the keys `keep` refuses (stacks evicted from the kernel's maps): a run of days
+    /// with stacks coming and going keeps the history of live ones only.
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.stacks.retain(|&key, _| keep(key));
     }
 
     pub fn assess(&self, stack: u64) -> Assessment {
@@ -189,18 +184,18 @@ mod tests {
     }
 
     #[test]
+    fn forgotten_stacks_leave_the_history() {
+        let mut h = History::default();
+        h.record_values(0.0, [(1, 10), (2, 20)]);
+        h.retain(|key| key == 2);
+        assert!(!h.stacks.contains_key(&1) && h.stacks.contains_key(&2));
+    }
+
+    #[test]
     fn long_runs_keep_bounded_history() {
         let mut h = History::default();
-        let mut totals = HashMap::new();
         for i in 0..1000u64 {
-            totals.insert(
-                1,
-                StackTotals {
-                    outstanding_bytes: i * 10,
-                    ..StackTotals::default()
-                },
-            );
-            h.record(i as f64, &totals);
+            h.record_values(i as f64, [(1, i * 10)]);
         }
         assert!(h.stacks[&1].len() <= MAX_SAMPLES);
         assert_eq!(h.assess(1).verdict, Verdict::Growing);

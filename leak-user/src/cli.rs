@@ -94,9 +94,13 @@ pub struct TraceOptions {
     #[arg(short, long, global = true, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// How often to sample growth and print a periodic report.
+    /// How often to sample growth and print a periodic report (1m with --always-on).
     #[arg(short, long, global = true, default_value = "5s", value_parser = parse_positive_duration)]
     pub interval: Duration,
+
+    /// --interval was on the command line (else --always-on picks its own).
+    #[arg(skip)]
+    pub interval_given: bool,
 
     /// Report only allocations at least this old.
     #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -142,6 +146,14 @@ pub struct TraceOptions {
     #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
     pub sample_bytes: Option<ByteSize>,
 
+    /// A mode to leave running on a fleet: byte sampling (--sample-bytes 512KiB unless given),
+    /// metrics served (--metrics-addr 127.0.0.1:9464 unless given), --interval 1m unless given,
+    /// no periodic text report,
+    /// and call sites whose sampled estimate keeps growing escalated to exact tracing (every
+    /// allocation they make is recorded from then on; at most 64 sites).
+    #[arg(long, global = true)]
+    pub always_on: bool,
+
     /// Trace a process that another leaktrace is already tracing. Each run holds a lock per
     /// target under /run/leaktrace/; a second run on the same process is refused without
     /// --force.
@@ -164,9 +176,94 @@ pub struct TraceOptions {
     pub probe_links: crate::attach::ProbeLinks,
 }
 
+/// What `--always-on` implies for the options not given.
+pub const ALWAYS_ON_SAMPLE_BYTES: u64 = 512 << 10;
+pub const ALWAYS_ON_METRICS_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 9464);
+/// Long enough for a slow leak to be sampled in most intervals at 512KiB (the verdict needs
+/// rises in half of them).
+pub const ALWAYS_ON_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether the argument `id` was given on the command line, before or after a subcommand.
+pub fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+    let here = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    here || matches.subcommand().is_some_and(|(_, sub)| given(sub, id))
+}
+
+impl TraceOptions {
+    /// Fills in what `--always-on` implies: byte sampling, a metrics endpoint, and a longer
+    /// interval.
+    pub fn apply_always_on(&mut self) {
+        if !self.always_on {
+            return;
+        }
+        if !self.interval_given {
+            self.interval = ALWAYS_ON_INTERVAL;
+        }
+        self.sample_bytes
+            .get_or_insert(ByteSize(ALWAYS_ON_SAMPLE_BYTES));
+        self.metrics_addr
+            .get_or_insert_with(|| SocketAddr::from(ALWAYS_ON_METRICS_ADDR));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ByteSize, parse_size};
+
+    #[test]
+    fn always_on_implies_sampling_and_metrics_unless_given() {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        use std::time::Duration;
+        let parse = |args: &[&str]| {
+            let matches = super::Cli::command().get_matches_from(args);
+            let mut cli = super::Cli::from_arg_matches(&matches).unwrap();
+            cli.trace.interval_given = super::given(&matches, "interval");
+            cli.trace.apply_always_on();
+            cli.trace
+        };
+        let on = parse(&["leaktrace", "-p", "1", "--always-on"]);
+        assert_eq!(on.sample_bytes, Some(ByteSize(512 << 10)));
+        assert_eq!(on.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(on.interval, Duration::from_secs(60));
+        // --interval given, before or after `run`, stays.
+        let run = parse(&[
+            "leaktrace",
+            "--always-on",
+            "run",
+            "--interval",
+            "1s",
+            "--",
+            "x",
+        ]);
+        assert_eq!(run.interval, Duration::from_secs(1));
+        let before = parse(&[
+            "leaktrace",
+            "--interval",
+            "2s",
+            "--always-on",
+            "run",
+            "--",
+            "x",
+        ]);
+        assert_eq!(before.interval, Duration::from_secs(2));
+        let default = parse(&["leaktrace", "--always-on", "run", "--", "x"]);
+        assert_eq!(default.interval, Duration::from_secs(60));
+        let given = parse(&[
+            "leaktrace",
+            "-p",
+            "1",
+            "--always-on",
+            "--sample-bytes",
+            "4KiB",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(given.sample_bytes, Some(ByteSize(4096)));
+        assert_eq!(given.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+        let off = parse(&["leaktrace", "-p", "1"]);
+        assert_eq!((off.sample_bytes, off.metrics_addr), (None, None));
+        assert_eq!(off.interval, Duration::from_secs(5));
+    }
 
     #[test]
     fn sizes_take_binary_units() {

@@ -4,6 +4,7 @@ mod analysis;
 mod attach;
 mod cli;
 mod collect;
+mod escalation;
 mod escape;
 #[cfg(test)]
 mod fuzz;
@@ -24,7 +25,7 @@ mod uprobe_multi;
 use std::{io::Write as _, process::ExitCode};
 
 use anyhow::{Context as _, Result};
-use clap::{CommandFactory as _, Parser as _};
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use cli::{Cli, Command, Generate};
 use session::TargetSpec;
@@ -33,7 +34,12 @@ fn main() -> ExitCode {
     // Like other Unix tools: a closed pipe (`leaktrace oom | head`) ends us quietly.
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    cli.trace.interval_given = cli::given(&matches, "interval");
     init_logging();
     if let Err(error) = limits::raise_open_files_limit() {
         log::warn!("cannot raise the open files limit: {error}");
@@ -94,7 +100,9 @@ fn dispatch(cli: Cli) -> Result<()> {
         (None, None) => return Err(UsageError::NoTarget.into()),
         (_, Some(Command::Oom(_))) => return Err(UsageError::PidBeforeOom.into()),
     };
-    runtime.block_on(session::run(cli.trace, spec))
+    let mut options = cli.trace;
+    options.apply_always_on();
+    runtime.block_on(session::run(options, spec))
 }
 
 /// `leaktrace generate completions SHELL` / `generate man`: from the clap definitions, on

@@ -11,7 +11,8 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 use leak_common::{
-    Allocation, Goroutine, StackCounts, StackTotals, StackTrace, counter, unwind_state,
+    Allocation, Goroutine, StackCounts, StackTotals, StackTrace, counter, probe_cookie,
+    unwind_state,
 };
 use thiserror::Error;
 
@@ -38,6 +39,10 @@ pub struct StackOutstanding {
     pub kind: u32,
     /// Standard error of `aged_bytes` under byte sampling (0 when every allocation counts).
     pub aged_stderr_bytes: f64,
+    /// Of any age, the blocks traced exactly since the stack's call site was escalated
+    /// (`--always-on`): real figures, not estimates.
+    pub exact_bytes: u64,
+    pub exact_allocs: u64,
 }
 
 /// The kernel's counters, summed over CPUs.
@@ -123,9 +128,16 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
         let recorded = totals.entry(block.stack_id).or_default();
         recorded.outstanding_allocs += 1;
         recorded.outstanding_bytes += block.size;
-        let w = sample_weight(block.size, sample_bytes);
-        let bytes = block.size as f64 * w;
         let (stack, e) = stacks.entry(block.stack_id).or_default();
+        // An exactly traced block stands for itself alone.
+        let w = if probe_cookie::kind_exact(block.kind) {
+            stack.exact_bytes += block.size;
+            stack.exact_allocs += 1;
+            1.0
+        } else {
+            sample_weight(block.size, sample_bytes)
+        };
+        let bytes = block.size as f64 * w;
         e[0] += bytes;
         e[1] += w;
         stack.kind = block.kind;

@@ -8,6 +8,9 @@
 //!   add up to all outstanding memory and their number stays bounded.
 //! - `allocations_seen_total`, `frees_seen_total`, `dropped_allocations_total{reason}`.
 //! - `target_rss_bytes`, `oom_kills_total`.
+//! - `--always-on`: `escalated_sites`, `escalations_refused_total`, and per escalated site
+//!   `escalated_exact_outstanding_bytes{site}` / `escalated_exact_outstanding_allocations{site}`
+//!   (exact figures since its escalation; at most 64 sites).
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
 //!   statement `function file:line`), the `--top` largest plus `site="other"`; with cgo,
 //!   `native_by_goroutine_site_bytes{created_by}` (see [`goroutine_native`]).
@@ -24,7 +27,7 @@ use prometheus_client::{
 
 pub use http::{bind, serve};
 
-use crate::report::model::{Report, Site, Verdict};
+use crate::report::model::{Escalations, Frame, Report, Site, Verdict};
 
 /// Longest `site` label value.
 const MAX_SITE_NAME: usize = 128;
@@ -38,6 +41,11 @@ struct SiteLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CreatedByLabels {
     created_by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EscalatedLabels {
+    site: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +65,61 @@ pub struct Metrics {
     oom_kills: Counter,
     goroutines: Family<SiteLabels, Gauge>,
     native_by_goroutine_site: Family<CreatedByLabels, Gauge>,
+    escalation: EscalationMetrics,
+}
+
+/// `--always-on`'s escalated sites.
+#[derive(Default)]
+struct EscalationMetrics {
+    sites: Gauge,
+    refused: Counter,
+    exact_bytes: Family<EscalatedLabels, Gauge>,
+    exact_allocs: Family<EscalatedLabels, Gauge>,
+}
+
+impl EscalationMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "escalated_sites",
+            "Call sites traced exactly since their sampled estimate kept growing (--always-on)",
+            self.sites.clone(),
+        );
+        registry.register(
+            "escalations_refused",
+            "Growing call sites left sampled because the escalated set was full",
+            self.refused.clone(),
+        );
+        registry.register_with_unit(
+            "escalated_exact_outstanding",
+            "Bytes an escalated call site allocated since its escalation and still holds, exact",
+            Unit::Bytes,
+            self.exact_bytes.clone(),
+        );
+        registry.register(
+            "escalated_exact_outstanding_allocations",
+            "Allocations an escalated call site made since its escalation and still holds, exact",
+            self.exact_allocs.clone(),
+        );
+    }
+
+    fn update(&self, escalations: &Escalations) {
+        self.sites.set(i64::from(escalations.count));
+        advance(&self.refused, escalations.refused);
+        self.exact_bytes.clear();
+        self.exact_allocs.clear();
+        for site in &escalations.sites {
+            let labels = EscalatedLabels {
+                site: site.site.chars().take(MAX_SITE_NAME).collect(),
+            };
+            let figures = &site.figures;
+            self.exact_bytes
+                .get_or_create(&labels)
+                .set(gauge(figures.exact_outstanding_bytes));
+            self.exact_allocs
+                .get_or_create(&labels)
+                .set(gauge(figures.exact_outstanding_allocs));
+        }
+    }
 }
 
 impl Metrics {
@@ -119,7 +182,10 @@ impl Metrics {
             Unit::Bytes,
             native_by_goroutine_site.clone(),
         );
+        let escalation = EscalationMetrics::default();
+        escalation.register(&mut registry);
         Metrics {
+            escalation,
             registry: Arc::new(registry),
             top,
             site_bytes,
@@ -183,6 +249,9 @@ impl Metrics {
             self.native_by_goroutine_site
                 .get_or_create(&labels)
                 .set(gauge(bytes));
+        }
+        if let Some(escalations) = &report.escalations {
+            self.escalation.update(escalations);
         }
         self.goroutines.clear();
         if let Some(goroutines) = &report.goroutines {
@@ -292,7 +361,11 @@ fn severity(verdict: &str) -> u8 {
 /// above it in the same object (glibc's `strdup` above `malloc`), unless that object is the
 /// target's executable (a statically linked allocator).
 pub fn site_name(site: &Site, exe: &str) -> String {
-    let frames = &site.frames;
+    frames_name(&site.frames, exe)
+}
+
+/// [`site_name`] of a stack's frames, innermost first.
+pub fn frames_name(frames: &[Frame], exe: &str) -> String {
     let allocator_module = frames.first().and_then(|f| f.module.as_deref());
     let skip = match allocator_module {
         Some(module) if module != exe => frames
@@ -304,7 +377,7 @@ pub fn site_name(site: &Site, exe: &str) -> String {
     // Past the allocator; only the allocator's own frames when there is nothing past it.
     let callers = match frames.get(skip..) {
         Some(callers) if !callers.is_empty() => callers,
-        _ => frames.as_slice(),
+        _ => frames,
     };
     let name = match callers.iter().find(|f| f.function.is_some()) {
         Some(frame) => {
@@ -338,7 +411,7 @@ fn basename(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Frame, Verdict};
+    use crate::report::model::Verdict;
 
     const LIBC: &str = "/lib/libc.so.6";
     const EXE: &str = "/opt/leaky";
@@ -368,6 +441,7 @@ mod tests {
             truncated: false,
             estimate_stderr_bytes: None,
             goroutine_sites: Vec::new(),
+            escalated: None,
         }
     }
 
@@ -523,5 +597,40 @@ mod tests {
         }
         // The sites of the first update are gone.
         assert!(!text.contains("leaky.c:20"), "{text}");
+    }
+
+    #[test]
+    fn escalated_sites_have_their_exact_series() {
+        use crate::report::model::{EscalatedSite, SiteEscalation};
+        let metrics = Metrics::new(2);
+        let mut report = report();
+        report.escalations = Some(Escalations {
+            count: 1,
+            limit: 64,
+            refused: 2,
+            after_growing_intervals: 3,
+            sites: vec![EscalatedSite {
+                site: "leak leaky.c:12".into(),
+                return_address: "0x401136".into(),
+                figures: SiteEscalation {
+                    at_s: 4.0,
+                    at: "2026-11-23T13:00:04.000000Z".into(),
+                    at_unix_ns: 1_795_438_804_000_000_000,
+                    exact_outstanding_bytes: 6400,
+                    exact_outstanding_allocs: 100,
+                },
+            }],
+        });
+        metrics.update(&report);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encode");
+        for line in [
+            "leaktrace_escalated_sites 1",
+            "leaktrace_escalations_refused_total 2",
+            "leaktrace_escalated_exact_outstanding_bytes{site=\"leak leaky.c:12\"} 6400",
+            "leaktrace_escalated_exact_outstanding_allocations{site=\"leak leaky.c:12\"} 100",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in\n{text}");
+        }
     }
 }

@@ -77,6 +77,7 @@ mod tests {
             truncated: false,
             estimate_stderr_bytes: None,
             goroutine_sites: Vec::new(),
+            escalated: None,
         }
     }
 

@@ -14,7 +14,8 @@ use leak_common::{StackTrace, counter, probe_cookie};
 
 use crate::{
     analysis::History,
-    collect::Snapshot,
+    collect::{Snapshot, StackOutstanding},
+    escalation::{self, Escalated, Escalation},
     symbolize::Symbolizer,
     tracee::{Allocator, TargetProcess, catalogue},
 };
@@ -30,6 +31,8 @@ pub struct RunInfo<'a> {
     pub started_at: DateTime<Utc>,
     pub duration_s: f64,
     pub top: usize,
+    /// `--always-on`: the escalated call sites.
+    pub escalation: Option<&'a Escalation>,
 }
 
 pub fn build(
@@ -105,6 +108,11 @@ pub fn build(
                     .get(&id)
                     .map(|shares| goroutine_split::split(shares, symbolizer))
                     .unwrap_or_default(),
+                escalated: run
+                    .escalation
+                    .zip(trace.as_ref())
+                    .and_then(|(e, t)| e.site(*t.pcs.get(1).filter(|_| t.len > 1)?))
+                    .map(|site| site_escalation(site, outstanding)),
             }
         })
         .collect();
@@ -151,6 +159,47 @@ pub fn build(
                 .collect(),
         },
         ended_by,
+        escalations: run.escalation.map(|e| escalations(e, snapshot)),
+    }
+}
+
+fn site_escalation(site: &Escalated, outstanding: &StackOutstanding) -> model::SiteEscalation {
+    model::SiteEscalation {
+        at_s: site.at_s,
+        at: site.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        at_unix_ns: site
+            .at
+            .timestamp_nanos_opt()
+            .and_then(|ns| u64::try_from(ns).ok())
+            .unwrap_or(0),
+        exact_outstanding_bytes: outstanding.exact_bytes,
+        exact_outstanding_allocs: outstanding.exact_allocs,
+    }
+}
+
+/// Every escalated site, with the exact figures of the stack that escalated it.
+fn escalations(escalation: &Escalation, snapshot: &Snapshot) -> model::Escalations {
+    model::Escalations {
+        count: escalation.len(),
+        limit: leak_common::escalation::MAX_SITES,
+        refused: escalation.refused(),
+        after_growing_intervals: escalation::GROWING_INTERVALS,
+        sites: escalation
+            .sites()
+            .into_iter()
+            .map(|site| model::EscalatedSite {
+                site: site.name.clone(),
+                return_address: format!("{:#x}", site.return_address),
+                figures: site_escalation(
+                    site,
+                    &snapshot
+                        .by_stack
+                        .get(&site.stack_id)
+                        .copied()
+                        .unwrap_or_default(),
+                ),
+            })
+            .collect(),
     }
 }
 

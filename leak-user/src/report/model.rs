@@ -24,6 +24,9 @@ pub struct Report {
     pub allocator: Allocator,
     /// Extension: why the run ended, null while running.
     pub ended_by: Option<EndedBy>,
+    /// Extension: `--always-on` runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalations: Option<Escalations>,
 }
 
 /// Why a run ended.
@@ -146,6 +149,9 @@ pub struct Site {
     /// (C threads, the runtime's system stack) are in none; omitted when no byte is in one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub goroutine_sites: Vec<NativeByGoroutineSite>,
+    /// Extension (`--always-on`): the site's call site was escalated to exact tracing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<SiteEscalation>,
 }
 
 /// The native bytes of a site that goroutines created at one `go` statement allocated.
@@ -156,6 +162,44 @@ pub struct NativeByGoroutineSite {
     pub outstanding_bytes: u64,
     /// Extension: the allocations holding them.
     pub outstanding_allocs: u64,
+}
+
+/// An escalated site's exact figures: the blocks it made since `at` (of any age) and still
+/// holds, counted one by one; `outstanding_bytes` adds the sampled estimate of older ones.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteEscalation {
+    /// Seconds into the run.
+    pub at_s: f64,
+    /// RFC 3339, microseconds.
+    pub at: String,
+    /// The same instant in nanoseconds since the Unix epoch (CLOCK_REALTIME): an allocation
+    /// that starts later is traced exactly.
+    pub at_unix_ns: u64,
+    pub exact_outstanding_bytes: u64,
+    pub exact_outstanding_allocs: u64,
+}
+
+/// Extension (`--always-on`): the call sites traced exactly, in the order they were escalated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Escalations {
+    pub count: u32,
+    /// The most sites traced exactly at once.
+    pub limit: u32,
+    /// Sites that kept growing while the set was full: they stay sampled.
+    pub refused: u64,
+    /// Consecutive growing intervals that escalate a site.
+    pub after_growing_intervals: u32,
+    pub sites: Vec<EscalatedSite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalatedSite {
+    /// `function file:line`, as in the metrics' `site` label.
+    pub site: String,
+    /// `0x...`: the allocator call's return address the kernel side recognises the site by.
+    pub return_address: String,
+    #[serde(flatten)]
+    pub figures: SiteEscalation,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -2,8 +2,8 @@
 
 use super::{
     model::{
-        CodeLocation, EndedBy, Frame, GoroutineSite, Goroutines, Language, OomKill, Report, Site,
-        Verdict,
+        CodeLocation, EndedBy, Escalations, Frame, GoroutineSite, Goroutines, Language, OomKill,
+        Report, Site, Verdict,
     },
     units,
 };
@@ -27,7 +27,33 @@ pub fn render(report: &Report) -> String {
         out.blank();
         oom_kills(&mut out, &report.oom_kills);
     }
+    if let Some(escalations) = report.escalations.as_ref().filter(|e| e.count > 0) {
+        out.blank();
+        escalated_sites(&mut out, escalations);
+    }
     out.finish()
+}
+
+/// `--always-on`: every escalated site, also those outside the top.
+fn escalated_sites(out: &mut Lines, escalations: &Escalations) {
+    let refused = match escalations.refused {
+        0 => String::new(),
+        n => format!(", {n} refused (set full)"),
+    };
+    out.push(format!(
+        "Traced exactly since their estimate kept growing: {} of at most {} sites{refused}",
+        escalations.count, escalations.limit
+    ));
+    for site in &escalations.sites {
+        let f = &site.figures;
+        out.push(format!(
+            "{INDENT}{}  since {}: {} in {} allocs",
+            shorten(&site.site, 40),
+            units::duration(f.at_s),
+            units::bytes(f.exact_outstanding_bytes),
+            f.exact_outstanding_allocs
+        ));
+    }
 }
 
 fn header(out: &mut Lines, report: &Report) {
@@ -259,6 +285,14 @@ fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
         ],
         "  ",
     );
+    if let Some(e) = &site.escalated {
+        out.push(format!(
+            "{INDENT}ESCALATED at {}: exact since then {} in {} allocs",
+            units::duration(e.at_s),
+            units::bytes(e.exact_outstanding_bytes),
+            e.exact_outstanding_allocs
+        ));
+    }
     if site.frames.is_empty() {
         out.push(format!("{INDENT}(no stack)"));
     }
@@ -507,6 +541,7 @@ mod tests {
             truncated: false,
             estimate_stderr_bytes: None,
             goroutine_sites: Vec::new(),
+            escalated: None,
         }
     }
 
@@ -608,6 +643,7 @@ mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Signal),
+            escalations: None,
         }
     }
 
@@ -678,6 +714,42 @@ mod tests {
                 "    by goroutines created at main.startA (main.go:75): 293.0 KiB",
                 "    by goroutines created at main.startB (main.go:82): 48.8 KiB",
             ]
+        );
+    }
+
+    #[test]
+    fn an_escalated_site_shows_its_exact_figures() {
+        let mut escalated = report();
+        escalated.sites[0].escalated = Some(crate::report::model::SiteEscalation {
+            at_s: 4.0,
+            at: "2026-11-23T13:00:04.000000Z".into(),
+            at_unix_ns: 1_795_438_804_000_000_000,
+            exact_outstanding_bytes: 5120,
+            exact_outstanding_allocs: 80,
+        });
+        escalated.escalations = Some(Escalations {
+            count: 1,
+            limit: 64,
+            refused: 0,
+            after_growing_intervals: 3,
+            sites: vec![crate::report::model::EscalatedSite {
+                site: "leak_malloc leaky.c:12".into(),
+                return_address: "0x401136".into(),
+                figures: escalated.sites[0].escalated.clone().expect("escalated"),
+            }],
+        });
+        let text = render(&escalated);
+        assert_fits(&text);
+        assert!(
+            text.ends_with(
+                "Traced exactly since their estimate kept growing: 1 of at most 64 sites\n    \
+                 leak_malloc leaky.c:12  since 4.0s: 5.0 KiB in 80 allocs\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("GROWING  via malloc\n    ESCALATED at 4.0s: exact since then 5.0 KiB in 80 allocs\n"),
+            "{text}"
         );
     }
 

@@ -22,6 +22,7 @@ use crate::{
     attach::{self, MapLimits},
     cli::TraceOptions,
     collect::clock::KernelClock,
+    escalation::Escalation,
     golang::probes::GoProbes,
     launch::{self, EntryStop, Launched},
     metrics::{self, Metrics},
@@ -43,6 +44,7 @@ use crate::{
     uprobe_multi::MultiLinks,
 };
 
+mod escalate;
 mod finish;
 mod go_target;
 mod run_loop;
@@ -201,6 +203,9 @@ impl<'a> Run<'a> {
             oom_kills: Vec::new(),
             stack_activity: Default::default(),
             stacks_evicted: 0,
+            // Escalation makes sampled sites exact: without sampling every site is already.
+            escalation: (options.always_on && options.sample_bytes.is_some())
+                .then(Escalation::default),
         };
         // A first reading now: a target killed before the first interval still has its figures.
         session.read_memory(0.0, 0);

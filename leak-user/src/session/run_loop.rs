@@ -52,9 +52,14 @@ impl Run<'_> {
         let snapshot = self.session.sample(&self.ebpf, self.multi_links.as_ref())?;
         self.session
             .make_room_for_stacks(&mut self.ebpf, &snapshot)?;
+        self.escalate_growing_sites(&snapshot)?;
         self.status.sampled(snapshot.outstanding_bytes);
         let options = self.options;
-        let text = options.format == Format::Text && options.output.is_none() && !options.quiet;
+        // --always-on runs for days: no periodic text reports (the metrics have them).
+        let text = options.format == Format::Text
+            && options.output.is_none()
+            && !options.quiet
+            && !options.always_on;
         let jsonl = options.format == Format::Jsonl;
         if !(text || jsonl || self.metrics.is_some()) {
             return Ok(());

@@ -11,6 +11,7 @@ use crate::{
     analysis::{History, Trend},
     cli::TraceOptions,
     collect::{self, Snapshot},
+    escalation::Escalation,
     golang::tracker::ProbeCounts,
     memory,
     oom::watch::Victim,
@@ -46,6 +47,8 @@ pub(super) struct Session<'a> {
     pub stacks_evicted: u64,
     /// Go targets whose goroutines are traced.
     pub go: Option<GoState>,
+    /// `--always-on`: growing sites escalated to exact tracing.
+    pub escalation: Option<Escalation>,
 }
 
 impl Session<'_> {
@@ -56,7 +59,18 @@ impl Session<'_> {
         let mut snapshot = collect::snapshot(ebpf, min_age_ns, self.settings.sample_bytes)?;
         snapshot.skipped_runs += multi_links.map_or(0, MultiLinks::skipped_runs);
         let t_s = self.started.elapsed().as_secs_f64();
-        self.history.record(t_s, &snapshot.totals);
+        // Estimated bytes (the recorded ones unless sampled): under --sample-bytes the growth
+        // rate is the site's, and an escalated site's figure goes on without a jump.
+        self.history.record_values(
+            t_s,
+            snapshot.totals.keys().map(|id| {
+                let bytes = snapshot.by_stack.get(id).map_or(0, |s| s.bytes);
+                (*id, bytes)
+            }),
+        );
+        // Stacks gone from the kernel's maps (evicted) have no history worth keeping.
+        self.history
+            .retain(|stack| snapshot.totals.contains_key(&stack));
         self.read_memory(t_s, snapshot.outstanding_bytes);
         if let Some(go) = &mut self.go {
             go.sample(ebpf, &self.target, t_s)?;
@@ -178,6 +192,7 @@ impl Session<'_> {
             started_at: self.started_at,
             duration_s: self.started.elapsed().as_secs_f64(),
             top,
+            escalation: self.escalation.as_ref(),
         };
         let stack = |id| match collect::stack(ebpf, id) {
             Ok(trace) => trace,

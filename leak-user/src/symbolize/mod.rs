@@ -322,6 +322,9 @@ impl MapsEntry {
     }
 }
 
+/// Symbolized pcs kept, at most: far more than the sites of any report.
+const MAX_CACHED_PCS: usize = 1 << 16;
+
 pub struct Symbolizer {
     pid: u32,
     files: TargetFiles,
@@ -426,6 +429,10 @@ impl Symbolizer {
     /// frames innermost first; a pc inside inlined code expands to the inlined callee(s) first
     /// (`inlined: true`), then the function they were inlined into, all with the same address.
     pub fn symbolize(&mut self, pcs: &[u64]) -> Vec<Frame> {
+        // Bounded for runs of days: distinct pcs are few (code), but objects come and go.
+        if self.cache.len() > MAX_CACHED_PCS {
+            self.cache.clear();
+        }
         let keys: Vec<PcKey> = pcs.iter().enumerate().map(|(i, &pc)| (pc, i > 0)).collect();
         let mut misses: Vec<PcKey> = keys
             .iter()

@@ -4,6 +4,7 @@
 //! module with a filter: `cargo test -p leaktrace-tests --test suite native_allocators::`.
 
 mod allocator_families;
+mod always_on;
 mod containers;
 mod detach;
 mod dlopen;

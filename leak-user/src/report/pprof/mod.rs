@@ -480,6 +480,7 @@ pub(crate) mod tests {
             truncated: false,
             estimate_stderr_bytes: None,
             goroutine_sites: Vec::new(),
+            escalated: None,
         }
     }
 
@@ -516,6 +517,7 @@ pub(crate) mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Duration),
+            escalations: None,
         }
     }
 
