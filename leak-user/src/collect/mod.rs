@@ -159,6 +159,17 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     Ok(snapshot)
 }
 
+/// Each stack's recorded outstanding bytes, of any age: the outstanding blocks in one batch
+/// read, and nothing else (the verdicts' frequent sample). Returns them and how many blocks.
+pub fn outstanding_bytes_by_stack(ebpf: &Ebpf) -> Result<(HashMap<u64, u64>, usize), CollectError> {
+    let blocks: Vec<(u64, Allocation)> = entries(ebpf, "ALLOCS")?;
+    let mut by_stack: HashMap<u64, u64> = HashMap::new();
+    for (_, block) in &blocks {
+        *by_stack.entry(block.stack_id).or_default() += block.size;
+    }
+    Ok((by_stack, blocks.len()))
+}
+
 pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
     let map = ebpf
         .map("COUNTERS")

@@ -45,10 +45,12 @@ use crate::{
 
 mod finish;
 mod go_target;
+mod history_tick;
 mod run_loop;
 mod state;
 
 use go_target::GoState;
+use history_tick::HistoryTick;
 use state::Session;
 
 pub enum TargetSpec {
@@ -93,6 +95,8 @@ struct Run<'a> {
     metrics: Option<Metrics>,
     status: Status,
     ticks: Ticks,
+    /// The verdicts' frequent sample of each stack's outstanding bytes.
+    history_tick: HistoryTick,
     signals: Signals,
     /// The pinned process's pidfd: its exit is noticed, whatever its PID names afterwards.
     exit_watch: AsyncFd<OwnedFd>,
@@ -232,6 +236,7 @@ impl<'a> Run<'a> {
             metrics,
             status,
             ticks,
+            history_tick: HistoryTick::new(options.interval),
             signals,
             exit_watch: attached.exit_watch,
             bpf_stats: attached.bpf_stats,

@@ -112,6 +112,7 @@ impl Session<'_> {
             .map(|(&id, _)| id)
             .collect();
         self.stacks_evicted += collect::evict_stacks(ebpf, &idle)?;
+        self.history.forget(&idle);
         for id in &idle {
             self.stack_activity.remove(id);
         }
