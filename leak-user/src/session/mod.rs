@@ -217,7 +217,7 @@ impl<'a> Run<'a> {
                 None
             }
         };
-        let ticks = Ticks::start(options, started, status_tick, launched.is_some()).await;
+        let ticks = Ticks::start(options, status_tick, launched.is_some()).await;
         let signals = Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
@@ -248,13 +248,10 @@ impl<'a> Run<'a> {
 
 impl Ticks {
     /// Sampling starts one interval from now; a launched command's mappings are refreshed
-    /// often while it loads its libraries.
-    async fn start(
-        options: &TraceOptions,
-        started: Instant,
-        status: Interval,
-        launched: bool,
-    ) -> Self {
+    /// often while it loads its libraries. `--duration` counts from now, once attached: a slow
+    /// attach (a loaded machine, a large target) does not shorten the traced window.
+    async fn start(options: &TraceOptions, status: Interval, launched: bool) -> Self {
+        let attached = Instant::now();
         let mut sample = interval(options.interval);
         sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
         sample.tick().await;
@@ -271,7 +268,7 @@ impl Ticks {
             startup: launched,
             deadline: options
                 .duration
-                .map(|d| tokio::time::Instant::from_std(started + d)),
+                .map(|d| tokio::time::Instant::from_std(attached + d)),
         }
     }
 }
