@@ -198,7 +198,9 @@ impl<'a> Run<'a> {
                 sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
             },
             started_at,
-            started,
+            // The traced window (duration_s, the verdicts' clock) starts at the attach, as
+            // --duration does.
+            started: Instant::now(),
             history: History::default(),
             memory: Memory::default(),
             memory_trend: Trend::default(),

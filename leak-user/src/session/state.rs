@@ -35,6 +35,7 @@ pub(super) struct Session<'a> {
     pub probed: Vec<String>,
     pub settings: Settings,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When the probes were in place.
     pub started: Instant,
     pub history: History,
     /// The target's memory at the last reading: after it exits, what it held last.

@@ -96,9 +96,10 @@ fn linear_leak_is_growing() {
         site.outstanding_allocs * LINEAR_EACH,
         "{ctx}"
     );
-    // 4 s at one block per 50 ms is at most 80; sleeping overshoots, so fewer, but not half.
+    // 4 s from the attach at one block per 50 ms is 80, and a few more while the final
+    // snapshot is taken (up to 0.3 s); sleeping overshoots, so fewer, but not half.
     assert!(
-        (40..=82).contains(&site.outstanding_allocs),
+        (40..=86).contains(&site.outstanding_allocs),
         "leak_linear outstanding_allocs {} for 4 s at 20/s\n{ctx}",
         site.outstanding_allocs
     );
