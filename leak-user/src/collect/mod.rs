@@ -202,6 +202,30 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     Ok(snapshot)
 }
 
+/// Each stack's outstanding bytes, of any age, estimated as [`snapshot`] does under byte
+/// sampling (so the verdicts' history has one unit): the outstanding blocks in one batch read,
+/// and nothing else (the verdicts' frequent sample). Returns them and how many blocks.
+pub fn outstanding_bytes_by_stack(
+    ebpf: &Ebpf,
+    sample_bytes: u64,
+) -> Result<(HashMap<u64, u64>, usize), CollectError> {
+    let blocks: Vec<(u64, Allocation)> = entries(ebpf, "ALLOCS")?;
+    let mut by_stack: HashMap<u64, f64> = HashMap::new();
+    for (_, block) in &blocks {
+        let w = if probe_cookie::kind_exact(block.kind) {
+            1.0
+        } else {
+            sample_weight(block.size, sample_bytes)
+        };
+        *by_stack.entry(block.stack_id).or_default() += block.size as f64 * w;
+    }
+    let rounded = by_stack
+        .into_iter()
+        .map(|(stack, bytes)| (stack, bytes.round() as u64))
+        .collect();
+    Ok((rounded, blocks.len()))
+}
+
 pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
     let map = ebpf
         .map("COUNTERS")

@@ -46,9 +46,17 @@ fn history_key((gopc, startpc): SiteKey) -> u64 {
     gopc.rotate_left(17) ^ startpc
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tracker {
     history: History,
+}
+
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker {
+            history: History::counts(),
+        }
+    }
 }
 
 /// What the probes counted since attaching.

@@ -47,10 +47,12 @@ use crate::{
 mod escalate;
 mod finish;
 mod go_target;
+mod history_tick;
 mod run_loop;
 mod state;
 
 use go_target::GoState;
+use history_tick::HistoryTick;
 use state::Session;
 
 pub enum TargetSpec {
@@ -95,6 +97,8 @@ struct Run<'a> {
     metrics: Option<Metrics>,
     status: Status,
     ticks: Ticks,
+    /// The verdicts' frequent sample of each stack's outstanding bytes.
+    history_tick: HistoryTick,
     signals: Signals,
     /// The pinned process's pidfd: its exit is noticed, whatever its PID names afterwards.
     exit_watch: AsyncFd<OwnedFd>,
@@ -196,7 +200,9 @@ impl<'a> Run<'a> {
                 sample_bytes: options.sample_bytes.map_or(0, |b| b.0),
             },
             started_at,
-            started,
+            // The traced window (duration_s, the verdicts' clock) starts at the attach, as
+            // --duration does.
+            started: Instant::now(),
             history: History::default(),
             memory: Memory::default(),
             memory_trend: Trend::default(),
@@ -218,7 +224,7 @@ impl<'a> Run<'a> {
                 None
             }
         };
-        let ticks = Ticks::start(options, started, status_tick, launched.is_some()).await;
+        let ticks = Ticks::start(options, status_tick, launched.is_some()).await;
         let signals = Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
@@ -237,6 +243,7 @@ impl<'a> Run<'a> {
             metrics,
             status,
             ticks,
+            history_tick: HistoryTick::new(options.interval),
             signals,
             exit_watch: attached.exit_watch,
             bpf_stats: attached.bpf_stats,
@@ -248,13 +255,10 @@ impl<'a> Run<'a> {
 
 impl Ticks {
     /// Sampling starts one interval from now; a launched command's mappings are refreshed
-    /// often while it loads its libraries.
-    async fn start(
-        options: &TraceOptions,
-        started: Instant,
-        status: Interval,
-        launched: bool,
-    ) -> Self {
+    /// often while it loads its libraries. `--duration` counts from now, once attached: a slow
+    /// attach (a loaded machine, a large target) does not shorten the traced window.
+    async fn start(options: &TraceOptions, status: Interval, launched: bool) -> Self {
+        let attached = Instant::now();
         let mut sample = interval(options.interval);
         sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
         sample.tick().await;
@@ -271,7 +275,7 @@ impl Ticks {
             startup: launched,
             deadline: options
                 .duration
-                .map(|d| tokio::time::Instant::from_std(started + d)),
+                .map(|d| tokio::time::Instant::from_std(attached + d)),
         }
     }
 }

@@ -3,7 +3,7 @@ use anyhow::Result;
 use leak_common::counter;
 use tokio::time::{interval, sleep_until};
 
-use super::{MAPPINGS_REFRESH, Run, STARTUP_WINDOW, far_future};
+use super::{MAPPINGS_REFRESH, Run, STARTUP_WINDOW, far_future, history_tick};
 use crate::{
     cli::Format,
     collect,
@@ -20,6 +20,10 @@ impl Run<'_> {
             let ended_by = tokio::select! {
                 _ = self.ticks.sample.tick() => {
                     self.on_sample_tick()?;
+                    None
+                }
+                _ = sleep_until(self.history_tick.due_at()) => {
+                    self.on_history_tick()?;
                     None
                 }
                 _ = self.ticks.status.tick(), if self.status.enabled() => {
@@ -81,6 +85,22 @@ impl Run<'_> {
         if jsonl {
             self.sink.write(output::json_line(&report).as_bytes())?;
         }
+        Ok(())
+    }
+
+    /// Each stack's outstanding bytes into the verdicts' history, between reports.
+    fn on_history_tick(&mut self) -> Result<()> {
+        let (wall, cpu) = (std::time::Instant::now(), history_tick::thread_cpu_time());
+        let (by_stack, blocks) =
+            collect::outstanding_bytes_by_stack(&self.ebpf, self.session.settings.sample_bytes)?;
+        let t_s = self.session.started.elapsed().as_secs_f64();
+        self.session.history.record_values(t_s, by_stack);
+        let cost = history_tick::thread_cpu_time().saturating_sub(cpu);
+        log::debug!(
+            "history sample: {blocks} blocks in {:?} ({cost:?} of CPU)",
+            wall.elapsed()
+        );
+        self.history_tick.read_took(cost);
         Ok(())
     }
 

@@ -36,6 +36,7 @@ pub(super) struct Session<'a> {
     pub probed: Vec<String>,
     pub settings: Settings,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When the probes were in place.
     pub started: Instant,
     pub history: History,
     /// The target's memory at the last reading: after it exits, what it held last.
@@ -68,9 +69,6 @@ impl Session<'_> {
                 (*id, bytes)
             }),
         );
-        // Stacks gone from the kernel's maps (evicted) have no history worth keeping.
-        self.history
-            .retain(|stack| snapshot.totals.contains_key(&stack));
         self.read_memory(t_s, snapshot.outstanding_bytes);
         if let Some(go) = &mut self.go {
             go.sample(ebpf, &self.target, t_s)?;
@@ -126,6 +124,7 @@ impl Session<'_> {
             .map(|(&id, _)| id)
             .collect();
         self.stacks_evicted += collect::evict_stacks(ebpf, &idle)?;
+        self.history.forget(&idle);
         for id in &idle {
             self.stack_activity.remove(id);
         }
