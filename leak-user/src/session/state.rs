@@ -206,6 +206,16 @@ impl Session<'_> {
                 snapshot.taken_ns,
                 symbolizer,
             ));
+            report.go_heap = match (&go.heap_reading, &go.heap_unavailable) {
+                (Some(reading), _) => Some(report::go_heap::build(
+                    reading,
+                    &go.heap_history,
+                    symbolizer,
+                    top,
+                )),
+                (None, Some(reason)) => Some(report::go_heap::unavailable(reason.clone())),
+                (None, None) => None,
+            };
         }
         report
     }

@@ -11,6 +11,7 @@
 //! - Mappings carry the object file and its GNU build ID (read from the file itself), and the
 //!   address range it is mapped at when the target is still running.
 //! - Labels per sample: `age_bucket` (age of its oldest allocation), `verdict` and `allocator`.
+pub mod goheap;
 pub mod goroutines;
 pub mod proto;
 
@@ -54,16 +55,36 @@ pub fn render_goroutines(report: &Report) -> Result<Option<Vec<u8>>, PprofError>
     gz.finish().map_err(PprofError::Compress).map(Some)
 }
 
+/// The gzipped Go heap profile of a Go target (see [`goheap`]).
+pub fn render_goheap(report: &Report) -> Result<Option<Vec<u8>>, PprofError> {
+    let Some(profile) = goheap::profile(report) else {
+        return Ok(None);
+    };
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&profile.encode_to_vec())
+        .map_err(PprofError::Compress)?;
+    gz.finish().map_err(PprofError::Compress).map(Some)
+}
+
 /// Where the goroutine profile goes beside `--output FILE`: `leaks.pb.gz` gives
 /// `leaks.goroutines.pb.gz`.
 pub fn goroutine_profile_path(output: &Path) -> PathBuf {
+    companion_path(output, "goroutines")
+}
+
+/// Where the Go heap profile goes beside `--output FILE`: `leaks.goheap.pb.gz`.
+pub fn goheap_profile_path(output: &Path) -> PathBuf {
+    companion_path(output, "goheap")
+}
+
+fn companion_path(output: &Path, kind: &str) -> PathBuf {
     let name = output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = match name.strip_suffix(".pb.gz") {
-        Some(stem) => format!("{stem}.goroutines.pb.gz"),
-        None => format!("{name}.goroutines.pb.gz"),
+        Some(stem) => format!("{stem}.{kind}.pb.gz"),
+        None => format!("{name}.{kind}.pb.gz"),
     };
     output.with_file_name(name)
 }
@@ -474,6 +495,7 @@ pub(crate) mod tests {
             totals: Totals::default(),
             sites,
             goroutines: None,
+            go_heap: None,
             memory: Memory::default(),
             oom_kills: vec![],
             allocator: Allocator {
