@@ -10,6 +10,7 @@ mod dlopen;
 mod errors;
 mod go_cgo;
 mod go_goroutines;
+mod go_heap;
 mod hostile_targets;
 mod launch;
 mod lifecycle;

@@ -8,7 +8,7 @@
 
 #[allow(dead_code)]
 #[path = "../../../leak-user/src/report/pprof/proto.rs"]
-mod proto;
+pub(super) mod proto;
 
 use std::{
     collections::BTreeMap,
