@@ -287,6 +287,8 @@ pub struct GoHeap {
     pub sites: Vec<GoHeapSite>,
     /// Why there is no profile (extension).
     pub unavailable: Option<String>,
+    /// Read as the OOM killer took the target (extension).
+    pub at_oom_kill: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -138,10 +138,14 @@ impl GoState {
 
     /// Reads the runtime's heap profile now. A torn read keeps the last one; a runtime that
     /// keeps no profile is said once and not read again.
-    pub fn read_heap_profile(&mut self, t_s: f64, at_oom_kill: bool) {
+    pub fn read_heap_profile(&mut self, t_s: f64) {
         let Some(reader) = &self.heap_profile else {
             return;
         };
+        // After the OOM kill, what was read at it stands (a dying process reads torn).
+        if self.heap_reading.as_ref().is_some_and(|r| r.at_oom_kill) {
+            return;
+        }
         match reader.read() {
             Ok(profile) => {
                 self.heap_history.record_values(
@@ -154,7 +158,7 @@ impl GoState {
                 self.heap_reading = Some(HeapReading {
                     profile,
                     read_at_s: t_s,
-                    at_oom_kill,
+                    at_oom_kill: false,
                 });
             }
             Err(HeapProfileError::Disabled) => {
@@ -164,6 +168,30 @@ impl GoState {
                 self.heap_profile = None;
             }
             Err(error) => log::debug!("Go heap profile not read this time: {error}"),
+        }
+    }
+
+    /// As the OOM killer takes the target: a profile read now replaces the last one only if
+    /// it holds something (the memory may be going away under the read).
+    pub fn read_heap_profile_at_kill(&mut self, t_s: f64) {
+        let Some(reader) = &self.heap_profile else {
+            return;
+        };
+        match reader.read() {
+            Ok(profile) if profile.sites.iter().any(|s| s.figures.inuse_bytes > 0) => {
+                log::info!("Go heap profile read at the OOM kill");
+                self.heap_reading = Some(HeapReading {
+                    profile,
+                    read_at_s: t_s,
+                    at_oom_kill: true,
+                });
+            }
+            Ok(_) => log::info!("Go heap profile empty at the OOM kill: the last reading stands"),
+            Err(error) => {
+                log::info!(
+                    "Go heap profile unreadable at the OOM kill ({error}): the last reading stands"
+                )
+            }
         }
     }
 }
@@ -187,7 +215,7 @@ impl GoState {
             ),
         };
         self.heap_inuse = self.reader.as_ref().and_then(GoReader::heap_inuse);
-        self.read_heap_profile(t_s, false);
+        self.read_heap_profile(t_s);
         self.tracker.record(t_s, &self.live);
         Ok(())
     }

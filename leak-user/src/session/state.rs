@@ -121,6 +121,12 @@ impl Session<'_> {
     /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
     /// another process of its memory cgroup (named in the next report).
     pub fn note_oom_kills(&mut self, victims: &[Victim]) -> bool {
+        // First, while the victim may still be readable: its Go heap as it dies.
+        if let Some(go) = &mut self.go
+            && victims.iter().any(|v| v.victim.pid == self.target.pid)
+        {
+            go.read_heap_profile_at_kill(self.started.elapsed().as_secs_f64());
+        }
         let cgroup = self.memory.cgroup.as_ref().map(|c| c.path.clone());
         let mut target_killed = false;
         // A tracepoint without figures (older kernels): the kernel log has them.

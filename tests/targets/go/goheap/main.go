@@ -10,6 +10,8 @@
 //	              and collects no more: the runtime's published profile stays the one written
 //	grow          the same retained memory, then every 100 ms one more 512 KiB blob from
 //	              growLeak and a GC (so that the profile publishes it), from `done` on
+//	oom           from `done` on, one more written 512 KiB blob from growLeak and a GC every
+//	              20 ms, without end (in a memory cgroup: until the OOM killer takes it)
 //	off           MemProfileRate = 0 before anything: the runtime keeps no heap profile
 package main
 
@@ -33,7 +35,7 @@ var (
 	blobs   = make([][]byte, 0, 64)
 	records = make([]*record, 0, 50000)
 	big     []byte
-	grown   = make([][]byte, 0, 4096)
+	grown   [][]byte
 )
 
 //go:noinline
@@ -57,7 +59,12 @@ func retainBig() {
 
 //go:noinline
 func growLeak() {
-	grown = append(grown, make([]byte, 512<<10)) // @line goheap-grow
+	blob := make([]byte, 512<<10) // @line goheap-grow
+	// Written, so that it is resident (fresh spans from the OS are never touched otherwise).
+	for i := 0; i < len(blob); i += 4096 {
+		blob[i] = 1
+	}
+	grown = append(grown, blob)
 }
 
 func retain() {
@@ -84,6 +91,15 @@ func writeProfile(path string) {
 	}
 }
 
+// growLeak every `every`, each blob published in the profile by a GC.
+func grow(every time.Duration) {
+	for {
+		growLeak()
+		runtime.GC()
+		time.Sleep(every)
+	}
+}
+
 func main() {
 	mode := "profile"
 	if len(os.Args) > 1 {
@@ -107,13 +123,9 @@ func main() {
 		}
 		writeProfile(os.Args[2])
 	case "grow":
-		go func() {
-			for {
-				growLeak()
-				runtime.GC()
-				time.Sleep(100 * time.Millisecond)
-			}
-		}()
+		go grow(100 * time.Millisecond)
+	case "oom":
+		go grow(20 * time.Millisecond)
 	}
 	fmt.Println("done")
 	for {
