@@ -257,6 +257,8 @@ pub struct Memory {
     pub rss_bytes: Option<u64>,
     pub anon_bytes: Option<u64>,
     pub go_heap_bytes: Option<u64>,
+    /// Extension: Go targets: the goroutines' stacks (part of anon, beside the Go heap).
+    pub go_stack_bytes: Option<u64>,
     /// The tightest memory-cgroup limit over the target's cgroup and its ancestors.
     pub cgroup_limit_bytes: Option<u64>,
     /// Extension: the rest of RSS.
@@ -265,7 +267,8 @@ pub struct Memory {
     /// Extension: native allocations leaktrace tracks (made since it attached).
     pub native_tracked_bytes: u64,
     /// Extension: anonymous memory that neither the tracked native allocations nor the Go heap
-    /// explain (allocator overhead and free lists, stacks, allocations made before attaching).
+    /// and goroutine stacks explain (allocator overhead and free lists, thread stacks, the Go
+    /// runtime's own structures, allocations made before attaching).
     pub unexplained_bytes: Option<u64>,
     /// Extension: the target's memory cgroup.
     pub cgroup: Option<CgroupUsage>,

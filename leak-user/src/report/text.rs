@@ -153,6 +153,7 @@ fn header(out: &mut Lines, report: &Report) {
         ("file", memory.file_bytes),
         ("shmem", memory.shmem_bytes),
         ("go heap", memory.go_heap_bytes),
+        ("go stacks", memory.go_stack_bytes),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| format!("{name} {}", units::bytes(v))))

@@ -136,6 +136,16 @@ impl GoState {
         }
     }
 
+    /// Bytes of every live goroutine's stack, when the runtime's list was read whole.
+    pub fn stack_bytes(&self) -> Option<u64> {
+        if !self.complete {
+            return None;
+        }
+        self.live
+            .iter()
+            .try_fold(0u64, |sum, g| Some(sum.saturating_add(g.stack_bytes?)))
+    }
+
     /// Reads the runtime's heap profile now. A torn read keeps the last one; a runtime that
     /// keeps no profile is said once and not read again.
     pub fn read_heap_profile(&mut self, t_s: f64) {

@@ -77,12 +77,15 @@ impl Session<'_> {
             self.memory_trend.record(t_s, anon);
         }
         let cgroup = memory::cgroup_of(self.target.pid);
-        let go_heap = self.go.as_ref().and_then(|go| go.heap_inuse);
+        let go = memory::GoMemory {
+            heap_bytes: self.go.as_ref().and_then(|go| go.heap_inuse),
+            stack_bytes: self.go.as_ref().and_then(GoState::stack_bytes),
+        };
         self.memory = memory::report_memory(
             Some(&process),
             cgroup.as_ref(),
             native_tracked_bytes,
-            go_heap,
+            go,
             self.memory_trend.bytes_per_s(),
         );
     }
