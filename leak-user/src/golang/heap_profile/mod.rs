@@ -265,3 +265,67 @@ impl RawSite {
         hasher.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golang::testutil::{self, TOOLCHAINS, Variant};
+
+    /// A release without a table row: DWARF gives everything; a stripped build says what is
+    /// missing (the layout), and nothing it found is claimed missing.
+    #[test]
+    fn unknown_release_says_which_figures_are_missing() {
+        let unknown = GoVersion::parse("go1.99.0").unwrap();
+        for toolchain in TOOLCHAINS {
+            let plain = testutil::read(&testutil::build(toolchain, Variant::Plain));
+            let location = ProfileLocation::for_binary(&plain, &unknown).unwrap();
+            assert_eq!(location.layout_source, LayoutSource::Dwarf);
+            let stripped = testutil::read(&testutil::build(toolchain, Variant::Stripped));
+            let error = ProfileLocation::for_binary(&stripped, &unknown).unwrap_err();
+            assert_eq!(
+                error.missing,
+                "the bucket layout (runtime.bucket, runtime.memRecord)"
+            );
+            assert!(error.to_string().contains("go1.99.0"), "{error}");
+        }
+    }
+
+    /// Memory that is a list of two buckets whose second links back to the first.
+    struct Looping(Vec<u8>, u64);
+
+    impl TargetMemory for Looping {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            let start = usize::try_from(addr - self.1).unwrap();
+            buf.copy_from_slice(&self.0[start..start + buf.len()]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_list_that_loops_is_dropped() {
+        let version = GoVersion::parse("go1.27.3").unwrap();
+        let (layout, _) = BucketLayout::for_binary(b"", &version).unwrap();
+        let base = 0x10000;
+        let one = layout.header_size + layout.record_size();
+        let mut bytes = vec![0u8; 2 * one as usize];
+        for (at, next) in [(0, base + one), (one, base)] {
+            for (offset, value) in [
+                (layout.allnext, next),
+                (layout.typ, layout::MEM_PROFILE),
+                (layout.size, 16),
+            ] {
+                let at = (at + offset) as usize;
+                bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            }
+        }
+        let memory = Looping(bytes, base);
+        assert!(matches!(
+            read_buckets(&memory, &layout, base),
+            Err(HeapProfileError::Loop(addr)) if addr == base
+        ));
+        assert!(matches!(
+            read_buckets(&memory, &layout, base + 4),
+            Err(HeapProfileError::Misaligned(_))
+        ));
+    }
+}
