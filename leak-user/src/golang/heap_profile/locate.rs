@@ -194,6 +194,12 @@ mod tests {
                 },
                 "{toolchain:?}"
             );
+            // A stripped PIE: the same code, at link-time addresses.
+            let pie = ProfileVars::locate(&testutil::read(&testutil::build(
+                toolchain,
+                Variant::PieStripped,
+            )));
+            assert_eq!(pie.missing(), Vec::<&str>::new(), "{toolchain:?} PIE");
         }
     }
 
