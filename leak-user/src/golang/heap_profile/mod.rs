@@ -149,14 +149,13 @@ pub fn read_profile(
         Ok(u64::from_le_bytes(bytes))
     };
     let rate = read_u64(location.mem_profile_rate)? as i64;
+    // Buckets made before the rate was set to 0 (during init) are stale: no profile is kept.
+    if rate == 0 {
+        return Err(HeapProfileError::Disabled);
+    }
     // `mProfCycleHolder.value`: the cycle above the flushed bit.
     let gc_cycle = (read_u64(location.mprof_cycle)? as u32) >> 1;
     let head = read_u64(location.mbuckets)?;
-    // A rate set to 0 later leaves the buckets already made: `runtime/pprof` still writes
-    // them (unscaled), and so does this.
-    if rate == 0 && head == 0 {
-        return Err(HeapProfileError::Disabled);
-    }
     let buckets = read_buckets(memory, &location.layout, head)?;
     let bodies: Vec<&Body> = buckets.iter().map(|(_, body)| body).collect();
     let counts = bucket::published(&bodies, gc_cycle);
