@@ -235,10 +235,31 @@ fn goheap_profile_opens_in_pprof(toolchain: GoToolchain) {
     assert!(text.contains("main.retainBig"), "{text}");
 }
 
+/// `--format folded`: the Go heap under a `[go heap]` root, root first, in-use bytes.
+fn folded_has_a_go_heap_root(toolchain: GoToolchain) {
+    let b = GoBuild::new(toolchain, GoVariant::Plain);
+    let dir = TempDir::new("goheap-folded");
+    let own = dir.join("own.pb.gz");
+    let own_arg = own.to_string_lossy().into_owned();
+    let run = go_trace_with(
+        &go_build(TARGET, b),
+        &["profile", &own_arg],
+        Duration::from_millis(1500),
+        &["--format", "folded", "--interval", "1s"],
+    );
+    let want =
+        format!("[go heap];runtime.main;main.main;main.retain;main.retainBig {BIG_INUSE_BYTES}");
+    assert!(
+        run.finished.stdout.lines().any(|line| line == want),
+        "no {want:?} in\n{}",
+        run.finished.stdout
+    );
+}
+
 per_go_build!(
     equals_the_programs_own_profile,
     growing_site_is_growing,
     no_profile_is_said
 );
 
-per_go_toolchain!(goheap_profile_opens_in_pprof);
+per_go_toolchain!(goheap_profile_opens_in_pprof, folded_has_a_go_heap_root);
