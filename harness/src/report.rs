@@ -287,6 +287,39 @@ impl Goroutines {
     }
 }
 
+/// The report's `go_heap`: the runtime's own heap profile read from the target.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoHeap {
+    pub source: String,
+    pub sample_rate_bytes: i64,
+    pub gc_cycle: u32,
+    pub inuse_bytes: i64,
+    pub inuse_objects: i64,
+    pub sites: Vec<GoHeapSite>,
+    /// Why there is no profile (extension).
+    pub unavailable: Option<String>,
+    /// Read as the OOM killer took the target (extension).
+    pub at_oom_kill: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GoHeapSite {
+    pub inuse_bytes: i64,
+    pub inuse_objects: i64,
+    pub alloc_bytes: i64,
+    pub alloc_objects: i64,
+    pub frames: Vec<Frame>,
+    /// `growing`, `steady` or `young` (extension).
+    pub verdict: Option<String>,
+}
+
+impl GoHeapSite {
+    /// Function names, innermost first.
+    pub fn functions(&self) -> Vec<&str> {
+        self.frames.iter().map(Frame::function).collect()
+    }
+}
+
 /// The JSON report, checked for the fields of the contract while parsing.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Report {
@@ -301,6 +334,8 @@ pub struct Report {
     pub allocator: AllocatorInfo,
     /// The `goroutines` section: present for Go targets only.
     pub goroutines: Option<Goroutines>,
+    /// The Go runtime's heap profile: Go targets only.
+    pub go_heap: Option<GoHeap>,
     /// What the process held at the last reading.
     pub memory: Option<Memory>,
 }

@@ -13,6 +13,7 @@ use crate::{
     golang::{
         buildinfo::{self, GoVersion},
         goroutines::{decode_goroutine, g_read_len},
+        heap_profile::{self, TargetMemory, layout::BucketLayout, locate::ProfileVars},
         offsets::RuntimeOffsets,
         probes::GoProbes,
         runtime_vars::{GoroutineLimits, RuntimeVars},
@@ -170,6 +171,78 @@ fn fuzz_goroutine_decode() {
     let seeds = [Seed::whole("waiting-g", waiting)];
     fuzz("goroutine_decode", &seeds, |g| {
         let _ = decode_goroutine(g, &offsets, &limits);
+    });
+}
+
+/// The Go heap profile's bucket list as read from the target: any bytes mapped at
+/// [`BUCKETS_BASE`], walked from there with the real layouts.
+#[test]
+fn fuzz_go_heap_buckets() {
+    let layouts: Vec<BucketLayout> = ["go1.19.8", "go1.27.3"]
+        .iter()
+        .filter_map(|raw| GoVersion::parse(raw))
+        .filter_map(|version| BucketLayout::for_binary(b"", &version))
+        .map(|(layout, _)| layout)
+        .collect();
+    assert_eq!(layouts.len(), 2);
+    let seeds: Vec<Seed> = layouts
+        .iter()
+        .map(|layout| {
+            Seed::whole(
+                format!("{}-byte-cycles", layout.cycle.size),
+                bucket_list(layout),
+            )
+        })
+        .collect();
+    fuzz("go_heap_buckets", &seeds, |bytes| {
+        let memory = FakeMemory(bytes);
+        for layout in &layouts {
+            let _ = heap_profile::read_buckets(&memory, layout, BUCKETS_BASE);
+        }
+    });
+}
+
+/// Where [`fuzz_go_heap_buckets`] maps its input.
+const BUCKETS_BASE: u64 = 0x10000;
+
+struct FakeMemory<'a>(&'a [u8]);
+
+impl TargetMemory for FakeMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let unmapped = || std::io::Error::from_raw_os_error(libc::EIO);
+        let start = usize::try_from(addr.checked_sub(BUCKETS_BASE).ok_or_else(unmapped)?)
+            .map_err(|_| unmapped())?;
+        let end = start.checked_add(buf.len()).ok_or_else(unmapped)?;
+        buf.copy_from_slice(self.0.get(start..end).ok_or_else(unmapped)?);
+        Ok(())
+    }
+}
+
+/// Two memory-profile buckets of 3 PCs each, the first linking to the second.
+fn bucket_list(layout: &BucketLayout) -> Vec<u8> {
+    let one = layout.header_size + 3 * 8 + layout.record_size();
+    let mut bytes = vec![0u8; usize::try_from(2 * one).expect("small")];
+    let mut put = |at: u64, value: u64| {
+        let at = usize::try_from(at).expect("small");
+        bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    };
+    for (i, next) in [(0, BUCKETS_BASE + one), (one, 0)] {
+        put(i + layout.allnext, next);
+        put(i + layout.typ, 1);
+        put(i + layout.size, 64);
+        put(i + layout.nstk, 3);
+        put(i + layout.header_size + 3 * 8 + layout.active, 5);
+    }
+    bytes
+}
+
+/// Where a Go binary keeps its heap profile (`.symtab`, else decoded runtime code).
+#[test]
+fn fuzz_go_heap_profile_vars() {
+    let binaries = seeds::go_binaries();
+    let seeds = seeds::sections(&binaries, &[".symtab", ".gopclntab", ".text"]);
+    fuzz("go_heap_profile_vars", &seeds, |elf| {
+        let _ = ProfileVars::locate(elf);
     });
 }
 

@@ -10,6 +10,7 @@
 pub mod buildinfo;
 mod elf_data;
 pub mod goroutines;
+pub mod heap_profile;
 mod inltree;
 mod moduledata;
 pub mod offsets;

@@ -208,6 +208,13 @@ pub(super) struct StructLayout {
     members: HashMap<String, u64>,
 }
 
+impl StructLayout {
+    /// `DW_AT_byte_size`, capped like every offset read (a larger one is corrupt DWARF).
+    pub(super) fn checked_size(&self) -> Option<u64> {
+        self.size.filter(|&size| size <= MAX_STRUCT_BYTES)
+    }
+}
+
 /// The offset of `<struct>.<member>`, checked to lie inside the struct.
 pub(super) fn checked_member(
     structs: &HashMap<String, StructLayout>,

@@ -146,6 +146,7 @@ impl GoReader {
                 .map(|p| p.created_ns),
             state: Some(state.to_owned()),
             stack,
+            stack_bytes: Some(record.stack_hi.saturating_sub(record.stack_lo)),
         }))
     }
 

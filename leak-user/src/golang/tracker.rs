@@ -22,6 +22,8 @@ pub struct LiveGoroutine {
     pub state: Option<String>,
     /// Return addresses of a parked goroutine, innermost first.
     pub stack: Vec<u64>,
+    /// Bytes of its stack (`stack.hi - stack.lo`), when read from its `g`.
+    pub stack_bytes: Option<u64>,
 }
 
 impl LiveGoroutine {
@@ -35,6 +37,7 @@ impl LiveGoroutine {
             created_ns: Some(p.created_ns),
             state: None,
             stack: Vec::new(),
+            stack_bytes: None,
         }
     }
 }

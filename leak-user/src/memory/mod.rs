@@ -133,18 +133,29 @@ pub fn try_cgroup_of(pid: u32) -> Result<Option<CgroupMemory>, MemoryError> {
 
 /// The report's `memory` object; `go_heap_bytes` is for the Go runtime reader to fill.
 /// `growth_bytes_per_s` is the process's anonymous memory growth over the run.
+/// What the Go runtime holds of a Go target's anonymous memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoMemory {
+    /// Bytes in in-use heap spans (`HeapInuse`).
+    pub heap_bytes: Option<u64>,
+    /// Bytes of the goroutines' stacks.
+    pub stack_bytes: Option<u64>,
+}
+
 pub fn report_memory(
     process: Option<&ProcessMemory>,
     cgroup: Option<&CgroupMemory>,
     native_tracked_bytes: u64,
-    go_heap_bytes: Option<u64>,
+    go: GoMemory,
     growth_bytes_per_s: Option<f64>,
 ) -> Memory {
     let anon = process.and_then(|p| p.anon_bytes);
+    let go_heap_bytes = go.heap_bytes;
     Memory {
         rss_bytes: process.and_then(|p| p.rss_bytes),
         anon_bytes: anon,
         go_heap_bytes,
+        go_stack_bytes: go.stack_bytes,
         cgroup_limit_bytes: cgroup.and_then(|c| c.effective_limit_bytes),
         file_bytes: process.and_then(|p| p.file_bytes),
         shmem_bytes: process.and_then(|p| p.shmem_bytes),
@@ -152,6 +163,7 @@ pub fn report_memory(
         unexplained_bytes: anon.map(|a| {
             a.saturating_sub(native_tracked_bytes)
                 .saturating_sub(go_heap_bytes.unwrap_or(0))
+                .saturating_sub(go.stack_bytes.unwrap_or(0))
         }),
         cgroup: cgroup.map(|c| CgroupUsage {
             path: c.path.clone(),
@@ -510,7 +522,13 @@ mod tests {
         assert!((t - 56360960.0 / 1048576.0).abs() < 1e-9);
 
         let m = process_memory_at(&tree.0.join("proc"), 5639).expect("status");
-        let report = report_memory(Some(&m), Some(&cg), 1 << 20, None, Some(1048576.0));
+        let report = report_memory(
+            Some(&m),
+            Some(&cg),
+            1 << 20,
+            GoMemory::default(),
+            Some(1048576.0),
+        );
         assert_eq!(report.rss_bytes, Some(11424 * 1024));
         assert_eq!(report.anon_bytes, Some(10336 * 1024));
         assert_eq!(report.cgroup_limit_bytes, Some(64 << 20));
@@ -518,6 +536,21 @@ mod tests {
         assert_eq!(report.unexplained_bytes, Some(10336 * 1024 - (1 << 20)));
         let t = report.time_to_limit_s.expect("growing");
         assert!((t - 56360960.0 / 1048576.0).abs() < 1e-9);
+
+        // A Go target: anon = native tracked + Go heap spans + goroutine stacks + the rest.
+        let go = GoMemory {
+            heap_bytes: Some(4 << 20),
+            stack_bytes: Some(64 << 10),
+        };
+        let report = report_memory(Some(&m), None, 1 << 20, go, None);
+        assert_eq!(
+            (report.go_heap_bytes, report.go_stack_bytes),
+            (Some(4 << 20), Some(64 << 10))
+        );
+        assert_eq!(
+            report.unexplained_bytes,
+            Some(10336 * 1024 - (1 << 20) - (4 << 20) - (64 << 10))
+        );
     }
 
     #[test]

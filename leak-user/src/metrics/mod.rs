@@ -14,6 +14,9 @@
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
 //!   statement `function file:line`), the `--top` largest plus `site="other"`; with cgo,
 //!   `native_by_goroutine_site_bytes{created_by}` (see [`goroutine_native`]).
+//! - Go targets: `go_heap_inuse_bytes{site,verdict}`, the runtime's heap profile in use per
+//!   allocation site (innermost Go frame `function file:line`), the `--top` largest plus
+//!   `site="other"`.
 mod goroutine_native;
 mod http;
 
@@ -66,6 +69,7 @@ pub struct Metrics {
     goroutines: Family<SiteLabels, Gauge>,
     native_by_goroutine_site: Family<CreatedByLabels, Gauge>,
     escalation: EscalationMetrics,
+    go_heap: Family<SiteLabels, Gauge>,
 }
 
 /// `--always-on`'s escalated sites.
@@ -134,6 +138,14 @@ impl Metrics {
         let rss = Gauge::default();
         let oom_kills = Counter::default();
         let goroutines = Family::<SiteLabels, Gauge>::default();
+        let go_heap = Family::<SiteLabels, Gauge>::default();
+        registry.register_with_unit(
+            "go_heap_inuse",
+            "Go heap in use per allocation site, from the runtime's heap profile as of the last \
+             GC (Go targets; site=\"other\": the rest)",
+            Unit::Bytes,
+            go_heap.clone(),
+        );
         registry.register(
             "goroutines",
             "Live goroutines per creation site (Go targets; site=\"other\": the rest)",
@@ -197,6 +209,7 @@ impl Metrics {
             oom_kills,
             goroutines,
             native_by_goroutine_site,
+            go_heap,
         }
     }
 
@@ -283,6 +296,48 @@ impl Metrics {
                 .get_or_create(&other)
                 .set(gauge(goroutines.live.saturating_sub(shown)));
         }
+        self.update_go_heap(report);
+    }
+
+    fn update_go_heap(&self, report: &Report) {
+        self.go_heap.clear();
+        let Some(heap) = report.go_heap.as_ref().filter(|h| h.unavailable.is_none()) else {
+            return;
+        };
+        let mut shown = 0;
+        for site in heap.sites.iter().take(self.top) {
+            let name = site
+                .frames
+                .first()
+                .map_or("[no stack]".to_owned(), |frame| {
+                    format!(
+                        "{} {}:{}",
+                        frame.function.as_deref().unwrap_or("??"),
+                        frame
+                            .file
+                            .as_deref()
+                            .map_or("??", |f| f.rsplit('/').next().unwrap_or(f)),
+                        frame.line.unwrap_or(0)
+                    )
+                });
+            let labels = SiteLabels {
+                site: crate::escape::control_chars(&name)
+                    .chars()
+                    .take(MAX_SITE_NAME)
+                    .collect(),
+                verdict: verdict_name(site.verdict).to_owned(),
+            };
+            let series = self.go_heap.get_or_create(&labels);
+            series.set(series.get().saturating_add(site.inuse_bytes.max(0)));
+            shown += site.inuse_bytes.max(0);
+        }
+        let other = SiteLabels {
+            site: "other".to_owned(),
+            verdict: "mixed".to_owned(),
+        };
+        self.go_heap
+            .get_or_create(&other)
+            .set((heap.inuse_bytes - shown).max(0));
     }
 }
 
@@ -629,6 +684,38 @@ mod tests {
             "leaktrace_escalations_refused_total 2",
             "leaktrace_escalated_exact_outstanding_bytes{site=\"leak leaky.c:12\"} 6400",
             "leaktrace_escalated_exact_outstanding_allocations{site=\"leak leaky.c:12\"} 100",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn go_heap_sites_are_series() {
+        use crate::report::model::{GoHeap, GoHeapSite};
+        let metrics = Metrics::new(1);
+        let mut report = report();
+        let site = |bytes, line| GoHeapSite {
+            inuse_bytes: bytes,
+            inuse_objects: 1,
+            alloc_bytes: bytes,
+            alloc_objects: 1,
+            frames: vec![frame(Some("main.fill"), Some("/src/main.go"), line, EXE)],
+            object_size_bytes: 64,
+            growth_bytes_per_s: 10.0,
+            verdict: Verdict::Growing,
+        };
+        report.go_heap = Some(GoHeap {
+            inuse_bytes: 3500,
+            sites: vec![site(3000, 9), site(500, 12)],
+            ..GoHeap::default()
+        });
+        metrics.update(&report);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encode");
+        for line in [
+            "# UNIT leaktrace_go_heap_inuse_bytes bytes",
+            "leaktrace_go_heap_inuse_bytes{site=\"main.fill main.go:9\",verdict=\"growing\"} 3000",
+            "leaktrace_go_heap_inuse_bytes{site=\"other\",verdict=\"mixed\"} 500",
         ] {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }

@@ -1,7 +1,9 @@
 //! `--format folded`: one line per stack, `outer;...;inner bytes`, root (outermost frame)
 //! first, as `flamegraph.pl` and inferno read them. Every call site holding allocations older
 //! than `--min-age` is written (the report is built without the `--top` cut); stacks that fold
-//! to the same function names are one line with their bytes added up.
+//! to the same function names are one line with their bytes added up. A Go target's runtime
+//! heap profile comes beside them: its sites' in-use bytes under a `[go heap]` root, the
+//! native stacks then under a `[native]` root.
 use std::collections::BTreeMap;
 
 use super::model::{Frame, Report};
@@ -15,22 +17,42 @@ pub fn render(report: &Report) -> String {
 
 /// Folded stacks and their outstanding bytes, sorted by stack.
 pub fn stacks(report: &Report) -> Vec<(String, u64)> {
+    let go_heap: Vec<(&[Frame], u64)> = report
+        .go_heap
+        .iter()
+        .flat_map(|heap| &heap.sites)
+        .filter(|s| s.inuse_bytes > 0)
+        .map(|s| (s.frames.as_slice(), s.inuse_bytes as u64))
+        .collect();
+    let native_root = if go_heap.is_empty() { "" } else { "[native];" };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
-    for site in report.sites.iter().filter(|s| s.outstanding_bytes > 0) {
-        let stack = if site.frames.is_empty() {
-            "[no stack]".to_owned()
-        } else {
-            site.frames
-                .iter()
-                .rev()
-                .map(frame_name)
-                .collect::<Vec<_>>()
-                .join(";")
-        };
-        let bytes = folded.entry(stack).or_default();
-        *bytes = bytes.saturating_add(site.outstanding_bytes);
+    let native = report
+        .sites
+        .iter()
+        .filter(|s| s.outstanding_bytes > 0)
+        .map(|s| (s.frames.as_slice(), s.outstanding_bytes));
+    for (root, frames, bytes) in native
+        .map(|(frames, bytes)| (native_root, frames, bytes))
+        .chain(go_heap.into_iter().map(|(f, b)| ("[go heap];", f, b)))
+    {
+        let stack = format!("{root}{}", fold(frames));
+        let total = folded.entry(stack).or_default();
+        *total = total.saturating_add(bytes);
     }
     folded.into_iter().collect()
+}
+
+/// Outermost frame first.
+fn fold(frames: &[Frame]) -> String {
+    if frames.is_empty() {
+        return "[no stack]".to_owned();
+    }
+    frames
+        .iter()
+        .rev()
+        .map(frame_name)
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// The function, else `[module]` or `[unknown]` as perf's folded stacks have it. The separators
@@ -50,7 +72,7 @@ fn frame_name(frame: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{Site, Verdict};
+    use crate::report::model::{GoHeap, GoHeapSite, Site, Verdict};
 
     fn frame(function: Option<&str>, module: Option<&str>) -> Frame {
         Frame {
@@ -115,6 +137,32 @@ mod tests {
         assert_eq!(
             render(&report),
             "[no stack] 9\n[unknown];[libc.so.6];a:b 7\nmain;leak;malloc 105\n"
+        );
+    }
+
+    #[test]
+    fn go_heap_beside_native_under_two_roots() {
+        let mut report = crate::report::pprof::tests::report(vec![site(
+            100,
+            vec![frame(Some("malloc"), None), frame(Some("main"), None)],
+        )]);
+        let go_site = |bytes, function| GoHeapSite {
+            inuse_bytes: bytes,
+            inuse_objects: 1,
+            alloc_bytes: bytes,
+            alloc_objects: 1,
+            frames: vec![frame(Some(function), None), frame(Some("main.main"), None)],
+            object_size_bytes: 64,
+            growth_bytes_per_s: 0.0,
+            verdict: Verdict::Steady,
+        };
+        report.go_heap = Some(GoHeap {
+            sites: vec![go_site(3000, "main.fill"), go_site(0, "main.gone")],
+            ..GoHeap::default()
+        });
+        assert_eq!(
+            render(&report),
+            "[go heap];main.main;main.fill 3000\n[native];main;malloc 100\n"
         );
     }
 }

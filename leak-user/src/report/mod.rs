@@ -1,6 +1,7 @@
 //! Building the report from a snapshot, and writing it out.
 pub mod flamegraph;
 pub mod folded;
+pub mod go_heap;
 pub mod goroutine_split;
 pub mod json;
 pub mod model;
@@ -134,6 +135,7 @@ pub fn build(
         totals,
         sites,
         goroutines: None,
+        go_heap: None,
         memory: Memory::default(),
         oom_kills: Vec::new(),
         allocator: model::Allocator {

@@ -18,6 +18,9 @@ pub struct Report {
     pub sites: Vec<Site>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goroutines: Option<Goroutines>,
+    /// Go targets: the runtime's own heap profile (never counted in `totals` or `sites`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_heap: Option<GoHeap>,
     pub memory: Memory,
     pub oom_kills: Vec<OomKill>,
     /// Extension: the allocator the probes were attached to.
@@ -264,6 +267,42 @@ pub struct GoroutineSite {
     pub oldest_age_s: Option<f64>,
 }
 
+/// The Go runtime's heap profile (what `pprof heap` shows), as of the last completed GC.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GoHeap {
+    pub source: &'static str,
+    /// `runtime.MemProfileRate`: one allocation sampled per this many bytes on average.
+    pub sample_rate_bytes: i64,
+    /// The runtime's heap profile cycle the figures are as of.
+    pub gc_cycle: u32,
+    /// Sums over every site (estimates, scaled as `runtime/pprof` scales them).
+    pub inuse_bytes: i64,
+    pub inuse_objects: i64,
+    /// Largest `inuse_bytes` first; `frames[0]` is the innermost Go frame.
+    pub sites: Vec<GoHeapSite>,
+    /// Extension: seconds into the run of the reading these figures come from.
+    pub read_at_s: f64,
+    /// Extension: true when read as the OOM killer took the target.
+    pub at_oom_kill: bool,
+    /// Extension: why there is no profile (`sites` empty then): the runtime keeps none, or
+    /// the figures leaktrace could not find for this Go release.
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GoHeapSite {
+    pub inuse_bytes: i64,
+    pub inuse_objects: i64,
+    pub alloc_bytes: i64,
+    pub alloc_objects: i64,
+    pub frames: Vec<Frame>,
+    /// Extension: bytes of each object allocated there.
+    pub object_size_bytes: u64,
+    /// Extension: growth of `inuse_bytes` between readings, and its verdict (as native sites).
+    pub growth_bytes_per_s: f64,
+    pub verdict: Verdict,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct CodeLocation {
     pub function: Option<String>,
@@ -293,6 +332,8 @@ pub struct Memory {
     pub rss_bytes: Option<u64>,
     pub anon_bytes: Option<u64>,
     pub go_heap_bytes: Option<u64>,
+    /// Extension: Go targets: the goroutines' stacks (part of anon, beside the Go heap).
+    pub go_stack_bytes: Option<u64>,
     /// The tightest memory-cgroup limit over the target's cgroup and its ancestors.
     pub cgroup_limit_bytes: Option<u64>,
     /// Extension: the rest of RSS.
@@ -301,7 +342,8 @@ pub struct Memory {
     /// Extension: native allocations leaktrace tracks (made since it attached).
     pub native_tracked_bytes: u64,
     /// Extension: anonymous memory that neither the tracked native allocations nor the Go heap
-    /// explain (allocator overhead and free lists, stacks, allocations made before attaching).
+    /// and goroutine stacks explain (allocator overhead and free lists, thread stacks, the Go
+    /// runtime's own structures, allocations made before attaching).
     pub unexplained_bytes: Option<u64>,
     /// Extension: the target's memory cgroup.
     pub cgroup: Option<CgroupUsage>,

@@ -2,8 +2,8 @@
 
 use super::{
     model::{
-        CodeLocation, EndedBy, Escalations, Frame, GoroutineSite, Goroutines, Language, OomKill,
-        Report, Site, Verdict,
+        CodeLocation, EndedBy, Escalations, Frame, GoHeap, GoroutineSite, Goroutines, Language,
+        OomKill, Report, Site, Verdict,
     },
     units,
 };
@@ -22,6 +22,10 @@ pub fn render(report: &Report) -> String {
     if let Some(goroutines) = &report.goroutines {
         out.blank();
         goroutine_sites(&mut out, goroutines);
+    }
+    if let Some(heap) = &report.go_heap {
+        out.blank();
+        go_heap(&mut out, heap);
     }
     if !report.oom_kills.is_empty() {
         out.blank();
@@ -175,6 +179,7 @@ fn header(out: &mut Lines, report: &Report) {
         ("file", memory.file_bytes),
         ("shmem", memory.shmem_bytes),
         ("go heap", memory.go_heap_bytes),
+        ("go stacks", memory.go_stack_bytes),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| format!("{name} {}", units::bytes(v))))
@@ -411,6 +416,56 @@ fn goroutine_site(out: &mut Lines, rank: usize, site: &GoroutineSite) {
     }
 }
 
+fn go_heap(out: &mut Lines, heap: &GoHeap) {
+    if let Some(reason) = &heap.unavailable {
+        out.wrap("Go heap: ", std::slice::from_ref(reason), " ");
+        return;
+    }
+    let when = if heap.at_oom_kill {
+        "read at the OOM kill".to_owned()
+    } else {
+        format!("read at {}", units::duration(heap.read_at_s))
+    };
+    out.wrap_with(
+        "",
+        INDENT,
+        &[
+            format!(
+                "Go heap (runtime profile): {} in use in {} objects",
+                units::bytes(heap.inuse_bytes.max(0) as u64),
+                heap.inuse_objects
+            ),
+            format!("as of GC cycle {}, {when},", heap.gc_cycle),
+            format!(
+                "sampled every {}",
+                units::bytes(heap.sample_rate_bytes.max(0) as u64)
+            ),
+        ],
+        " ",
+    );
+    for (index, site) in heap.sites.iter().enumerate() {
+        out.blank();
+        out.wrap_with(
+            "",
+            INDENT,
+            &[
+                format!("#{}", index + 1),
+                format!(
+                    "{} in {} objects",
+                    units::bytes(site.inuse_bytes.max(0) as u64),
+                    site.inuse_objects
+                ),
+                units::rate(site.growth_bytes_per_s),
+                format!("{:?}", site.verdict).to_uppercase(),
+            ],
+            "  ",
+        );
+        for frame in &site.frames {
+            out.push(frame_line(frame));
+        }
+    }
+}
+
 /// `main.leakTimeout  main.go:41`.
 fn code_place(place: &CodeLocation) -> String {
     let function = place.function.as_deref().unwrap_or("??");
@@ -617,6 +672,7 @@ mod tests {
                 },
             ],
             goroutines: None,
+            go_heap: None,
             memory: Memory {
                 rss_bytes: Some(10 << 20),
                 anon_bytes: Some(8 << 20),

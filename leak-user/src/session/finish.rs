@@ -77,6 +77,7 @@ impl Run<'_> {
         self.sink.write(&output::render(options.format, &report)?)?;
         if options.format == Format::Pprof {
             go_target::write_goroutine_profile(&report, options.output.as_deref(), options.quiet)?;
+            go_target::write_goheap_profile(&report, options.output.as_deref(), options.quiet)?;
         }
         Ok(())
     }

@@ -89,12 +89,15 @@ impl Session<'_> {
             self.memory_trend.record(t_s, anon);
         }
         let cgroup = memory::cgroup_of(self.target.pid);
-        let go_heap = self.go.as_ref().and_then(|go| go.heap_inuse);
+        let go = memory::GoMemory {
+            heap_bytes: self.go.as_ref().and_then(|go| go.heap_inuse),
+            stack_bytes: self.go.as_ref().and_then(GoState::stack_bytes),
+        };
         self.memory = memory::report_memory(
             Some(&process),
             cgroup.as_ref(),
             native_tracked_bytes,
-            go_heap,
+            go,
             self.memory_trend.bytes_per_s(),
         );
     }
@@ -134,6 +137,12 @@ impl Session<'_> {
     /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
     /// another process of its memory cgroup (named in the next report).
     pub fn note_oom_kills(&mut self, victims: &[Victim]) -> bool {
+        // First, while the victim may still be readable: its Go heap as it dies.
+        if let Some(go) = &mut self.go
+            && victims.iter().any(|v| v.victim.pid == self.target.pid)
+        {
+            go.read_heap_profile_at_kill(self.started.elapsed().as_secs_f64());
+        }
         let cgroup = self.memory.cgroup.as_ref().map(|c| c.path.clone());
         let mut target_killed = false;
         // A tracepoint without figures (older kernels): the kernel log has them.
@@ -220,6 +229,16 @@ impl Session<'_> {
                 snapshot.taken_ns,
                 symbolizer,
             ));
+            report.go_heap = match (&go.heap_reading, &go.heap_unavailable) {
+                (Some(reading), _) => Some(report::go_heap::build(
+                    reading,
+                    &go.heap_history,
+                    symbolizer,
+                    top,
+                )),
+                (None, Some(reason)) => Some(report::go_heap::unavailable(reason.clone())),
+                (None, None) => None,
+            };
         }
         report
     }

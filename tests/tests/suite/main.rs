@@ -12,6 +12,7 @@ mod errors;
 mod go_cgo;
 mod go_goroutine_sites;
 mod go_goroutines;
+mod go_heap;
 mod hostile_targets;
 mod launch;
 mod lifecycle;

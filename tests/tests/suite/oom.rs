@@ -150,3 +150,46 @@ fn oom_kill_of_the_target_ends_the_trace_with_what_it_held() {
     drop(target);
     drop(cgroup);
 }
+
+/// A Go program whose Go heap grows in the cgroup until the OOM killer takes it: the final
+/// report carries the runtime's heap profile read at the kill or just before, the growing
+/// site holding most of the limit.
+#[test]
+fn oom_kill_of_a_go_target_carries_its_go_heap() {
+    let exe = go_build("goheap", GoBuild::plain(GoToolchain::Recent));
+    let cgroup = Cgroup::new(LIMIT);
+    let mut target = Target::spawn(&exe, &["oom"]);
+    target.wait_ready();
+    cgroup.add(target.pid);
+    let pid = target.pid.to_string();
+    let mut tracer = Tracer::start(&["--pid", &pid, "--format", "json", "--interval", "300ms"]);
+    tracer.wait_attached(Duration::from_secs(20));
+    target.go();
+    let finished = tracer.wait(Duration::from_secs(60));
+    finished.assert_success();
+    let report = finished.report();
+    assert_eq!(
+        report.ended_by.as_deref(),
+        Some("oom_killed"),
+        "{}",
+        clip(&finished.stderr)
+    );
+    let heap = report
+        .go_heap
+        .as_ref()
+        .expect("go_heap in the final report");
+    let grow = heap
+        .sites
+        .iter()
+        .find(|s| s.frames.first().map(Frame::function) == Some("main.growLeak"))
+        .unwrap_or_else(|| panic!("no main.growLeak site in {:?}", heap.sites));
+    // Read at the kill when the dying process could still be read, else just before.
+    assert!(heap.at_oom_kill.is_some(), "{heap:?}");
+    // Estimates of 512 KiB blobs: most of the limit was theirs when the kill came.
+    assert!(
+        grow.inuse_bytes as u64 > LIMIT / 4 && grow.inuse_bytes as u64 <= 2 * LIMIT,
+        "{} bytes in use at main.growLeak (read at the kill: {:?})",
+        grow.inuse_bytes,
+        heap.at_oom_kill
+    );
+}

@@ -14,6 +14,7 @@
 //!   Go targets: a site whose bytes goroutines allocated has one sample per creation site of
 //!   those goroutines, labelled `goroutine_created_by` (`main.serve main.go:80`), and one
 //!   without that label for the rest (allocated outside any goroutine).
+pub mod goheap;
 pub mod goroutines;
 pub mod proto;
 
@@ -57,16 +58,36 @@ pub fn render_goroutines(report: &Report) -> Result<Option<Vec<u8>>, PprofError>
     gz.finish().map_err(PprofError::Compress).map(Some)
 }
 
+/// The gzipped Go heap profile of a Go target (see [`goheap`]).
+pub fn render_goheap(report: &Report) -> Result<Option<Vec<u8>>, PprofError> {
+    let Some(profile) = goheap::profile(report) else {
+        return Ok(None);
+    };
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&profile.encode_to_vec())
+        .map_err(PprofError::Compress)?;
+    gz.finish().map_err(PprofError::Compress).map(Some)
+}
+
 /// Where the goroutine profile goes beside `--output FILE`: `leaks.pb.gz` gives
 /// `leaks.goroutines.pb.gz`.
 pub fn goroutine_profile_path(output: &Path) -> PathBuf {
+    companion_path(output, "goroutines")
+}
+
+/// Where the Go heap profile goes beside `--output FILE`: `leaks.goheap.pb.gz`.
+pub fn goheap_profile_path(output: &Path) -> PathBuf {
+    companion_path(output, "goheap")
+}
+
+fn companion_path(output: &Path, kind: &str) -> PathBuf {
     let name = output
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = match name.strip_suffix(".pb.gz") {
-        Some(stem) => format!("{stem}.goroutines.pb.gz"),
-        None => format!("{name}.goroutines.pb.gz"),
+        Some(stem) => format!("{stem}.{kind}.pb.gz"),
+        None => format!("{name}.{kind}.pb.gz"),
     };
     output.with_file_name(name)
 }
@@ -506,6 +527,7 @@ pub(crate) mod tests {
             totals: Totals::default(),
             sites,
             goroutines: None,
+            go_heap: None,
             memory: Memory::default(),
             oom_kills: vec![],
             allocator: Allocator {
