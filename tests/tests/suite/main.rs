@@ -8,6 +8,7 @@ mod containers;
 mod detach;
 mod dlopen;
 mod errors;
+mod foreign_return_probes;
 mod go_cgo;
 mod go_goroutines;
 mod hostile_targets;
