@@ -340,7 +340,16 @@ pub mod unwind_state {
     pub const GENERATION: u32 = 3;
     /// Bumped when user space evicts stacks: the probes' cache of stored stack ids is void.
     pub const STACK_EPOCH: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Byte offsets, in the running kernel, of the fields that lead from the current task to
+    /// the return addresses that return probes took over (`task_struct.utask`,
+    /// `uprobe_task.return_instances`, `return_instance.stack` / `.orig_ret_vaddr` / `.next`).
+    /// `TASK_UTASK` 0: unknown, such frames end the walk.
+    pub const TASK_UTASK: u32 = 5;
+    pub const UTASK_RETURN_INSTANCES: u32 = 6;
+    pub const RETURN_STACK: u32 = 7;
+    pub const RETURN_ORIG_RET_VADDR: u32 = 8;
+    pub const RETURN_NEXT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 /// Bytes of an `oom:mark_victim` tracepoint record handed to user space, which decodes them with

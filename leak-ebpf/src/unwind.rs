@@ -14,7 +14,10 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_probe_read_user, generated as raw, generated::bpf_loop},
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_user, generated as raw,
+        generated::{bpf_get_current_task, bpf_loop},
+    },
     programs::ProbeContext,
 };
 use leak_common::{GO_FRAMES, GoStack, MAX_FRAMES, MAX_MAPPINGS, cfa, counter, unwind_state};
@@ -111,6 +114,8 @@ struct Walk {
     go_g: u64,
     /// `STACK_WINDOW` holds the user stack from here.
     window_start: u64,
+    /// Where the current frame's return address was read (see [`taken_over_return`]).
+    ret_slot: u64,
 }
 
 impl Walk {
@@ -224,6 +229,7 @@ pub fn capture(ctx: &ProbeContext) -> Capture {
         generation,
         go_g: 0,
         window_start: regs.rsp,
+        ret_slot: 0,
     };
     // The frame step is verified again and again until its states repeat. The walk's counters
     // start as numbers the verifier knows nothing of, as they are after a step: starting from
@@ -232,6 +238,7 @@ pub fn capture(ctx: &ProbeContext) -> Capture {
     // it would bring the Go stack join back from the dead code.
     walk.hash = opaque(walk.hash);
     walk.len = opaque(0);
+    walk.ret_slot = opaque(0);
     if golang::go_target() {
         walk.go_g = opaque(0);
     }
@@ -314,7 +321,7 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     if index >= MAX_FRAMES {
         return 1;
     }
-    let ip = walk.ip;
+    let mut ip = walk.ip;
     // The C code of a cgo call returns into asmcgocall, on the thread's g0 stack: the Go frames
     // that made the call come from the capture at `runtime.cgocall`.
     if depth > 0 && golang::go_target() && golang::is_cgo_boundary(ip) {
@@ -323,11 +330,20 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     }
     // A return address points past its call; the call's own rule is the one that applies.
     let lookup = if depth == 0 { ip } else { ip - 1 };
-    let rule = cached_rule(walk, lookup);
-    // A caller outside every known executable mapping is garbage from a broken frame-pointer
-    // chain: stop rather than split one leak over many made-up stacks.
+    let mut rule = cached_rule(walk, lookup);
+    // A caller outside every known executable mapping is a return probe's trampoline (the
+    // kernel keeps the real address) or garbage from a broken frame-pointer chain: then stop
+    // rather than split one leak over many made-up stacks.
     if rule.cfa_reg == UNMAPPED && depth > 0 {
-        return 1;
+        let Some(original) = taken_over_return(walk.ret_slot) else {
+            return 1;
+        };
+        ip = original;
+        walk.ip = ip;
+        rule = cached_rule(walk, ip.wrapping_sub(1));
+        if rule.cfa_reg == UNMAPPED {
+            return 1;
+        }
     }
     trace.pcs[index] = ip;
     walk.hash = (walk.hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
@@ -360,7 +376,52 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     }
     walk.sp = frame;
     walk.ip = ret;
+    walk.ret_slot = frame.wrapping_sub(8);
     0
+}
+
+/// Return instances looked at, at most: one per return probe pending on the thread.
+const MAX_RETURN_INSTANCES: usize = 8;
+
+/// The return address that a return probe replaced with its trampoline in the stack slot at
+/// `slot`, from the kernel's record of it; `None` if no return probe took that slot over.
+///
+/// Another tracer's return probe on an allocator's first instruction (bpftrace's `uretprobe:`,
+/// bcc's memleak) fires before our entry probe when that one sits further in (see leak-user's
+/// `probe_site`), and so does a return probe on any function further up the stack: the slot
+/// then holds the trampoline, outside every mapping, and the walk would stop there.
+fn taken_over_return(slot: u64) -> Option<u64> {
+    let offset = |index| UNWIND_STATE.get(index).copied().unwrap_or(0) as u64;
+    let utask_at = offset(unwind_state::TASK_UTASK);
+    if utask_at == 0 {
+        return None;
+    }
+    // SAFETY: the helper has no preconditions; the task is only read through the helper below.
+    let task = unsafe { bpf_get_current_task() };
+    let utask = read_kernel(task.wrapping_add(utask_at))?;
+    let mut instance =
+        read_kernel(utask.wrapping_add(offset(unwind_state::UTASK_RETURN_INSTANCES)))?;
+    for _ in 0..MAX_RETURN_INSTANCES {
+        if instance == 0 {
+            return None;
+        }
+        // The newest instance for a slot holds the real address even when return probes were
+        // chained on it (the kernel copies it over).
+        if read_kernel(instance.wrapping_add(offset(unwind_state::RETURN_STACK)))? == slot {
+            return read_kernel(instance.wrapping_add(offset(unwind_state::RETURN_ORIG_RET_VADDR)));
+        }
+        instance = read_kernel(instance.wrapping_add(offset(unwind_state::RETURN_NEXT)))?;
+    }
+    None
+}
+
+/// A kernel word; `None` if it cannot be read.
+fn read_kernel(addr: u64) -> Option<u64> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: a helper read; a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.ok()
 }
 
 /// Appends the Go stack of the cgo call the walk ended at after the C frames.

@@ -12,7 +12,7 @@ use aya::{
 use leak_common::{ExecMapping, MAX_MAPPINGS, UnwindRow, unwind_state};
 use thiserror::Error;
 
-use super::table;
+use super::{return_probes::ReturnInstanceOffsets, table};
 use crate::collect::batch;
 use crate::tracee::{
     MappedObject,
@@ -47,6 +47,8 @@ pub struct UnwindTables {
     active: u32,
     generation: u32,
     installed: Vec<ExecMapping>,
+    /// Whether the probes were told where return probes keep return addresses (tried once).
+    return_offsets_tried: bool,
     /// Rows read from new objects and not yet written to the kernel: (first index, rows).
     pending: Vec<(u32, Vec<UnwindRow>)>,
     /// The mappings the rows were read for.
@@ -69,6 +71,7 @@ impl UnwindTables {
             active: 0,
             generation: 0,
             installed: Vec::new(),
+            return_offsets_tried: false,
             pending: Vec::new(),
             mappings: Vec::new(),
             objects_without_room: Vec::new(),
@@ -124,6 +127,10 @@ impl UnwindTables {
             })
             .take(MAX_MAPPINGS as usize)
             .collect();
+        if !self.return_offsets_tried {
+            self.return_offsets_tried = true;
+            install_return_offsets(ebpf)?;
+        }
         if table == self.installed {
             return Ok(false);
         }
@@ -247,6 +254,21 @@ impl UnwindTables {
             .set(unwind_state::GENERATION, self.generation, 0)
             .map_err(err("UNWIND_STATE"))?;
         Ok(())
+    }
+}
+
+/// Lets the walk see through return probes' trampolines; without the kernel's BTF such a
+/// frame ends the stack, as before.
+fn install_return_offsets(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    match ReturnInstanceOffsets::of_running_kernel() {
+        Ok(offsets) => offsets.install(ebpf).map_err(|source| LoaderError::Map {
+            map: "UNWIND_STATE",
+            source,
+        }),
+        Err(error) => {
+            log::debug!("{error}: stacks end at a return probe's trampoline");
+            Ok(())
+        }
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod dlopen;
 pub mod loader;
 pub mod prologue;
+pub mod return_probes;
 pub mod table;

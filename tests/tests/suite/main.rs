@@ -9,6 +9,7 @@ mod containers;
 mod detach;
 mod dlopen;
 mod errors;
+mod foreign_return_probes;
 mod go_cgo;
 mod go_goroutine_sites;
 mod go_goroutines;
