@@ -37,6 +37,10 @@
 //! `--bpf-stats`) and under the peer, in interleaved rounds: throughput ratios, added µs per
 //! allocation pair and each program's kernel cost. Their slugs are `redis` and `nginx`.
 //!
+//! **Attach and detach** ([`links`]): leaktrace on an idle alloc_loop with each kind of link
+//! (sessions, `uprobe_multi`, per-probe), the medians of launch to attached, the probes' own
+//! attach, and SIGINT to the report and to the exit.
+//!
 //! **At volume** ([`volume`]): *scale* traces `bench/scale.c`, 1,000,000 outstanding allocations
 //! from 50,000 distinct stacks, and times leaktrace's final report from SIGINT and measures its
 //! peak RSS; *soak* traces `bench/soak.c`, 500,000 allocations a second on two threads for 60 s
@@ -48,6 +52,7 @@
 //! `target/bench/results.json`.
 
 mod allocators;
+mod links;
 mod results;
 mod runner;
 mod servers;
@@ -667,6 +672,12 @@ impl Workspace {
             started.elapsed().as_secs_f64() - per_pair_s
         );
 
+        let link_rows = links::run(
+            exes.of(Program::AllocLoop(Allocator::Glibc)),
+            &leaktrace,
+            &out_dir,
+        )?;
+
         let scale = volume::scale(&exes.scale, &leaktrace, &out_dir)?;
         let soak = volume::soak(&exes.soak, &leaktrace, &out_dir)?;
         let elapsed_s = started.elapsed().as_secs_f64();
@@ -705,10 +716,14 @@ impl Workspace {
             peer_warnings: &peer_warnings,
         };
         print!("{}", report.table());
+        print!("{}", links::table(&link_rows));
         let results = out_dir.join("results.json");
         fs::write(&results, Results::of(&report).to_json()?)
             .with_context(|| format!("could not write {}", results.display()))?;
         say!("bench: wrote {}", self.short(&results).display());
+        let links_json = out_dir.join("links.json");
+        fs::write(&links_json, serde_json::to_string_pretty(&link_rows)?)
+            .with_context(|| format!("could not write {}", links_json.display()))?;
         if failures.is_empty() {
             Ok(0)
         } else {

@@ -154,6 +154,12 @@ impl<'a> Run<'a> {
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
         };
+        // Before attaching: a Ctrl-C from the moment the `attached` line is out (or while
+        // attaching) ends the run with its report, instead of killing leaktrace.
+        let signals = Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        };
         let started_at = report::now_utc();
         let started = Instant::now();
 
@@ -225,10 +231,6 @@ impl<'a> Run<'a> {
             }
         };
         let ticks = Ticks::start(options, status_tick, launched.is_some()).await;
-        let signals = Signals {
-            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        };
         Ok(Run {
             options,
             session,

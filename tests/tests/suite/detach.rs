@@ -57,3 +57,23 @@ fn mimalloc_target_exits_quickly_after_sigint() {
         report.describe()
     );
 }
+
+/// Ctrl-C the moment leaktrace says it is attached (the bench's attach/detach runs do that):
+/// the run still ends with its report and exit 0, not killed by the signal.
+#[test]
+fn sigint_right_after_the_attached_line_still_reports() {
+    let built = build_cxx(Family::Glibc);
+    let mut target = Target::spawn(&built.exe, &[]);
+    target.wait_ready();
+    let mut cmd = std::process::Command::new(leaktrace_bin());
+    cmd.args(["--pid", &target.pid.to_string()])
+        .args(["--format", "json", "--min-age", "0s"]);
+    let mut tracer = Tracer::start_command(cmd);
+    tracer.wait_attached(ATTACH_TIMEOUT);
+    tracer.signal(libc::SIGINT);
+    let finished = tracer.wait(FINISH_GRACE);
+    target.kill();
+    finished.assert_success();
+    let report = finished.report();
+    assert!(report.sites.is_empty(), "{}", report.describe());
+}

@@ -296,6 +296,8 @@ pub(super) struct Tracer {
     pub(super) stderr: Receiver<String>,
     pub(super) pid: u32,
     pub(super) attach_ms: f64,
+    /// What it printed on the ready line's stream before that line.
+    pub(super) before_ready: Vec<String>,
 }
 
 impl Tracer {
@@ -320,6 +322,7 @@ impl Tracer {
             stdout,
             stderr,
             attach_ms: 0.0,
+            before_ready: Vec::new(),
         };
         let lines = match ready.stream {
             Stream::Stdout => &tracer.stdout,
@@ -342,6 +345,7 @@ impl Tracer {
             );
         }
         tracer.attach_ms = launched.elapsed().as_secs_f64() * 1e3;
+        tracer.before_ready = seen;
         Ok(tracer)
     }
 
