@@ -18,6 +18,7 @@ mod pclntab;
 pub mod probes;
 pub mod reader;
 pub mod ret_sites;
+mod runtime_code;
 pub mod runtime_vars;
 pub mod symbols;
 pub mod tracker;

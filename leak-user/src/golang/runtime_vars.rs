@@ -8,13 +8,14 @@
 //! Addresses are link-time virtual addresses: a PIE's load bias is the caller's to add.
 use std::collections::{BTreeSet, HashMap};
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use object::elf::{PF_W, R_X86_64_RELATIVE};
 use object::{Object, ObjectSegment, ObjectSymbol, RelocationFlags};
 
 use super::buildinfo::GoVersion;
 use super::elf_data::{read_va, segment_has, u64_at};
 use super::offsets;
+use super::runtime_code::RuntimeCode;
 use super::symbols::{GoSymbols, SymbolsError};
 
 /// Offsets of the `runtime.gcControllerState` fields that `(*mheap).allocSpan` updates
@@ -288,11 +289,6 @@ const DATA_SYMBOLS: [&str; 6] = [
 
 /// Longest name accepted from a string table (the longest Go has is under 40 bytes).
 const MAX_NAME: u64 = 256;
-/// Runtime functions decoded are small (`runtime.allgadd`, `runtime.waitReason.String`,
-/// `(*mheap).allocSpan`: under 8 KiB up to Go 1.27); a size beyond this comes from a corrupt
-/// table and would only cost time and memory (40 bytes per decoded instruction).
-const MAX_DECODED_BYTES: u64 = 1 << 16;
-
 /// Most entries accepted in a string table (wait reasons: 27 in 1.19, 47 in 1.27).
 const MAX_NAMES: u64 = 256;
 
@@ -312,7 +308,7 @@ impl RuntimeVars {
         } else {
             None
         };
-        let code = code.as_ref().map(|symbols| Code {
+        let code = code.as_ref().map(|symbols| RuntimeCode {
             file: &file,
             symbols,
         });
@@ -333,7 +329,7 @@ impl RuntimeVars {
                     symtab.get(ALLGS).map(|&(addr, _)| addr),
                 )
             }
-            _ => match code.as_ref().and_then(Code::allg) {
+            _ => match code.as_ref().and_then(RuntimeCode::allg) {
                 Some(found) => {
                     sources.allg = Some(Source::Code);
                     (Some(found.allglen), Some(found.allgptr), found.allgs)
@@ -348,7 +344,7 @@ impl RuntimeVars {
         let wait_reasons = if let Some(names) = from_symtab {
             sources.wait_reasons = Some(Source::Symtab);
             names
-        } else if let Some(names) = code.as_ref().and_then(Code::wait_reasons) {
+        } else if let Some(names) = code.as_ref().and_then(RuntimeCode::wait_reasons) {
             sources.wait_reasons = Some(Source::Code);
             names
         } else if let Some(row) = row {
@@ -531,29 +527,7 @@ struct AllG {
     allgs: Option<u64>,
 }
 
-/// Runtime code of a binary, to find variables by how known functions use them.
-struct Code<'a> {
-    file: &'a object::File<'a>,
-    symbols: &'a GoSymbols,
-}
-
-impl Code<'_> {
-    /// The instructions of a function, decoded linearly from its entry (Go puts no data in
-    /// text) and bounded by its size.
-    fn decode(&self, name: &str) -> Option<Vec<Instruction>> {
-        let (entry, size) = self.symbols.function(name)?;
-        if size > MAX_DECODED_BYTES {
-            return None;
-        }
-        let code = read_va(self.file, entry, size)?;
-        let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
-        let mut instructions = Vec::new();
-        while decoder.can_decode() {
-            instructions.push(decoder.decode());
-        }
-        Some(instructions)
-    }
-
+impl RuntimeCode<'_> {
     /// `runtime.allgadd` (1.19 and 1.27 alike):
     /// ```go
     /// lock(&allglock)
@@ -814,6 +788,7 @@ mod tests {
     use super::*;
     use crate::golang::buildinfo;
     use crate::golang::testutil::{self, TOOLCHAINS, Toolchain, Variant};
+    use iced_x86::{Decoder, DecoderOptions};
 
     fn vars(toolchain: Toolchain, variant: Variant) -> RuntimeVars {
         let elf = testutil::read(&testutil::build(toolchain, variant));

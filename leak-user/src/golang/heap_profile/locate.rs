@@ -4,18 +4,15 @@
 //! `.gopclntab`. Link-time addresses: a PIE's load bias is the caller's to add.
 use std::collections::BTreeSet;
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use object::{Object, ObjectSymbol};
 
-use super::super::elf_data::read_va;
+use super::super::runtime_code::RuntimeCode;
 use super::super::symbols::GoSymbols;
 
 const MBUCKETS: &str = "runtime.mbuckets";
 const MPROF_CYCLE: &str = "runtime.mProfCycle";
 const MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
-
-/// The runtime functions decoded are under 1 KiB up to Go 1.27; more is a corrupt table.
-const MAX_DECODED_BYTES: u64 = 1 << 14;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProfileVars {
@@ -61,7 +58,7 @@ impl ProfileVars {
         let Ok(symbols) = GoSymbols::open(elf) else {
             return from_symtab;
         };
-        let code = Code {
+        let code = RuntimeCode {
             file: &file,
             symbols: &symbols,
         };
@@ -74,26 +71,7 @@ impl ProfileVars {
     }
 }
 
-struct Code<'a> {
-    file: &'a object::File<'a>,
-    symbols: &'a GoSymbols,
-}
-
-impl Code<'_> {
-    fn decode(&self, name: &str) -> Option<Vec<Instruction>> {
-        let (entry, size) = self.symbols.function(name)?;
-        if size > MAX_DECODED_BYTES {
-            return None;
-        }
-        let code = read_va(self.file, entry, size)?;
-        let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
-        let mut instructions = Vec::new();
-        while decoder.can_decode() {
-            instructions.push(decoder.decode());
-        }
-        Some(instructions)
-    }
-
+impl RuntimeCode<'_> {
     /// `mProf_FlushLocked` (1.19 and 1.27 alike) loads one global, the list head:
     /// `for b := mbuckets; b != nil; b = b.allnext`.
     fn mbuckets(&self) -> Option<u64> {
