@@ -125,21 +125,24 @@ pub fn traced_report(name: &str, variant: Variant, tracer_args: &[&str]) -> Repo
 /// Builds NAME in VARIANT, traces it with the default options (2 s, 300 ms interval, min-age 0)
 /// plus EXTRA tracer args, kills the target and returns the report of a successful run.
 pub fn trace_report(name: &str, variant: Variant, extra: &[&str]) -> Traced {
-    let built = build(name, variant);
     let mut args: Vec<&str> = DEFAULT_TRACER_ARGS.to_vec();
     args.extend_from_slice(extra);
+    trace_built(&build(name, variant), &args)
+}
+
+/// BUILT traced by PID with TRACER_ARGS to a successful end; the target is killed after.
+pub fn trace_built(built: &Built, tracer_args: &[&str]) -> Traced {
     let mut session = trace(
-        &built,
+        built,
         &SessionOpts {
-            tracer_args: &args,
+            tracer_args,
             ..SessionOpts::default()
         },
     );
     session.target.kill();
     session.finished.assert_success();
-    let report = session.finished.report();
     Traced {
-        report,
+        report: session.finished.report(),
         exe: built.exe.clone(),
         addrs: session.target.addrs.clone(),
         stderr: session.finished.stderr.clone(),

@@ -17,33 +17,21 @@ static VERDICT_RUN: SharedTrace = SharedTrace::new();
 /// verdict.c traced for 4 s, sampled every 500 ms (8 samples), every allocation reported.
 fn verdict_run() -> &'static Traced {
     shared(&VERDICT_RUN, || {
-        let built = build("verdict", Variant::O0);
-        let mut s = trace(
-            &built,
-            &SessionOpts {
-                tracer_args: &[
-                    "--format",
-                    "json",
-                    "--duration",
-                    "4s",
-                    "--interval",
-                    "500ms",
-                    "--min-age",
-                    "0s",
-                    "--top",
-                    "100",
-                ],
-                ..SessionOpts::default()
-            },
-        );
-        s.target.kill();
-        s.finished.assert_success();
-        Traced {
-            report: s.finished.report(),
-            exe: built.exe.clone(),
-            addrs: s.target.addrs.clone(),
-            stderr: s.finished.stderr.clone(),
-        }
+        trace_built(
+            &build("verdict", Variant::O0),
+            &[
+                "--format",
+                "json",
+                "--duration",
+                "4s",
+                "--interval",
+                "500ms",
+                "--min-age",
+                "0s",
+                "--top",
+                "100",
+            ],
+        )
     })
 }
 
@@ -296,31 +284,19 @@ static PAUSED_RUN: SharedTrace = SharedTrace::new();
 /// paused_leak.c traced for 12 s with the default interval (5 s), every allocation reported.
 fn paused_run() -> &'static Traced {
     shared(&PAUSED_RUN, || {
-        let built = build("paused_leak", Variant::O0);
-        let mut s = trace(
-            &built,
-            &SessionOpts {
-                tracer_args: &[
-                    "--format",
-                    "json",
-                    "--duration",
-                    "12s",
-                    "--min-age",
-                    "0s",
-                    "--top",
-                    "100",
-                ],
-                ..SessionOpts::default()
-            },
-        );
-        s.target.kill();
-        s.finished.assert_success();
-        Traced {
-            report: s.finished.report(),
-            exe: built.exe.clone(),
-            addrs: s.target.addrs.clone(),
-            stderr: s.finished.stderr.clone(),
-        }
+        trace_built(
+            &build("paused_leak", Variant::O0),
+            &[
+                "--format",
+                "json",
+                "--duration",
+                "12s",
+                "--min-age",
+                "0s",
+                "--top",
+                "100",
+            ],
+        )
     })
 }
 
