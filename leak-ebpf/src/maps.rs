@@ -73,9 +73,10 @@ pub static UNWIND_MAPPINGS: Array<ExecMapping> = Array::with_max_entries(2 * MAX
 #[map]
 pub static UNWIND_STATE: Array<u32> = Array::with_max_entries(unwind_state::COUNT, 0);
 
-/// Bytes left before each thread's next sampled allocation (`--sample-bytes`).
+/// Bytes left before the next sampled allocation on each CPU (`--sample-bytes`; 0: none drawn
+/// yet).
 #[map]
-pub static SAMPLE_COUNTDOWN: LruHashMap<u32, i64> = LruHashMap::with_max_entries(1 << 14, 0);
+pub static SAMPLE_COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Escalated call sites by their allocator call's return address (`--always-on`): every call
 /// from them is recorded, whatever byte sampling says.

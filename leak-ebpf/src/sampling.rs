@@ -1,7 +1,14 @@
-//! Byte-based sampling, the method of Go's and tcmalloc's heap profilers: each thread counts
-//! down a random number of bytes drawn from an exponential distribution of mean `SAMPLE_BYTES`;
-//! the allocation that crosses zero is sampled. An allocation of size s is thus sampled with
+//! Byte-based sampling, the method of Go's and tcmalloc's heap profilers: a countdown of a
+//! random number of bytes drawn from an exponential distribution of mean `SAMPLE_BYTES`; the
+//! allocation that crosses zero is sampled. An allocation of size s is thus sampled with
 //! probability 1 - exp(-s/R), and user space weighs it by the inverse to estimate the total.
+//!
+//! The countdown is per CPU rather than per thread (Go's and tcmalloc's are per thread): the
+//! exponential distribution has no memory, so what is left of it when an allocation comes is
+//! exponential of mean R whichever threads used the rest, and the probability stays
+//! 1 - exp(-s/R). A per-CPU array slot is an inlined lookup, where a per-thread hash entry cost
+//! a helper call at every allocation. (A thread preempted inside the few instructions of the
+//! update can lose the other's change: a miscount of one draw, rare, not a bias.)
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 
 use crate::maps::SAMPLE_COUNTDOWN;
@@ -17,31 +24,27 @@ pub fn enabled() -> bool {
     unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) != 0 }
 }
 
-/// True when this allocation of `size` bytes by thread `tid` is to be recorded.
+/// True when this allocation of `size` bytes is to be recorded.
 #[inline(always)]
-pub fn sampled(tid: u32, size: u64) -> bool {
+pub fn sampled(size: u64) -> bool {
     // SAFETY: a plain read of a global that user space sets before loading.
     let mean = unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) };
     if mean == 0 {
         return true;
     }
-    let remaining = match SAMPLE_COUNTDOWN.get_ptr_mut(tid) {
-        Some(left) => left,
-        None => {
-            let _ = SAMPLE_COUNTDOWN.insert(tid, draw(mean) as i64, 0);
-            match SAMPLE_COUNTDOWN.get_ptr_mut(tid) {
-                Some(left) => left,
-                None => return true,
-            }
-        }
+    let Some(left) = SAMPLE_COUNTDOWN.get_ptr_mut(0) else {
+        return true;
     };
-    // SAFETY: a valid map value; only this thread updates its own countdown.
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program's run.
     unsafe {
-        *remaining -= size as i64;
-        if *remaining > 0 {
+        if *left == 0 {
+            *left = draw(mean) as i64;
+        }
+        *left -= size as i64;
+        if *left > 0 {
             return false;
         }
-        *remaining = draw(mean) as i64;
+        *left = draw(mean) as i64;
     }
     true
 }

@@ -50,7 +50,7 @@ pub fn enter(ctx: &ProbeContext, probe: Probe, kind: u32, size: u64, ptr_arg: u6
     // An unsampled call is still marked in flight: calls nested in it are the allocator's own,
     // and realloc must still release its old block at return. It skips the stack walk and,
     // at return, the record.
-    let mode = record_mode(ctx, tid, size);
+    let mode = record_mode(ctx, size);
     if mode == 0 && probe == Probe::Session && !releases_tracked_block(kind, ptr_arg) {
         in_flight::insert(tid, running_mark(ctx, kind));
         return false;
@@ -65,7 +65,7 @@ pub fn enter_mmap(ctx: &ProbeContext, probe: Probe, kind: u32, len: u64, tracked
     if nested(tid, ctx, probe) || !tracked {
         return false;
     }
-    let mode = record_mode(ctx, tid, len);
+    let mode = record_mode(ctx, len);
     if mode == 0 && probe == Probe::Session {
         in_flight::insert(tid, running_mark(ctx, kind));
         return false;
@@ -170,11 +170,11 @@ fn read_user_u64(addr: u64) -> u64 {
 /// Whether a call is recorded: 0 not, 1 as a byte sample, `EXACT_CALL` from an escalated
 /// site (checked first: such a call counts once and leaves the sampling countdown alone).
 #[inline(always)]
-fn record_mode(ctx: &ProbeContext, tid: u32, size: u64) -> u32 {
+fn record_mode(ctx: &ProbeContext, size: u64) -> u32 {
     if sampling::enabled() && escalation::escalated(ctx) {
         return EXACT_CALL;
     }
-    sampling::sampled(tid, size) as u32
+    sampling::sampled(size) as u32
 }
 
 pub fn exit(ret: u64) {
