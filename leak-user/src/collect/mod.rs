@@ -159,6 +159,11 @@ pub fn snapshot(ebpf: &Ebpf, min_age_ns: u64, sample_bytes: u64) -> Result<Snaps
     Ok(snapshot)
 }
 
+/// Every outstanding block, by address: what a reachability scan looks for.
+pub fn outstanding_blocks(ebpf: &Ebpf) -> Result<Vec<(u64, Allocation)>, CollectError> {
+    entries(ebpf, "ALLOCS")
+}
+
 pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
     let map = ebpf
         .map("COUNTERS")

@@ -341,6 +341,8 @@ mod tests {
             total_bytes: 0,
             truncated: false,
             estimate_stderr_bytes: None,
+            reachability: None,
+            stack_id: 0,
         }
     }
 

@@ -98,6 +98,8 @@ mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            reachability: None,
+            stack_id: 0,
         }
     }
 

@@ -99,6 +99,8 @@ pub fn build(
                 truncated,
                 estimate_stderr_bytes: (run.settings.sample_bytes > 0)
                     .then_some(outstanding.aged_stderr_bytes),
+                reachability: None,
+                stack_id: id,
             }
         })
         .collect();
@@ -145,6 +147,7 @@ pub fn build(
                 .collect(),
         },
         ended_by,
+        reachability: None,
     }
 }
 

@@ -24,6 +24,45 @@ pub struct Report {
     pub allocator: Allocator,
     /// Extension: why the run ended, null while running.
     pub ended_by: Option<EndedBy>,
+    /// The last `--reachability` scan's figures; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+}
+
+/// A reachability scan's figures (`--reachability`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reachability {
+    /// Root and block bytes read by the last scan.
+    pub scanned_bytes: u64,
+    /// How long the last scan stopped the target.
+    pub pause_ms: f64,
+    pub duration_ms: f64,
+    /// Scans run so far.
+    pub scans: u64,
+    /// Extension: the last scan ran with the target stopped throughout; false when it would
+    /// have outrun `--reachability-max-pause` (nothing is then called lost).
+    pub consistent: bool,
+    /// Extension: the blocks and threads of the last scan.
+    pub blocks: u64,
+    pub threads: u64,
+    /// Extension: over every site (blocks older than `--min-age`).
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
+    /// Extension: seconds since the start of the run when the last scan ended.
+    pub at_s: f64,
+}
+
+/// A site's blocks no root reaches, as of the last scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SiteReachability {
+    /// Definitely and indirectly lost together.
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    /// Of them, reachable only from lost blocks.
+    pub indirect_bytes: u64,
+    /// Extension.
+    pub indirect_allocs: u64,
 }
 
 /// Why a run ended.
@@ -141,6 +180,12 @@ pub struct Site {
     /// Extension: with `--sample-bytes`, the standard error of `outstanding_bytes` (an
     /// estimate then); null when every allocation is recorded.
     pub estimate_stderr_bytes: Option<f64>,
+    /// With `--reachability`, after a scan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<SiteReachability>,
+    /// The kernel's stack id: joins the site to per-stack results.
+    #[serde(skip)]
+    pub stack_id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

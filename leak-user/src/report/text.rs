@@ -484,6 +484,8 @@ mod tests {
             total_bytes: 100_000,
             truncated: false,
             estimate_stderr_bytes: None,
+            reachability: None,
+            stack_id: 0,
         }
     }
 
@@ -585,6 +587,7 @@ mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Signal),
+            reachability: None,
         }
     }
 

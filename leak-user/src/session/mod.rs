@@ -26,6 +26,7 @@ use crate::{
     launch::{self, EntryStop, Launched},
     metrics::{self, Metrics},
     oom::watch::OomWatch,
+    reachability,
     report::{
         self,
         model::{Language, Memory, Settings},
@@ -116,6 +117,8 @@ struct Ticks {
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    /// With `--reachability`: SIGUSR1 asks for a scan now.
+    scan_request: Option<Signal>,
 }
 
 /// What `Run::start` has attached: the eBPF object and everything tied to its probes.
@@ -201,6 +204,12 @@ impl<'a> Run<'a> {
             oom_kills: Vec::new(),
             stack_activity: Default::default(),
             stacks_evicted: 0,
+            reach: options.reachability_on().then(|| {
+                reachability::Tracker::new(
+                    options.reachability_max_pause,
+                    options.reachability_every,
+                )
+            }),
         };
         // A first reading now: a target killed before the first interval still has its figures.
         session.read_memory(0.0, 0);
@@ -217,6 +226,11 @@ impl<'a> Run<'a> {
         let signals = Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            scan_request: options
+                .reachability_on()
+                .then(|| signal(SignalKind::user_defined1()))
+                .transpose()
+                .context("cannot handle SIGUSR1")?,
         };
         Ok(Run {
             options,

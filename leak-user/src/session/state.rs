@@ -14,6 +14,7 @@ use crate::{
     golang::tracker::ProbeCounts,
     memory,
     oom::watch::Victim,
+    reachability,
     report::{
         self, RunInfo,
         model::{EndedBy, Language, Memory, OomKill, Settings},
@@ -46,6 +47,8 @@ pub(super) struct Session<'a> {
     pub stacks_evicted: u64,
     /// Go targets whose goroutines are traced.
     pub go: Option<GoState>,
+    /// `--reachability`: when to scan, and the last scan.
+    pub reach: Option<reachability::Tracker>,
 }
 
 impl Session<'_> {
@@ -116,6 +119,25 @@ impl Session<'_> {
             self.stack_activity.remove(id);
         }
         Ok(())
+    }
+
+    /// A reachability scan now (with `--reachability`), while the target is still the
+    /// process it was.
+    pub fn scan_reachability(&mut self, ebpf: &Ebpf) {
+        let Some(reach) = &mut self.reach else {
+            return;
+        };
+        if self.pinned.verify().is_err() {
+            return;
+        }
+        let at_s = self.started.elapsed().as_secs_f64();
+        reach.scan_now(
+            self.target.pid,
+            ebpf,
+            self.options.min_age,
+            at_s,
+            self.options.quiet,
+        );
     }
 
     /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
@@ -190,6 +212,9 @@ impl Session<'_> {
         report.memory = self.memory.clone();
         report.totals.stacks_evicted = self.stacks_evicted;
         report.oom_kills = self.oom_kills.clone();
+        if let Some(reach) = &self.reach {
+            reach.annotate(&mut report);
+        }
         if let Some(go) = &self.go {
             let c = &snapshot.counters;
             let counts = ProbeCounts {

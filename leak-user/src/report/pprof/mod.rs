@@ -449,6 +449,8 @@ pub(crate) mod tests {
             total_bytes: bytes,
             truncated: false,
             estimate_stderr_bytes: None,
+            reachability: None,
+            stack_id: 0,
         }
     }
 
@@ -485,6 +487,7 @@ pub(crate) mod tests {
                 families: vec![],
             },
             ended_by: Some(EndedBy::Duration),
+            reachability: None,
         }
     }
 
