@@ -47,6 +47,30 @@ pub struct Site {
     pub truncated: bool,
     /// The standard error of a sampled site's estimate (sampled runs only).
     pub estimate_stderr_bytes: Option<f64>,
+    /// With `--reachability`: the site's blocks no root reaches.
+    #[serde(default)]
+    pub reachability: Option<SiteReachability>,
+}
+
+/// A site's `reachability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct SiteReachability {
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
+}
+
+/// The report's top-level `reachability`: the last scan's figures.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reachability {
+    pub scanned_bytes: u64,
+    pub pause_ms: f64,
+    pub duration_ms: f64,
+    pub scans: u64,
+    pub consistent: bool,
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
 }
 
 impl Site {
@@ -292,6 +316,9 @@ pub struct Report {
     pub goroutines: Option<Goroutines>,
     /// What the process held at the last reading.
     pub memory: Option<Memory>,
+    /// With `--reachability`, after a scan.
+    #[serde(default)]
+    pub reachability: Option<Reachability>,
 }
 
 /// The report's `target`.

@@ -52,9 +52,9 @@ impl Tracker {
                 self.scans += 1;
                 if !outcome.consistent {
                     log::warn!(
-                        "reachability scan stopped after {:.1} ms (--reachability-max-pause {} ms): nothing called lost",
+                        "reachability scan stopped after {:.1} ms (--reachability-max-pause {:?}): nothing called lost",
                         outcome.pause.as_secs_f64() * 1e3,
-                        self.max_pause.as_millis()
+                        self.max_pause
                     );
                 }
                 if !quiet {

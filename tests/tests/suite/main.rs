@@ -18,6 +18,7 @@ mod musl;
 mod native_allocators;
 mod oom;
 mod outputs;
+mod reachability;
 mod redis;
 mod sampling;
 mod security;
