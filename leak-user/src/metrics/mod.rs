@@ -8,9 +8,13 @@
 //!   add up to all outstanding memory and their number stays bounded.
 //! - `allocations_seen_total`, `frees_seen_total`, `dropped_allocations_total{reason}`.
 //! - `target_rss_bytes`, `oom_kills_total`.
+//! - With `--reachability`: `unreachable_bytes`, `unreachable_allocations`,
+//!   `indirectly_lost_bytes`, `reachability_scanned_bytes`, `reachability_pause_seconds`,
+//!   `reachability_scans_total`.
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
 //!   statement `function file:line`), the `--top` largest plus `site="other"`.
 mod http;
+mod reachability;
 
 use std::sync::Arc;
 
@@ -49,6 +53,7 @@ pub struct Metrics {
     rss: Gauge,
     oom_kills: Counter,
     goroutines: Family<SiteLabels, Gauge>,
+    reachability: reachability::ReachabilityMetrics,
 }
 
 impl Metrics {
@@ -103,7 +108,9 @@ impl Metrics {
             "OOM kills of the target seen",
             oom_kills.clone(),
         );
+        let reachability = reachability::ReachabilityMetrics::register(&mut registry);
         Metrics {
+            reachability,
             registry: Arc::new(registry),
             top,
             site_bytes,
@@ -158,6 +165,7 @@ impl Metrics {
             self.rss.set(gauge(rss));
         }
         advance(&self.oom_kills, report.oom_kills.len() as u64);
+        self.reachability.update(report);
         self.goroutines.clear();
         if let Some(goroutines) = &report.goroutines {
             let mut shown = 0;

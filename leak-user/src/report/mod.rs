@@ -5,6 +5,7 @@ pub mod json;
 pub mod model;
 pub mod output;
 pub mod pprof;
+mod reach_text;
 pub mod text;
 pub mod units;
 

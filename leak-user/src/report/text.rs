@@ -19,6 +19,10 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     out.blank();
     sites(&mut out, report);
+    if let Some(line) = super::reach_text::summary(report) {
+        out.blank();
+        out.push(line);
+    }
     if let Some(goroutines) = &report.goroutines {
         out.blank();
         goroutine_sites(&mut out, goroutines);
@@ -267,6 +271,9 @@ fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
     }
     if site.truncated {
         out.push(format!("{INDENT}... (stack truncated)"));
+    }
+    for line in super::reach_text::site_lines(site) {
+        out.push(format!("{INDENT}{line}"));
     }
 }
 
