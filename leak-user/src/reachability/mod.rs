@@ -171,14 +171,17 @@ fn mark_from_registers_and_roots(
         if world.paused() > max_pause {
             return false;
         }
-        for (start, end) in graph.gaps(region.start, region.end) {
-            let mut found = Vec::new();
-            reader.each_chunk(start, end, &mut buf, |at, bytes| {
-                graph.each_pointer(at, bytes, |i| found.push(i));
-            });
-            for i in found {
-                graph.reached[i] = true;
+        // The region in large reads (a heap has a gap of a few bytes between blocks: one read
+        // per gap would cost a system call each), its blocks' bytes skipped in memory.
+        let mut found = Vec::new();
+        reader.each_chunk(region.start, region.end, &mut buf, |at, bytes| {
+            for (start, end) in graph.gaps(at, at + bytes.len() as u64) {
+                let part = &bytes[(start - at) as usize..(end - at) as usize];
+                graph.each_pointer(start, part, |i| found.push(i));
             }
+        });
+        for i in found {
+            graph.reached[i] = true;
         }
     }
     true
