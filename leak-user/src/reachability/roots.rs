@@ -1,7 +1,10 @@
 //! Root regions: the target's writable memory, conservatively. Data and bss of every object,
 //! the heap and every anonymous mapping (the allocator's arenas, the Go heap, TLS blocks),
 //! and each thread's stack from its stack pointer up (the red zone below it included, dead
-//! frames further down not). The tracked blocks' own bytes are taken out by the scan, not
+//! frames further down not). A mapping is cut at a stack pointer only when it is a thread's
+//! own stack: `[stack]`, or the mapping that also holds the thread's TLS block (`fs_base`), as
+//! glibc and musl lay out a thread's stack. A goroutine's stack pointer is in the Go heap,
+//! which is scanned whole. The tracked blocks' own bytes are taken out by the scan, not
 //! here: they are the graph, reached only through a pointer.
 use std::collections::BTreeMap;
 
@@ -38,24 +41,38 @@ pub fn root_regions(pid: u32, threads: &BTreeMap<u32, Stopped>) -> Result<Vec<Re
     if maps.0.len() > MAX_REGIONS {
         return Err(RootsError::TooMany { pid });
     }
-    let stack_pointers: Vec<u64> = threads
+    let stacks: Vec<ThreadStack> = threads
         .values()
-        .filter_map(|t| t.regs.map(|r| r.rsp))
+        .filter_map(|t| {
+            t.regs.map(|r| ThreadStack {
+                sp: r.rsp,
+                tls: r.fs_base,
+            })
+        })
         .collect();
-    Ok(regions_of(&maps.0, &stack_pointers))
+    Ok(regions_of(&maps.0, &stacks))
 }
 
-/// The scanned part of each writable mapping: all of it, or for a stack, from the lowest stack
-/// pointer in it (less the red zone) to its end.
-pub fn regions_of(maps: &[MemoryMap], stack_pointers: &[u64]) -> Vec<Region> {
+/// A thread's stack pointer and TLS pointer.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadStack {
+    pub sp: u64,
+    pub tls: u64,
+}
+
+/// The scanned part of each writable mapping: all of it, or for a thread's stack, from the
+/// lowest stack pointer in it (less the red zone) to its end.
+pub fn regions_of(maps: &[MemoryMap], stacks: &[ThreadStack]) -> Vec<Region> {
     maps.iter()
         .filter(|m| is_scanned(m))
         .map(|m| {
             let (start, end) = m.address;
-            let lowest_sp = stack_pointers
+            let inside = |a: u64| a >= start && a < end;
+            let is_main_stack = m.pathname == MMapPath::Stack;
+            let lowest_sp = stacks
                 .iter()
-                .copied()
-                .filter(|&sp| sp >= start && sp < end)
+                .filter(|t| inside(t.sp) && (is_main_stack || (inside(t.tls) && t.tls > t.sp)))
+                .map(|t| t.sp)
                 .min();
             let start = match lowest_sp {
                 Some(sp) => sp.saturating_sub(RED_ZONE).max(start) & !7,
@@ -106,7 +123,23 @@ mod tests {
         let maps = procfs::process::MemoryMaps::from_read(MAPS.as_bytes()).expect("maps");
         let main_sp = 0x7ffd1a3ff128;
         let thread_sp = 0x7f3a613fee40;
-        let regions = regions_of(&maps.0, &[main_sp, thread_sp]);
+        let stacks = [
+            ThreadStack {
+                sp: main_sp,
+                tls: 0x7f3a5c000740,
+            },
+            ThreadStack {
+                sp: thread_sp,
+                tls: 0x7f3a613ff6c0,
+            },
+            // A goroutine's stack in an anonymous mapping without the thread's TLS (the Go
+            // heap): that mapping is scanned whole.
+            ThreadStack {
+                sp: 0x7f3a5c010000,
+                tls: 0x7f3a613ff6c0,
+            },
+        ];
+        let regions = regions_of(&maps.0, &stacks);
         let expected = [
             (0x55d0c0a03000, 0x55d0c0a04000),
             (0x55d0c1e9d000, 0x55d0c1ebe000),

@@ -237,3 +237,18 @@ fn a_scan_over_its_pause_bound_calls_nothing_lost() {
         r.describe()
     );
 }
+
+/// A cgo program (targets/go/reach_cgo): C blocks whose only pointers are in a Go heap object
+/// are reachable (the Go heap is a root), C blocks dropped are lost.
+#[test]
+fn cgo_blocks_held_by_the_go_heap_are_reachable_dropped_ones_lost() {
+    let exe = go_build("reach_cgo", GoBuild::plain(GoToolchain::Recent));
+    let mut args = GO_TRACER_ARGS.to_vec();
+    // The Go runtime's mappings make tens of MiB of roots: more than 200 ms for a debug build.
+    args.extend(["--reachability", "--reachability-max-pause", "10s"]);
+    let run = go_trace_with(&exe, &[], Duration::from_millis(1500), &args);
+    run.finished.assert_success();
+    let r = run.finished.report();
+    assert_eq!(site_reach(&r, "main.keepC", 8, 4096), lost(0, 0, 0));
+    assert_eq!(site_reach(&r, "main.dropC", 5, 2048), lost(5 * 2048, 5, 0));
+}
