@@ -16,6 +16,8 @@ pub struct Block {
 pub struct Graph {
     pub blocks: Vec<Block>,
     pub reached: Vec<bool>,
+    /// The highest block end up to each index: monotonic even when records overlap.
+    ends_so_far: Vec<u64>,
     lowest: u64,
     highest_end: u64,
 }
@@ -24,22 +26,32 @@ impl Graph {
     pub fn new(mut blocks: Vec<Block>) -> Self {
         blocks.retain(|b| b.size > 0);
         blocks.sort_unstable_by_key(|b| b.address);
+        // A block starting inside an earlier one: both reachable from the start.
         let mut reached = vec![false; blocks.len()];
-        for i in 1..blocks.len() {
-            if blocks[i].address < blocks[i - 1].address.saturating_add(blocks[i - 1].size) {
+        let (mut highest, mut owner) = (0u64, 0usize);
+        for (i, b) in blocks.iter().enumerate() {
+            if i > 0 && b.address < highest {
                 reached[i] = true;
-                reached[i - 1] = true;
+                reached[owner] = true;
+            }
+            let end = b.address.saturating_add(b.size);
+            if end > highest {
+                (highest, owner) = (end, i);
             }
         }
         let lowest = blocks.first().map_or(u64::MAX, |b| b.address);
-        let highest_end = blocks
+        let ends_so_far: Vec<u64> = blocks
             .iter()
-            .map(|b| b.address.saturating_add(b.size))
-            .max()
-            .unwrap_or(0);
+            .scan(0u64, |highest, b| {
+                *highest = (*highest).max(b.address.saturating_add(b.size));
+                Some(*highest)
+            })
+            .collect();
+        let highest_end = ends_so_far.last().copied().unwrap_or(0);
         Graph {
             blocks,
             reached,
+            ends_so_far,
             lowest,
             highest_end,
         }
@@ -82,9 +94,7 @@ impl Graph {
     pub fn gaps(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
         let mut at = start;
-        let first = self
-            .blocks
-            .partition_point(|b| b.address.saturating_add(b.size) <= start);
+        let first = self.ends_so_far.partition_point(|&end| end <= start);
         for b in &self.blocks[first..] {
             if b.address >= end {
                 break;
