@@ -68,6 +68,8 @@ pub struct Reachability {
     pub duration_ms: f64,
     pub scans: u64,
     pub consistent: bool,
+    /// `stopped_world` or `two_live_passes`.
+    pub method: String,
     pub unreachable_bytes: u64,
     pub unreachable_allocs: u64,
     pub indirect_bytes: u64,

@@ -5,17 +5,20 @@
 //! The picture is consistent because the world is stopped for the whole scan: every thread is
 //! stopped ([`stop`]), then the outstanding blocks are read from the kernel's map (a block freed
 //! before is gone, one just allocated has its pointer in a register or in memory), the roots
-//! ([`roots`]) and the reached blocks are read ([`read`]) and marked ([`graph`]), and the
-//! threads let go. A scan that would stop the target longer than `--reachability-max-pause`
-//! lets it go at that point and calls nothing lost.
+//! ([`roots`]) and the reached blocks are read ([`read`]) and marked ([`graph`], [`pass`]), and
+//! the threads let go. A scan that would stop the target longer than
+//! `--reachability-max-pause` lets it go at that point and falls back to two passes over the
+//! running target: a block is lost only when both passes found it lost with the same contents
+//! (as kmemleak decides), the registers being those read while the world was stopped.
 pub mod graph;
+mod pass;
 mod read;
 mod roots;
 mod stop;
 mod tracker;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
@@ -23,16 +26,15 @@ use aya::Ebpf;
 use thiserror::Error;
 
 use crate::collect::{self, CollectError};
-use graph::{Block, Graph};
+use graph::Block;
 use read::Reader;
-use roots::{Region, RootsError};
+use roots::RootsError;
 use stop::{StopError, StoppedWorld};
 
 pub use tracker::Tracker;
 
-/// Bytes of blocks read per system-call batch while marking.
-const BATCH_BYTES: usize = 8 << 20;
-const BATCH_BLOCKS: usize = 1024;
+/// The least time each thread is given to stop.
+const STOP_WAIT_FLOOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum ReachError {
@@ -66,6 +68,26 @@ impl LostCounts {
     }
 }
 
+/// How a scan's picture was made consistent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Method {
+    /// Every thread stopped for the whole scan.
+    #[default]
+    StoppedWorld,
+    /// The stopped scan would have outrun the pause bound: two passes over the running target
+    /// had to agree.
+    TwoLivePasses,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::StoppedWorld => "stopped_world",
+            Method::TwoLivePasses => "two_live_passes",
+        }
+    }
+}
+
 /// What one scan found.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -78,12 +100,11 @@ pub struct Outcome {
     pub duration: Duration,
     pub threads: usize,
     pub blocks: usize,
-    /// The whole scan ran with the world stopped; false: it outran the pause bound, and no
-    /// block is called lost.
-    pub consistent: bool,
+    pub method: Method,
 }
 
-/// Scans `pid` (the target) for the blocks in `ebpf`'s map.
+/// Scans `pid` (the target) for the blocks in `ebpf`'s map: with the world stopped, or, when
+/// that would outrun `max_pause`, with two live passes that must agree.
 pub fn scan(
     pid: u32,
     ebpf: &Ebpf,
@@ -91,8 +112,60 @@ pub fn scan(
     min_age_ns: u64,
 ) -> Result<Outcome, ReachError> {
     let began = Instant::now();
-    let world = StoppedWorld::stop(pid, max_pause)?;
-    let blocks: Vec<Block> = collect::outstanding_blocks(ebpf)?
+    let mut reader = Reader::new(pid);
+    // Waiting for a thread to stop (one busy in the kernel) is bounded apart: a tight pause
+    // bound then still gets the registers, and the scan falls back to live passes.
+    let world = StoppedWorld::stop(pid, max_pause.max(STOP_WAIT_FLOOR))?;
+    let registers: Vec<u64> = world
+        .threads
+        .values()
+        .filter_map(|t| t.regs.as_ref())
+        .flat_map(stop::register_words)
+        .collect();
+    let blocks = outstanding_blocks(ebpf)?;
+    let taken_ns = collect::monotonic_ns();
+    let regions = roots::root_regions(pid, &world.threads)?;
+    let within = || world.paused() <= max_pause;
+    let stopped_pass = pass::run(blocks, &registers, &regions, &mut reader, &within);
+    let pause = world.paused();
+    let threads = world.threads.len();
+    drop(world);
+
+    let (lost, method, blocks) = match stopped_pass {
+        Some(pass) => (pass.lost, Method::StoppedWorld, pass.blocks),
+        None => {
+            let first = live_pass(pid, ebpf, &registers, &mut reader)?;
+            let second = live_pass(pid, ebpf, &registers, &mut reader)?;
+            let lost = pass::agreed(first.lost, second.lost);
+            (lost, Method::TwoLivePasses, second.blocks)
+        }
+    };
+    let mut outcome = Outcome {
+        scanned_bytes: reader.bytes_read,
+        pause,
+        threads,
+        blocks,
+        method,
+        ..Outcome::default()
+    };
+    for lost in lost.values() {
+        let b = &lost.block;
+        if taken_ns.saturating_sub(b.timestamp_ns) < min_age_ns {
+            continue;
+        }
+        outcome
+            .per_stack
+            .entry(b.stack_id)
+            .or_default()
+            .add(b.size, lost.indirect);
+        outcome.totals.add(b.size, lost.indirect);
+    }
+    outcome.duration = began.elapsed();
+    Ok(outcome)
+}
+
+fn outstanding_blocks(ebpf: &Ebpf) -> Result<Vec<Block>, ReachError> {
+    Ok(collect::outstanding_blocks(ebpf)?
         .into_iter()
         .map(|(address, a)| Block {
             address,
@@ -100,181 +173,19 @@ pub fn scan(
             stack_id: a.stack_id,
             timestamp_ns: a.timestamp_ns,
         })
-        .collect();
-    let taken_ns = collect::monotonic_ns();
-    let regions = roots::root_regions(pid, &world.threads)?;
-    let mut graph = Graph::new(blocks);
-    let mut reader = Reader::new(pid);
-    let within = |world: &StoppedWorld| world.paused() <= max_pause;
-    let mut consistent = mark_from_registers_and_roots(
-        &mut graph,
-        &mut reader,
-        &world,
-        regions.as_slice(),
-        max_pause,
-    ) && mark_transitively(&mut graph, &mut reader, &world, max_pause);
-    let indirect = if consistent {
-        lost_pointed_to_by_lost(&graph, &mut reader)
-    } else {
-        Vec::new()
-    };
-    consistent = consistent && within(&world);
-    let pause = world.paused();
-    let threads = world.threads.len();
-    drop(world);
-
-    let mut outcome = Outcome {
-        scanned_bytes: reader.bytes_read,
-        pause,
-        threads,
-        blocks: graph.blocks.len(),
-        consistent,
-        ..Outcome::default()
-    };
-    if consistent {
-        for (i, b) in graph.blocks.iter().enumerate() {
-            let aged = taken_ns.saturating_sub(b.timestamp_ns) >= min_age_ns;
-            if graph.reached[i] || !aged {
-                continue;
-            }
-            let lost_indirectly = indirect.get(i).copied().unwrap_or(false);
-            outcome
-                .per_stack
-                .entry(b.stack_id)
-                .or_default()
-                .add(b.size, lost_indirectly);
-            outcome.totals.add(b.size, lost_indirectly);
-        }
-    }
-    outcome.duration = began.elapsed();
-    Ok(outcome)
+        .collect())
 }
 
-/// Marks from every thread's registers and the root regions (less the blocks' own bytes).
-/// False when the pause bound ran out.
-fn mark_from_registers_and_roots(
-    graph: &mut Graph,
+/// One pass over the running target. Stacks are scanned whole (their stack pointers move);
+/// the registers are those read while the world was stopped.
+fn live_pass(
+    pid: u32,
+    ebpf: &Ebpf,
+    registers: &[u64],
     reader: &mut Reader,
-    world: &StoppedWorld,
-    regions: &[Region],
-    max_pause: Duration,
-) -> bool {
-    for regs in world.threads.values().filter_map(|t| t.regs.as_ref()) {
-        for word in stop::register_words(regs) {
-            if let Some(i) = graph.find(word) {
-                graph.reached[i] = true;
-            }
-        }
-    }
-    let mut buf = Vec::new();
-    for region in regions {
-        if world.paused() > max_pause {
-            return false;
-        }
-        // The region in large reads (a heap has a gap of a few bytes between blocks: one read
-        // per gap would cost a system call each), its blocks' bytes skipped in memory.
-        let mut found = Vec::new();
-        reader.each_chunk(region.start, region.end, &mut buf, |at, bytes| {
-            for (start, end) in graph.gaps(at, at + bytes.len() as u64) {
-                let part = &bytes[(start - at) as usize..(end - at) as usize];
-                graph.each_pointer(start, part, |i| found.push(i));
-            }
-        });
-        for i in found {
-            graph.reached[i] = true;
-        }
-    }
-    true
-}
-
-/// Scans every reached block for pointers into others until nothing new is reached.
-fn mark_transitively(
-    graph: &mut Graph,
-    reader: &mut Reader,
-    world: &StoppedWorld,
-    max_pause: Duration,
-) -> bool {
-    let mut work: Vec<usize> = (0..graph.blocks.len())
-        .filter(|&i| graph.reached[i])
-        .collect();
-    let mut bytes = Vec::new();
-    while !work.is_empty() {
-        if world.paused() > max_pause {
-            return false;
-        }
-        let batch = take_batch(&mut work, graph);
-        let mut found = Vec::new();
-        scan_blocks(graph, reader, &batch, &mut bytes, |i| found.push(i));
-        for i in found {
-            graph.mark(i, &mut work);
-        }
-    }
-    true
-}
-
-/// Per lost block: whether another lost block points into it.
-fn lost_pointed_to_by_lost(graph: &Graph, reader: &mut Reader) -> Vec<bool> {
-    let lost: Vec<usize> = (0..graph.blocks.len())
-        .filter(|&i| !graph.reached[i])
-        .collect();
-    let mut indirect = vec![false; graph.blocks.len()];
-    let mut buf = Vec::new();
-    for &from in &lost {
-        let b = graph.blocks[from];
-        reader.each_chunk(b.address, b.address + b.size, &mut buf, |at, data| {
-            graph.each_pointer(at, data, |to| {
-                if to != from && !graph.reached[to] {
-                    indirect[to] = true;
-                }
-            });
-        });
-    }
-    indirect
-}
-
-/// Up to a batch of blocks from `work`.
-fn take_batch(work: &mut Vec<usize>, graph: &Graph) -> Vec<usize> {
-    let mut batch = Vec::new();
-    let mut bytes = 0usize;
-    while let Some(&i) = work.last() {
-        let size = graph.blocks[i].size as usize;
-        if !batch.is_empty() && (batch.len() >= BATCH_BLOCKS || bytes + size > BATCH_BYTES) {
-            break;
-        }
-        work.pop();
-        batch.push(i);
-        bytes += size;
-    }
-    batch
-}
-
-/// Hands `hit` every block the blocks of `batch` point into: small blocks read many per system
-/// call, large ones chunk by chunk.
-fn scan_blocks(
-    graph: &Graph,
-    reader: &mut Reader,
-    batch: &[usize],
-    bytes: &mut Vec<u8>,
-    mut hit: impl FnMut(usize),
-) {
-    let (large, small): (Vec<usize>, Vec<usize>) = batch
-        .iter()
-        .partition(|&&i| graph.blocks[i].size as usize > read::CHUNK);
-    let ranges: Vec<(u64, usize)> = small
-        .iter()
-        .map(|&i| (graph.blocks[i].address, graph.blocks[i].size as usize))
-        .collect();
-    reader.read_blocks(&ranges, bytes);
-    let mut offset = 0;
-    for &(address, size) in &ranges {
-        graph.each_pointer(address, &bytes[offset..offset + size], &mut hit);
-        offset += size;
-    }
-    let mut buf = Vec::new();
-    for i in large {
-        let b = graph.blocks[i];
-        reader.each_chunk(b.address, b.address + b.size, &mut buf, |at, data| {
-            graph.each_pointer(at, data, &mut hit);
-        });
-    }
+) -> Result<pass::Pass, ReachError> {
+    let blocks = outstanding_blocks(ebpf)?;
+    let regions = roots::root_regions(pid, &BTreeMap::new())?;
+    // Without a time bound a pass always completes.
+    Ok(pass::run(blocks, registers, &regions, reader, &|| true).unwrap_or_default())
 }

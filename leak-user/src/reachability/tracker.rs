@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aya::Ebpf;
 
-use super::{Outcome, scan};
+use super::{Method, Outcome, scan};
 use crate::report::model::{Reachability, Report, SiteReachability};
 
 pub struct Tracker {
@@ -50,11 +50,12 @@ impl Tracker {
         match scan(pid, ebpf, self.max_pause, min_age_ns) {
             Ok(outcome) => {
                 self.scans += 1;
-                if !outcome.consistent {
-                    log::warn!(
-                        "reachability scan stopped after {:.1} ms (--reachability-max-pause {:?}): nothing called lost",
-                        outcome.pause.as_secs_f64() * 1e3,
-                        self.max_pause
+                if outcome.method == Method::TwoLivePasses {
+                    log::info!(
+                        "reachability scan: over --reachability-max-pause {:?} with the target stopped, \
+                         it was let go after {:.1} ms and scanned twice running",
+                        self.max_pause,
+                        outcome.pause.as_secs_f64() * 1e3
                     );
                 }
                 if !quiet {
@@ -78,7 +79,8 @@ impl Tracker {
             pause_ms: outcome.pause.as_secs_f64() * 1e3,
             duration_ms: outcome.duration.as_secs_f64() * 1e3,
             scans: self.scans,
-            consistent: outcome.consistent,
+            consistent: outcome.method == Method::StoppedWorld,
+            method: outcome.method.as_str(),
             blocks: outcome.blocks as u64,
             threads: outcome.threads as u64,
             unreachable_bytes: t.unreachable_bytes,
@@ -114,10 +116,9 @@ fn summary_line(outcome: &Outcome) -> String {
         t.unreachable_allocs,
         crate::report::units::bytes(t.indirect_bytes),
         outcome.pause.as_secs_f64() * 1e3,
-        if outcome.consistent {
-            ""
-        } else {
-            " (incomplete)"
+        match outcome.method {
+            Method::StoppedWorld => "",
+            Method::TwoLivePasses => " (over the bound: two live passes)",
         }
     )
 }

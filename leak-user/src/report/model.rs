@@ -39,9 +39,11 @@ pub struct Reachability {
     pub duration_ms: f64,
     /// Scans run so far.
     pub scans: u64,
-    /// Extension: the last scan ran with the target stopped throughout; false when it would
-    /// have outrun `--reachability-max-pause` (nothing is then called lost).
+    /// Extension: the last scan ran with the target stopped throughout; false when that would
+    /// have outrun `--reachability-max-pause` and two passes over the running target decided.
     pub consistent: bool,
+    /// Extension: `stopped_world` or `two_live_passes`.
+    pub method: &'static str,
     /// Extension: the blocks and threads of the last scan.
     pub blocks: u64,
     pub threads: u64,

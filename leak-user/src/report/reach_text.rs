@@ -46,18 +46,13 @@ pub fn site_lines(site: &Site) -> Vec<String> {
 /// `reachability: 10.6 KiB unreachable (19 blocks, 1.2 KiB indirect), paused 7.0 ms`.
 pub fn summary(report: &Report) -> Option<String> {
     let scan: &Reachability = report.reachability.as_ref()?;
-    if !scan.consistent {
-        return Some(format!(
-            "reachability: scan over --reachability-max-pause ({:.1} ms): none called lost",
-            scan.pause_ms
-        ));
-    }
     Some(format!(
-        "reachability: {} unreachable ({} blocks, {} indirect), paused {:.1} ms",
+        "reachability: {} unreachable ({} blocks, {} indirect), paused {:.1} ms{}",
         units::bytes(scan.unreachable_bytes),
         scan.unreachable_allocs,
         units::bytes(scan.indirect_bytes),
-        scan.pause_ms
+        scan.pause_ms,
+        if scan.consistent { "" } else { ", 2 passes" }
     ))
 }
 
