@@ -25,7 +25,7 @@ pub enum StopError {
     Tasks { pid: u32, source: std::io::Error },
     #[error("cannot stop thread {tid} (is another debugger attached?): {source}")]
     Seize { tid: u32, source: std::io::Error },
-    #[error("thread {tid} did not stop within {0:?}", .waited)]
+    #[error("thread {tid} did not stop within {waited:?}")]
     Timeout { tid: u32, waited: Duration },
     #[error("the target keeps creating threads: cannot stop them all")]
     Unstable,
