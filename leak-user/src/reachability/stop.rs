@@ -76,35 +76,32 @@ impl StoppedWorld {
     /// Seizes and interrupts all of `tids`, then waits for each to stop. A thread that exited
     /// meanwhile is skipped.
     fn stop_threads(&mut self, tids: &[u32], timeout: Duration) -> Result<(), StopError> {
+        let unconfirmed = Stopped {
+            regs: None,
+            pending_signal: 0,
+            confirmed: false,
+        };
         let mut seized = Vec::new();
         for &tid in tids {
             match seize_and_interrupt(tid) {
-                Ok(()) => seized.push(tid),
+                // Recorded at once: a thread seized is detached on drop, whatever fails next.
+                Ok(()) => {
+                    self.threads.insert(tid, unconfirmed);
+                    seized.push(tid);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(source) => return Err(StopError::Seize { tid, source }),
             }
         }
         for tid in seized {
-            // Recorded before waiting: a thread seized is detached on drop, stopped or not.
-            self.threads.insert(
-                tid,
-                Stopped {
-                    regs: None,
-                    pending_signal: 0,
-                    confirmed: false,
-                },
-            );
             match wait_stopped(tid, timeout)? {
                 WaitOutcome::Stopped { signal } => {
-                    let regs = registers(tid);
-                    self.threads.insert(
-                        tid,
-                        Stopped {
-                            regs,
-                            pending_signal: signal,
-                            confirmed: true,
-                        },
-                    );
+                    let stopped = Stopped {
+                        regs: registers(tid),
+                        pending_signal: signal,
+                        confirmed: true,
+                    };
+                    self.threads.insert(tid, stopped);
                 }
                 WaitOutcome::Gone => {
                     self.threads.remove(&tid);
