@@ -269,3 +269,61 @@ fn cgo_blocks_held_by_the_go_heap_are_reachable_dropped_ones_lost() {
     assert_eq!(site_reach(&r, "main.keepC", 8, 4096), lost(0, 0, 0));
     assert_eq!(site_reach(&r, "main.dropC", 5, 2048), lost(5 * 2048, 5, 0));
 }
+
+/// A thread of the target already traced by someone else (here, this test): the scan cannot
+/// stop it and is given up with a warning, every thread it had stopped is let go, and the run
+/// ends normally.
+#[test]
+fn a_thread_traced_by_another_debugger_fails_the_scan_cleanly() {
+    let built = build("reach", Variant::O2NoFramePointer);
+    let args = [
+        "--format",
+        "json",
+        "--duration",
+        "2s",
+        "--min-age",
+        "0s",
+        "--reachability",
+    ];
+    let Attached { mut target, tracer } = attach_and_go(&built.exe, &[], &args);
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", target.pid))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    let last = *tids.last().expect("a thread");
+    let null = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: seizing (not stopping) a thread of our own child, for the rest of the test.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_SEIZE, last, null, null) };
+    assert_eq!(rc, 0, "PTRACE_SEIZE: {}", std::io::Error::last_os_error());
+    let finished = tracer.wait(FINISH_GRACE);
+    finished.assert_success();
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("cannot stop thread {last}")),
+        "{}",
+        finished.stderr
+    );
+    for tid in tids {
+        let stat = std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", target.pid))
+            .unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
+        assert!(
+            !matches!(state, Some("t") | Some("T")),
+            "thread {tid} left stopped: {stat}"
+        );
+    }
+    assert!(finished.report().reachability.is_none());
+    // The thread this test traces must be reaped by it before the target can be.
+    // SAFETY: killing our own child, then reaping the thread we trace.
+    unsafe {
+        libc::kill(target.pid as libc::pid_t, libc::SIGKILL);
+        let mut status = 0;
+        libc::waitpid(last, &mut status, libc::__WALL);
+    }
+    target.kill();
+}
