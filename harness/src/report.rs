@@ -50,6 +50,9 @@ pub struct Site {
     /// Go targets with cgo: the bytes by creation site of the goroutine that allocated them.
     #[serde(default)]
     pub goroutine_sites: Vec<NativeByGoroutineSite>,
+    /// With `--reachability`: the site's blocks no root reaches.
+    #[serde(default)]
+    pub reachability: Option<SiteReachability>,
 }
 
 /// The native bytes of a site that goroutines created at one `go` statement allocated.
@@ -58,6 +61,29 @@ pub struct NativeByGoroutineSite {
     pub created_by: CodeLocation,
     pub outstanding_bytes: u64,
     pub outstanding_allocs: u64,
+}
+
+/// A site's `reachability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct SiteReachability {
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
+}
+
+/// The report's top-level `reachability`: the last scan's figures.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reachability {
+    pub scanned_bytes: u64,
+    pub pause_ms: f64,
+    pub duration_ms: f64,
+    pub scans: u64,
+    pub consistent: bool,
+    /// `stopped_world` or `two_live_passes`.
+    pub method: String,
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
 }
 
 impl Site {
@@ -338,6 +364,9 @@ pub struct Report {
     pub go_heap: Option<GoHeap>,
     /// What the process held at the last reading.
     pub memory: Option<Memory>,
+    /// With `--reachability`, after a scan.
+    #[serde(default)]
+    pub reachability: Option<Reachability>,
 }
 
 /// The report's `target`.

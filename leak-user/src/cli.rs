@@ -160,6 +160,21 @@ pub struct TraceOptions {
     #[arg(long, global = true)]
     pub force: bool,
 
+    /// Scan the live target's memory for pointers into the tracked blocks at the final report
+    /// (and on SIGUSR1): each site's blocks no root reaches are definitely lost, as LSan
+    /// reports them. The target is stopped during the scan.
+    #[arg(long, global = true)]
+    pub reachability: bool,
+
+    /// Also scan every N intervals (implies --reachability).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub reachability_every: Option<u32>,
+
+    /// Longest a reachability scan may keep the target stopped; a scan that needs longer lets
+    /// it go and calls nothing lost.
+    #[arg(long, global = true, default_value = "200ms", value_parser = parse_positive_duration)]
+    pub reachability_max_pause: Duration,
+
     /// Attach every probe but make its program return at once: `cargo xtask bench`'s floor.
     #[arg(long, global = true, hide = true)]
     pub empty_probes: bool,
@@ -291,6 +306,13 @@ pub enum Format {
     Folded,
     /// An interactive flame graph of outstanding bytes (SVG).
     Svg,
+}
+
+impl TraceOptions {
+    /// Whether reachability scans were asked for.
+    pub fn reachability_on(&self) -> bool {
+        self.reachability || self.reachability_every.is_some()
+    }
 }
 
 impl Format {

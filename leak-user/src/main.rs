@@ -14,6 +14,7 @@ mod limits;
 mod memory;
 mod metrics;
 mod oom;
+mod reachability;
 mod report;
 mod session;
 mod status;

@@ -226,6 +226,11 @@ pub fn outstanding_bytes_by_stack(
     Ok((rounded, blocks.len()))
 }
 
+/// Every outstanding block, by address: what a reachability scan looks for.
+pub fn outstanding_blocks(ebpf: &Ebpf) -> Result<Vec<(u64, Allocation)>, CollectError> {
+    entries(ebpf, "ALLOCS")
+}
+
 pub fn counters(ebpf: &Ebpf) -> Result<Counters, CollectError> {
     let map = ebpf
         .map("COUNTERS")

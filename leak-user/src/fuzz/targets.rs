@@ -361,3 +361,63 @@ fn lookup_pcs(binaries: &[(String, Vec<u8>)]) -> Vec<u64> {
         .flat_map(|&(entry, size)| [entry, entry + size / 2])
         .collect()
 }
+
+/// The reachability scan's reading of target memory: a block table and a memory image (as the
+/// target's heap has them: blocks with headers between them, pointers to starts and middles),
+/// parsed as `(count, [address, size] * count, memory at the first block)`. Every block a word
+/// is said to point into contains it; the root gaps never overlap a block.
+#[test]
+fn fuzz_reachability_graph() {
+    use crate::reachability::graph::{Block, Graph};
+    let base: u64 = 0x55d0_c1e9_d2a0;
+    let blocks: Vec<(u64, u64)> = (0..12).map(|i| (base + i * 1040, 1024)).collect();
+    let mut seed = vec![blocks.len() as u8];
+    for (address, size) in &blocks {
+        seed.extend(address.to_le_bytes());
+        seed.extend(size.to_le_bytes());
+    }
+    for i in 0..(12 * 1040 / 8) as u64 {
+        let word = match i % 7 {
+            0 => base + (i * 8) % (12 * 1040),
+            3 => base + 64,
+            5 => 1041 | 1,
+            _ => 0x0101_0101_0101_0101,
+        };
+        seed.extend(word.to_le_bytes());
+    }
+    fuzz(
+        "reachability_graph",
+        &[Seed::whole("heap", seed)],
+        |input| {
+            let Some((&count, rest)) = input.split_first() else {
+                return;
+            };
+            let table_len = (usize::from(count) * 16).min(rest.len() / 16 * 16);
+            let (table, memory) = rest.split_at(table_len);
+            let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+            let blocks: Vec<Block> = table
+                .chunks_exact(16)
+                .map(|pair| Block {
+                    address: word(&pair[..8]),
+                    size: word(&pair[8..]),
+                    stack_id: 1,
+                    timestamp_ns: 0,
+                })
+                .collect();
+            let at = blocks.first().map_or(0, |b| b.address);
+            let graph = Graph::new(blocks);
+            graph.each_pointer(at, memory, |i| {
+                let b = &graph.blocks[i];
+                assert!(b.size > 0 && i < graph.blocks.len());
+            });
+            let end = at.saturating_add(memory.len() as u64);
+            for (start, stop) in graph.gaps(at, end) {
+                assert!(at <= start && start < stop && stop <= end);
+                for b in &graph.blocks {
+                    let b_end = b.address.saturating_add(b.size);
+                    assert!(stop <= b.address || start >= b_end, "gap overlaps a block");
+                }
+            }
+        },
+    );
+}

@@ -11,6 +11,9 @@
 //! - `--always-on`: `escalated_sites`, `escalations_refused_total`, and per escalated site
 //!   `escalated_exact_outstanding_bytes{site}` / `escalated_exact_outstanding_allocations{site}`
 //!   (exact figures since its escalation; at most 64 sites).
+//! - With `--reachability`: `unreachable_bytes`, `unreachable_allocations`,
+//!   `indirectly_lost_bytes`, `reachability_scanned_bytes`, `reachability_pause_seconds`,
+//!   `reachability_scans_total`.
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
 //!   statement `function file:line`), the `--top` largest plus `site="other"`; with cgo,
 //!   `native_by_goroutine_site_bytes{created_by}` (see [`goroutine_native`]).
@@ -19,6 +22,7 @@
 //!   `site="other"`.
 mod goroutine_native;
 mod http;
+mod reachability;
 
 use std::sync::Arc;
 
@@ -69,6 +73,7 @@ pub struct Metrics {
     goroutines: Family<SiteLabels, Gauge>,
     native_by_goroutine_site: Family<CreatedByLabels, Gauge>,
     escalation: EscalationMetrics,
+    reachability: reachability::ReachabilityMetrics,
     go_heap: Family<SiteLabels, Gauge>,
 }
 
@@ -196,7 +201,9 @@ impl Metrics {
         );
         let escalation = EscalationMetrics::default();
         escalation.register(&mut registry);
+        let reachability = reachability::ReachabilityMetrics::register(&mut registry);
         Metrics {
+            reachability,
             escalation,
             registry: Arc::new(registry),
             top,
@@ -266,6 +273,7 @@ impl Metrics {
         if let Some(escalations) = &report.escalations {
             self.escalation.update(escalations);
         }
+        self.reachability.update(report);
         self.goroutines.clear();
         if let Some(goroutines) = &report.goroutines {
             let mut shown = 0;
@@ -493,10 +501,7 @@ mod tests {
             frames,
             total_allocs: 0,
             total_bytes: 0,
-            truncated: false,
-            estimate_stderr_bytes: None,
-            goroutine_sites: Vec::new(),
-            escalated: None,
+            ..Site::example()
         }
     }
 

@@ -96,10 +96,7 @@ mod tests {
             frames,
             total_allocs: 1,
             total_bytes: bytes,
-            truncated: false,
-            estimate_stderr_bytes: None,
-            goroutine_sites: Vec::new(),
-            escalated: None,
+            ..Site::example()
         }
     }
 

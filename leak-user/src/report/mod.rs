@@ -7,6 +7,7 @@ pub mod json;
 pub mod model;
 pub mod output;
 pub mod pprof;
+mod reach_text;
 pub mod text;
 pub mod units;
 
@@ -114,6 +115,8 @@ pub fn build(
                     .zip(trace.as_ref())
                     .and_then(|(e, t)| e.site(*t.pcs.get(1).filter(|_| t.len > 1)?))
                     .map(|site| site_escalation(site, outstanding)),
+                reachability: None,
+                stack_id: id,
             }
         })
         .collect();
@@ -161,6 +164,7 @@ pub fn build(
                 .collect(),
         },
         ended_by,
+        reachability: None,
         escalations: run.escalation.map(|e| escalations(e, snapshot)),
     }
 }

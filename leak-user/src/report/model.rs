@@ -30,6 +30,47 @@ pub struct Report {
     /// Extension: `--always-on` runs only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalations: Option<Escalations>,
+    /// The last `--reachability` scan's figures; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
+}
+
+/// A reachability scan's figures (`--reachability`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reachability {
+    /// Root and block bytes read by the last scan.
+    pub scanned_bytes: u64,
+    /// How long the last scan stopped the target.
+    pub pause_ms: f64,
+    pub duration_ms: f64,
+    /// Scans run so far.
+    pub scans: u64,
+    /// Extension: the last scan ran with the target stopped throughout; false when that would
+    /// have outrun `--reachability-max-pause` and two passes over the running target decided.
+    pub consistent: bool,
+    /// Extension: `stopped_world` or `two_live_passes`.
+    pub method: &'static str,
+    /// Extension: the blocks and threads of the last scan.
+    pub blocks: u64,
+    pub threads: u64,
+    /// Extension: over every site (blocks older than `--min-age`).
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    pub indirect_bytes: u64,
+    /// Extension: seconds since the start of the run when the last scan ended.
+    pub at_s: f64,
+}
+
+/// A site's blocks no root reaches, as of the last scan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SiteReachability {
+    /// Definitely and indirectly lost together.
+    pub unreachable_bytes: u64,
+    pub unreachable_allocs: u64,
+    /// Of them, reachable only from lost blocks.
+    pub indirect_bytes: u64,
+    /// Extension.
+    pub indirect_allocs: u64,
 }
 
 /// Why a run ended.
@@ -155,6 +196,37 @@ pub struct Site {
     /// Extension (`--always-on`): the site's call site was escalated to exact tracing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalated: Option<SiteEscalation>,
+    /// With `--reachability`, after a scan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<SiteReachability>,
+    /// The kernel's stack id: joins the site to per-stack results.
+    #[serde(skip)]
+    pub stack_id: u64,
+}
+
+#[cfg(test)]
+impl Site {
+    /// A site for unit tests to start from (`Site { verdict, ..Site::example() }`): 1 KiB in
+    /// one young allocation from `malloc`, no stack, none of the optional parts.
+    pub fn example() -> Site {
+        Site {
+            outstanding_bytes: 1024,
+            outstanding_allocs: 1,
+            oldest_age_s: 1.0,
+            growth_bytes_per_s: 0.0,
+            verdict: Verdict::Young,
+            allocator: "malloc".into(),
+            frames: Vec::new(),
+            total_allocs: 1,
+            total_bytes: 1024,
+            truncated: false,
+            estimate_stderr_bytes: None,
+            goroutine_sites: Vec::new(),
+            escalated: None,
+            reachability: None,
+            stack_id: 0,
+        }
+    }
 }
 
 /// The native bytes of a site that goroutines created at one `go` statement allocated.

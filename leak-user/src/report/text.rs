@@ -19,6 +19,10 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     out.blank();
     sites(&mut out, report);
+    if let Some(line) = super::reach_text::summary(report) {
+        out.blank();
+        out.push(line);
+    }
     if let Some(goroutines) = &report.goroutines {
         out.blank();
         goroutine_sites(&mut out, goroutines);
@@ -317,6 +321,9 @@ fn site_lines(out: &mut Lines, rank: usize, site: &Site) {
             ));
         }
     }
+    for line in super::reach_text::site_lines(site) {
+        out.push(format!("{INDENT}{line}"));
+    }
 }
 
 /// `main.serve (main.go:80)`.
@@ -593,10 +600,7 @@ mod tests {
             frames,
             total_allocs: 100,
             total_bytes: 100_000,
-            truncated: false,
-            estimate_stderr_bytes: None,
-            goroutine_sites: Vec::new(),
-            escalated: None,
+            ..Site::example()
         }
     }
 
@@ -700,6 +704,7 @@ mod tests {
             },
             ended_by: Some(EndedBy::Signal),
             escalations: None,
+            reachability: None,
         }
     }
 

@@ -44,6 +44,10 @@ impl Run<'_> {
 
     fn write_final_report(&mut self, ended_by: EndedBy) -> Result<()> {
         let options = self.options;
+        // A target that is gone keeps the last scan's figures.
+        if !matches!(ended_by, EndedBy::TargetExited | EndedBy::OomKilled) {
+            self.session.scan_reachability(&self.ebpf);
+        }
         let snapshot = self.session.sample(&self.ebpf, self.multi_links.as_ref())?;
         // Profiles show every site older than --min-age; --top cuts the other formats.
         let top = if options.format.is_profile() {

@@ -27,6 +27,7 @@ use crate::{
     launch::{self, EntryStop, Launched},
     metrics::{self, Metrics},
     oom::watch::OomWatch,
+    reachability,
     report::{
         self,
         model::{Language, Memory, Settings},
@@ -122,6 +123,8 @@ struct Ticks {
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    /// With `--reachability`: SIGUSR1 asks for a scan now.
+    scan_request: Option<Signal>,
 }
 
 /// What `Run::start` has attached: the eBPF object and everything tied to its probes.
@@ -159,6 +162,11 @@ impl<'a> Run<'a> {
         let signals = Signals {
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            scan_request: options
+                .reachability_on()
+                .then(|| signal(SignalKind::user_defined1()))
+                .transpose()
+                .context("cannot handle SIGUSR1")?,
         };
         let started_at = report::now_utc();
         let started = Instant::now();
@@ -218,6 +226,12 @@ impl<'a> Run<'a> {
             // Escalation makes sampled sites exact: without sampling every site is already.
             escalation: (options.always_on && options.sample_bytes.is_some())
                 .then(Escalation::default),
+            reach: options.reachability_on().then(|| {
+                reachability::Tracker::new(
+                    options.reachability_max_pause,
+                    options.reachability_every,
+                )
+            }),
         };
         // A first reading now: a target killed before the first interval still has its figures.
         session.read_memory(0.0, 0);

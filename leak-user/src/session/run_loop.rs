@@ -39,6 +39,10 @@ impl Run<'_> {
                     None
                 }
                 victims = next_victims(self.oom_watch.as_mut()) => self.on_oom_victims(victims),
+                _ = next_signal(self.signals.scan_request.as_mut()) => {
+                    self.session.scan_reachability(&self.ebpf);
+                    None
+                }
                 _ = self.signals.interrupt.recv() => Some(EndedBy::Signal),
                 _ = self.signals.terminate.recv() => Some(EndedBy::Signal),
                 _ = self.exit_watch.readable() => Some(EndedBy::TargetExited),
@@ -53,6 +57,14 @@ impl Run<'_> {
 
     /// A sample of the maps; the periodic report where one is shown, streamed or served.
     fn on_sample_tick(&mut self) -> Result<()> {
+        if self
+            .session
+            .reach
+            .as_mut()
+            .is_some_and(|r| r.interval_due())
+        {
+            self.session.scan_reachability(&self.ebpf);
+        }
         let snapshot = self.session.sample(&self.ebpf, self.multi_links.as_ref())?;
         self.session
             .make_room_for_stacks(&mut self.ebpf, &snapshot)?;
@@ -175,6 +187,16 @@ impl Run<'_> {
 async fn next_dlopen_stop(hook: Option<&mut DlopenHook>) -> Result<(), HookError> {
     match hook {
         Some(hook) => hook.next_stop().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next delivery of a signal, or never when it is not handled.
+async fn next_signal(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
         None => std::future::pending().await,
     }
 }

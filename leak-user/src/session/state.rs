@@ -15,6 +15,7 @@ use crate::{
     golang::tracker::ProbeCounts,
     memory,
     oom::watch::Victim,
+    reachability,
     report::{
         self, RunInfo,
         model::{EndedBy, Language, Memory, OomKill, Settings},
@@ -50,6 +51,8 @@ pub(super) struct Session<'a> {
     pub go: Option<GoState>,
     /// `--always-on`: growing sites escalated to exact tracing.
     pub escalation: Option<Escalation>,
+    /// `--reachability`: when to scan, and the last scan.
+    pub reach: Option<reachability::Tracker>,
 }
 
 impl Session<'_> {
@@ -134,6 +137,25 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// A reachability scan now (with `--reachability`), while the target is still the
+    /// process it was.
+    pub fn scan_reachability(&mut self, ebpf: &Ebpf) {
+        let Some(reach) = &mut self.reach else {
+            return;
+        };
+        if self.pinned.verify().is_err() {
+            return;
+        }
+        let at_s = self.started.elapsed().as_secs_f64();
+        reach.scan_now(
+            self.target.pid,
+            ebpf,
+            self.options.min_age,
+            at_s,
+            self.options.quiet,
+        );
+    }
+
     /// Records the OOM kills that concern the target: itself (returns true: the run ends) or
     /// another process of its memory cgroup (named in the next report).
     pub fn note_oom_kills(&mut self, victims: &[Victim]) -> bool {
@@ -213,6 +235,9 @@ impl Session<'_> {
         report.memory = self.memory.clone();
         report.totals.stacks_evicted = self.stacks_evicted;
         report.oom_kills = self.oom_kills.clone();
+        if let Some(reach) = &self.reach {
+            reach.annotate(&mut report);
+        }
         if let Some(go) = &self.go {
             let c = &snapshot.counters;
             let counts = ProbeCounts {

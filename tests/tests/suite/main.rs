@@ -22,6 +22,7 @@ mod musl;
 mod native_allocators;
 mod oom;
 mod outputs;
+mod reachability;
 mod redis;
 mod sampling;
 mod security;

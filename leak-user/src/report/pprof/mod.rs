@@ -10,7 +10,8 @@
 //!   `drop_frames` names those entry points so that pprof charges the bytes to their callers.
 //! - Mappings carry the object file and its GNU build ID (read from the file itself), and the
 //!   address range it is mapped at when the target is still running.
-//! - Labels per sample: `age_bucket` (age of its oldest allocation), `verdict` and `allocator`.
+//! - Labels per sample: `age_bucket` (age of its oldest allocation), `verdict` and `allocator`;
+//!   with `--reachability`, `reachability` (`reachable`, `partly_unreachable`, `unreachable`).
 //!   Go targets: a site whose bytes goroutines allocated has one sample per creation site of
 //!   those goroutines, labelled `goroutine_created_by` (`main.serve main.go:80`), and one
 //!   without that label for the rest (allocated outside any goroutine).
@@ -28,7 +29,7 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message as _;
 use thiserror::Error;
 
-use super::model::{Frame, Report, Site, Verdict};
+use super::model::{Frame, Report, Site, SiteReachability, Verdict};
 use crate::tracee::{MappedObject, files::TargetFiles, process::executable_objects};
 
 #[derive(Debug, Error)]
@@ -99,6 +100,15 @@ pub struct ModuleInfo {
     pub build_id: Option<String>,
     /// Where it is mapped: `[start, limit)` and the file offset of `start`.
     pub range: Option<(u64, u64, u64)>,
+}
+
+/// `--reachability`: whether the last scan found all, part or none of the site unreachable.
+fn reachability_label(reach: SiteReachability, outstanding_bytes: u64) -> &'static str {
+    match reach.unreachable_bytes {
+        0 => "reachable",
+        lost if lost >= outstanding_bytes => "unreachable",
+        _ => "partly_unreachable",
+    }
 }
 
 /// Age of a site's oldest allocation, in coarse buckets (bounded label values).
@@ -320,11 +330,17 @@ impl Builder {
         (bytes, allocs): (u64, u64),
         extra: Option<(&str, &str)>,
     ) -> proto::Sample {
-        let labels = [
+        let mut labels = vec![
             ("age_bucket", age_bucket(site.oldest_age_s)),
             ("verdict", verdict_name(site.verdict)),
             ("allocator", site.allocator.as_str()),
         ];
+        if let Some(reach) = site.reachability {
+            labels.push((
+                "reachability",
+                reachability_label(reach, site.outstanding_bytes),
+            ));
+        }
         proto::Sample {
             location_id: location_id.to_vec(),
             value: vec![
@@ -498,10 +514,7 @@ pub(crate) mod tests {
             frames,
             total_allocs: allocs,
             total_bytes: bytes,
-            truncated: false,
-            estimate_stderr_bytes: None,
-            goroutine_sites: Vec::new(),
-            escalated: None,
+            ..Site::example()
         }
     }
 
@@ -540,6 +553,7 @@ pub(crate) mod tests {
             },
             ended_by: Some(EndedBy::Duration),
             escalations: None,
+            reachability: None,
         }
     }
 
