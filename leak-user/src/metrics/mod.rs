@@ -11,7 +11,8 @@
 //! - `--always-on`: `escalated_sites`, `escalations_refused_total`, and per escalated site
 //!   `escalated_exact_outstanding_bytes{site}` / `escalated_exact_outstanding_allocations{site}`
 //!   (exact figures since its escalation; at most 64 sites).
-//! - With `--reachability`: `unreachable_bytes`, `unreachable_allocations`,
+//! - With `--reachability`: `site_unreachable_bytes{site,verdict}` over the `--top` sites,
+//!   `unreachable_bytes`, `unreachable_allocations`,
 //!   `indirectly_lost_bytes`, `reachability_scanned_bytes`, `reachability_pause_seconds`,
 //!   `reachability_scans_total`.
 //! - Go targets: `goroutines{site,verdict}`, live goroutines per creation site (`go`
@@ -65,6 +66,7 @@ pub struct Metrics {
     top: usize,
     site_bytes: Family<SiteLabels, Gauge>,
     site_allocs: Family<SiteLabels, Gauge>,
+    site_unreachable: Family<SiteLabels, Gauge>,
     allocs_seen: Counter,
     frees_seen: Counter,
     dropped: Family<ReasonLabels, Counter>,
@@ -137,6 +139,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("leaktrace");
         let site_bytes = Family::<SiteLabels, Gauge>::default();
         let site_allocs = Family::<SiteLabels, Gauge>::default();
+        let site_unreachable = Family::<SiteLabels, Gauge>::default();
         let allocs_seen = Counter::default();
         let frees_seen = Counter::default();
         let dropped = Family::<ReasonLabels, Counter>::default();
@@ -168,6 +171,13 @@ impl Metrics {
             "Allocations older than --min-age not yet freed, per call site (site=\"other\": \
              everything else outstanding)",
             site_allocs.clone(),
+        );
+        registry.register_with_unit(
+            "site_unreachable",
+            "Bytes of a call site's blocks older than --min-age that no root reached at the last \
+             --reachability scan (definitely and indirectly lost)",
+            Unit::Bytes,
+            site_unreachable.clone(),
         );
         registry.register(
             "allocations_seen",
@@ -209,6 +219,7 @@ impl Metrics {
             top,
             site_bytes,
             site_allocs,
+            site_unreachable,
             allocs_seen,
             frees_seen,
             dropped,
@@ -229,6 +240,7 @@ impl Metrics {
         // Sites come and go: only the current ones have series.
         self.site_bytes.clear();
         self.site_allocs.clear();
+        self.site_unreachable.clear();
         for series in site_series(report, self.top) {
             let labels = SiteLabels {
                 site: series.site,
@@ -240,6 +252,11 @@ impl Metrics {
             self.site_allocs
                 .get_or_create(&labels)
                 .set(gauge(series.allocs));
+            if let Some(unreachable) = series.unreachable {
+                self.site_unreachable
+                    .get_or_create(&labels)
+                    .set(gauge(unreachable));
+            }
         }
         let totals = &report.totals;
         advance(&self.allocs_seen, totals.allocs_seen);
@@ -368,6 +385,8 @@ struct Series {
     verdict: &'static str,
     bytes: u64,
     allocs: u64,
+    /// After a `--reachability` scan: the bytes no root reaches.
+    unreachable: Option<u64>,
 }
 
 /// The `top` largest sites, merged by name (two stacks can end in the same line), then `other`.
@@ -380,6 +399,10 @@ fn site_series(report: &Report, top: usize) -> Vec<Series> {
             Some(s) => {
                 s.bytes = s.bytes.saturating_add(site.outstanding_bytes);
                 s.allocs = s.allocs.saturating_add(site.outstanding_allocs);
+                s.unreachable = match (s.unreachable, site.reachability) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b.unreachable_bytes)),
+                    (a, b) => a.or(b.map(|r| r.unreachable_bytes)),
+                };
                 if severity(verdict) > severity(s.verdict) {
                     s.verdict = verdict;
                 }
@@ -389,6 +412,7 @@ fn site_series(report: &Report, top: usize) -> Vec<Series> {
                 verdict,
                 bytes: site.outstanding_bytes,
                 allocs: site.outstanding_allocs,
+                unreachable: site.reachability.map(|r| r.unreachable_bytes),
             }),
         }
     }
@@ -402,6 +426,7 @@ fn site_series(report: &Report, top: usize) -> Vec<Series> {
             .totals
             .outstanding_allocs
             .saturating_sub(shown_allocs),
+        unreachable: None,
     });
     series
 }
@@ -657,6 +682,32 @@ mod tests {
         }
         // The sites of the first update are gone.
         assert!(!text.contains("leaky.c:20"), "{text}");
+    }
+
+    #[test]
+    fn a_scanned_site_has_its_unreachable_series() {
+        use crate::report::model::SiteReachability;
+        let metrics = Metrics::new(2);
+        let mut report = report();
+        report.sites[0].reachability = Some(SiteReachability {
+            unreachable_bytes: 3000,
+            unreachable_allocs: 30,
+            indirect_bytes: 1000,
+            indirect_allocs: 10,
+        });
+        metrics.update(&report);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encode");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("leaktrace_site_unreachable_bytes{"))
+            .collect();
+        // Only the scanned site: the others' figures are unknown, not 0.
+        assert_eq!(
+            lines,
+            ["leaktrace_site_unreachable_bytes{site=\"leak leaky.c:12\",verdict=\"growing\"} 3000"],
+            "{text}"
+        );
     }
 
     #[test]
