@@ -41,6 +41,10 @@
 //! (sessions, `uprobe_multi`, per-probe), the medians of launch to attached, the probes' own
 //! attach, and SIGINT to the report and to the exit.
 //!
+//! **Reachability** ([`reach`]): a `--reachability` scan of a 1 GiB heap of a million blocks,
+//! the whole scan stopped and at the default pause bound: the target's pause, MB/s, and the
+//! lost blocks found exactly.
+//!
 //! **At volume** ([`volume`]): *scale* traces `bench/scale.c`, 1,000,000 outstanding allocations
 //! from 50,000 distinct stacks, and times leaktrace's final report from SIGINT and measures its
 //! peak RSS; *soak* traces `bench/soak.c`, 500,000 allocations a second on two threads for 60 s
@@ -53,6 +57,7 @@
 
 mod allocators;
 mod links;
+mod reach;
 mod results;
 mod runner;
 mod servers;
@@ -147,6 +152,7 @@ struct Exes {
     cgo_loop: PathBuf,
     scale: PathBuf,
     soak: PathBuf,
+    reach_heap: PathBuf,
 }
 
 impl Exes {
@@ -680,6 +686,7 @@ impl Workspace {
 
         let scale = volume::scale(&exes.scale, &leaktrace, &out_dir)?;
         let soak = volume::soak(&exes.soak, &leaktrace, &out_dir)?;
+        let reach_rows = reach::run(&exes.reach_heap, &leaktrace, &out_dir)?;
         let elapsed_s = started.elapsed().as_secs_f64();
         say!("bench: done in {elapsed_s:.0} s");
 
@@ -695,6 +702,7 @@ impl Workspace {
             )
             .chain(scale.problems())
             .chain(soak.problems())
+            .chain(reach_rows.iter().filter_map(reach::ReachRow::problem))
             .collect();
         let peer_warnings: Vec<String> = scenarios
             .iter()
@@ -717,6 +725,7 @@ impl Workspace {
         };
         print!("{}", report.table());
         print!("{}", links::table(&link_rows));
+        print!("{}", reach::table(&reach_rows));
         let results = out_dir.join("results.json");
         fs::write(&results, Results::of(&report).to_json()?)
             .with_context(|| format!("could not write {}", results.display()))?;
@@ -724,6 +733,9 @@ impl Workspace {
         let links_json = out_dir.join("links.json");
         fs::write(&links_json, serde_json::to_string_pretty(&link_rows)?)
             .with_context(|| format!("could not write {}", links_json.display()))?;
+        let reach_json = out_dir.join("reachability.json");
+        fs::write(&reach_json, serde_json::to_string_pretty(&reach_rows)?)
+            .with_context(|| format!("could not write {}", reach_json.display()))?;
         if failures.is_empty() {
             Ok(0)
         } else {
@@ -742,6 +754,7 @@ impl Workspace {
             cgo_loop: out_dir.join("cgo_loop"),
             scale: out_dir.join("scale"),
             soak: out_dir.join("soak"),
+            reach_heap: out_dir.join("reach_heap"),
         };
         let loops = Allocator::ALL
             .iter()
@@ -750,6 +763,7 @@ impl Workspace {
         for (exe, source, link_flag) in loops.chain([
             (&exes.scale, "bench/scale.c", None),
             (&exes.soak, "bench/soak.c", None),
+            (&exes.reach_heap, reach::SOURCE, None),
         ]) {
             let mut gcc = cmd::new("gcc", ["-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o"]);
             gcc.arg(self.short(exe))
