@@ -15,7 +15,6 @@ use std::{
 use aya::{Ebpf, maps::Map, maps::MapData};
 use aya_obj::{
     Object,
-    btf::Btf,
     generated::{bpf_attach_type, bpf_cmd, bpf_prog_type},
 };
 
@@ -24,6 +23,8 @@ use crate::collect::bpf_sys;
 
 /// Bytes of verifier log kept when a program is refused (its end says why).
 const VERIFIER_LOG_BYTES: usize = 1 << 20;
+/// Bytes for the verifier's statistics of an accepted program (a few lines).
+const STATS_LOG_BYTES: usize = 1 << 16;
 
 /// Loads `wanted` from `object_bytes` as programs for `uprobe_multi` links or uprobe sessions,
 /// using `ebpf`'s maps.
@@ -37,10 +38,7 @@ pub fn load(
     let btf = load_btf(&mut object)?;
     relocate(&mut object, ebpf)?;
     let session_kfunc = match wanted.iter().any(|(_, kind)| *kind == LinkKind::Session) {
-        true => {
-            let kernel_btf = Btf::from_sys_fs().map_err(|_| MultiError::NoSessions)?;
-            Some(session::kfunc_id(&kernel_btf)?)
-        }
+        true => Some(session::kfunc_id()?),
         false => None,
     };
     let mut programs = HashMap::new();
@@ -175,9 +173,29 @@ fn load_program(
             }
         }
     }
+    // The verifier's statistics only (log level 4): how much it walked, for `RUST_LOG=debug`.
+    let mut stats = vec![0u8; STATS_LOG_BYTES];
+    // SAFETY: as above; `stats` outlives the call.
+    unsafe {
+        let load = &mut attr.__bindgen_anon_3;
+        load.log_level = 4;
+        load.log_buf = stats.as_mut_ptr() as u64;
+        load.log_size = len_u32(stats.len())?;
+    }
+    let started = std::time::Instant::now();
     let source = match bpf_sys::bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => return Ok(owned_fd(fd)),
-        Err(source) => source,
+        Ok(fd) => {
+            log::debug!(
+                "{name} verified in {:.1} ms: {}",
+                started.elapsed().as_secs_f64() * 1e3,
+                log_tail(&stats).replace('\n', "; ")
+            );
+            return Ok(owned_fd(fd));
+        }
+        Err(source) => {
+            log::debug!("{name} refused: {source}; {}", log_tail(&stats));
+            source
+        }
     };
     // Refused: once more with the verifier's log, for the message.
     let mut log = vec![0u8; VERIFIER_LOG_BYTES];
