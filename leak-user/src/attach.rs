@@ -273,9 +273,6 @@ pub fn load(limits: MapLimits) -> Result<Ebpf, AttachError> {
     raise_memlock_limit();
     let go = limits.go;
     EbpfLoader::new()
-        // No CO-RE relocation in the object: parsing the kernel's BTF for it (aya's default)
-        // cost 150 ms of every startup.
-        .btf(None)
         .override_global("EMPTY_PROBES", &u8::from(limits.empty_probes), true)
         .override_global("SAMPLE_BYTES", &limits.sample_bytes, true)
         .override_global("GO_TARGET", &u8::from(go.is_some()), true)
