@@ -712,26 +712,9 @@ mod tests {
 
     #[test]
     fn escalated_sites_have_their_exact_series() {
-        use crate::report::model::{EscalatedSite, SiteEscalation};
         let metrics = Metrics::new(2);
         let mut report = report();
-        report.escalations = Some(Escalations {
-            count: 1,
-            limit: 64,
-            refused: 2,
-            after_growing_intervals: 3,
-            sites: vec![EscalatedSite {
-                site: "leak leaky.c:12".into(),
-                return_address: "0x401136".into(),
-                figures: SiteEscalation {
-                    at_s: 4.0,
-                    at: "2026-11-23T13:00:04.000000Z".into(),
-                    at_unix_ns: 1_795_438_804_000_000_000,
-                    exact_outstanding_bytes: 6400,
-                    exact_outstanding_allocs: 100,
-                },
-            }],
-        });
+        report.escalations = Some(Escalations::one_site("leak leaky.c:12", 6400, 100, 2));
         metrics.update(&report);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).expect("encode");

@@ -229,6 +229,30 @@ impl Site {
     }
 }
 
+#[cfg(test)]
+impl Escalations {
+    /// One site escalated 4 s into the run, for unit tests.
+    pub fn one_site(site: &str, exact_bytes: u64, exact_allocs: u64, refused: u64) -> Self {
+        Escalations {
+            count: 1,
+            limit: 64,
+            refused,
+            after_growing_intervals: 3,
+            sites: vec![EscalatedSite {
+                site: site.into(),
+                return_address: "0x401136".into(),
+                figures: SiteEscalation {
+                    at_s: 4.0,
+                    at: "2026-11-23T13:00:04.000000Z".into(),
+                    at_unix_ns: 1_795_438_804_000_000_000,
+                    exact_outstanding_bytes: exact_bytes,
+                    exact_outstanding_allocs: exact_allocs,
+                },
+            }],
+        }
+    }
+}
+
 /// The native bytes of a site that goroutines created at one `go` statement allocated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NativeByGoroutineSite {

@@ -781,24 +781,9 @@ mod tests {
     #[test]
     fn an_escalated_site_shows_its_exact_figures() {
         let mut escalated = report();
-        escalated.sites[0].escalated = Some(crate::report::model::SiteEscalation {
-            at_s: 4.0,
-            at: "2026-11-23T13:00:04.000000Z".into(),
-            at_unix_ns: 1_795_438_804_000_000_000,
-            exact_outstanding_bytes: 5120,
-            exact_outstanding_allocs: 80,
-        });
-        escalated.escalations = Some(Escalations {
-            count: 1,
-            limit: 64,
-            refused: 0,
-            after_growing_intervals: 3,
-            sites: vec![crate::report::model::EscalatedSite {
-                site: "leak_malloc leaky.c:12".into(),
-                return_address: "0x401136".into(),
-                figures: escalated.sites[0].escalated.clone().expect("escalated"),
-            }],
-        });
+        let escalations = Escalations::one_site("leak_malloc leaky.c:12", 5120, 80, 0);
+        escalated.sites[0].escalated = Some(escalations.sites[0].figures.clone());
+        escalated.escalations = Some(escalations);
         let text = render(&escalated);
         assert_fits(&text);
         assert!(

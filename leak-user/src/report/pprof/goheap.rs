@@ -53,7 +53,7 @@ pub fn profile(report: &Report) -> Option<proto::Profile> {
         report.target.pid, report.target.comm, heap.gc_cycle
     );
     let default_sample_type = sample_type[3].r#type;
-    let mut profile = proto::Profile {
+    let profile = proto::Profile {
         sample_type,
         sample: samples,
         default_sample_type,
@@ -62,11 +62,7 @@ pub fn profile(report: &Report) -> Option<proto::Profile> {
         duration_nanos: seconds_to_nanos(report.duration_s),
         ..Default::default()
     };
-    profile.comment = vec![b.strings.get(&comment)];
-    profile.location = b.location;
-    profile.function = b.function;
-    profile.string_table = b.strings.table;
-    Some(profile)
+    Some(b.finish(profile, &[comment]))
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub fn profile(report: &Report) -> Option<proto::Profile> {
         "goroutines of pid {} ({}): {} live",
         report.target.pid, report.target.comm, goroutines.live
     );
-    let mut profile = proto::Profile {
+    let profile = proto::Profile {
         sample_type: vec![count],
         sample: samples,
         default_sample_type: count.r#type,
@@ -52,11 +52,7 @@ pub fn profile(report: &Report) -> Option<proto::Profile> {
         duration_nanos: seconds_to_nanos(report.duration_s),
         ..Default::default()
     };
-    profile.comment = vec![b.strings.get(&comment)];
-    profile.location = b.location;
-    profile.function = b.function;
-    profile.string_table = b.strings.table;
-    Some(profile)
+    Some(b.finish(profile, &[comment]))
 }
 
 /// Innermost first: the blocking frame, the start function, the creating `go` statement.

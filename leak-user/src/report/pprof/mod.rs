@@ -175,12 +175,7 @@ pub fn profile(
             report.sites.len()
         ),
     ];
-    profile.comment = comments.iter().map(|c| b.strings.get(c)).collect();
-    profile.mapping = b.mapping;
-    profile.location = b.location;
-    profile.function = b.function;
-    profile.string_table = b.strings.table;
-    profile
+    b.finish(profile, &comments)
 }
 
 fn seconds_to_nanos(s: f64) -> i64 {
@@ -246,6 +241,16 @@ struct Builder {
 }
 
 impl Builder {
+    /// `profile` with the comments, and the tables built for its samples.
+    fn finish(mut self, mut profile: proto::Profile, comments: &[String]) -> proto::Profile {
+        profile.comment = comments.iter().map(|c| self.strings.get(c)).collect();
+        profile.mapping = self.mapping;
+        profile.location = self.location;
+        profile.function = self.function;
+        profile.string_table = self.strings.table;
+        profile
+    }
+
     fn value_type(&mut self, r#type: &str, unit: &str) -> proto::ValueType {
         proto::ValueType {
             r#type: self.strings.get(r#type),
