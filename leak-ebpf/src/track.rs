@@ -156,7 +156,7 @@ fn releases_tracked_block(kind: u32, ptr_arg: u64) -> bool {
     match probe_cookie::kind_call(kind) {
         call::REALLOC | call::REALLOC_COUNT | call::RESIZE | call::EXPAND => {
             // SAFETY: a lookup in a map this program owns; the value is not kept.
-            ptr_arg != 0 && unsafe { ALLOCS.get(&ptr_arg) }.is_some()
+            ptr_arg != 0 && unsafe { ALLOCS.get(ptr_arg) }.is_some()
         }
         _ => false,
     }
