@@ -13,7 +13,11 @@
  *  - register_thread_alloc: 1 x 336, held only in r12 of a thread blocked in pause()
  *    (memory holds the pointer xor-ed, which is no pointer)               => reachable;
  *  - tls_thread_alloc: 1 x 400, held only in a __thread variable of a blocked thread
- *                                                                         => reachable.
+ *                                                                         => reachable;
+ *  - lose_in_freed: 5 x 80 from main, 5 x 144 from a thread (its own glibc arena), each
+ *    pointer left only in memory freed since: 3 in small chunks glibc keeps in its per-thread
+ *    cache (tcache), 2 in a 2048-byte chunk it bins or merges into the top chunk
+ *                                                                         => unreachable.
  * Threads stay blocked until killed; main scrubs its dead stack frames before sleeping.
  */
 #include "common.h"
@@ -167,6 +171,37 @@ static void *tls_thread(void *arg)
     return tls_slot;
 }
 
+/* The freed chunks keep their contents past glibc's own list pointers (two words, four in a
+ * large bin): the pointers are stored further in. */
+NOINLINE void lose_in_freed(size_t size)
+{
+    /* volatile: stores to memory about to be freed are not dropped. */
+    void *volatile *cells[3];
+    for (int i = 0; i < 3; i++)
+        cells[i] = calloc(6, sizeof(void *));
+    void *volatile *big = calloc(256, sizeof(void *));
+    /* Allocated after it, the blocks keep it out of the top chunk. */
+    void *blocks[5];
+    for (int i = 0; i < 5; i++)
+        blocks[i] = malloc(size); /* @line lose_in_freed */
+    for (int i = 0; i < 3; i++)
+        cells[i][4] = blocks[i];
+    big[6] = blocks[3];
+    big[7] = blocks[4];
+    for (int i = 0; i < 3; i++)
+        free((void *)cells[i]);
+    free((void *)big);
+}
+
+static void *freed_thread(void *arg)
+{
+    lose_in_freed(144);
+    scrub_stack();
+    sem_post_like(arg);
+    block_forever();
+    return NULL;
+}
+
 int main(void)
 {
     print_allocator_addresses();
@@ -179,7 +214,7 @@ int main(void)
     grow_list();
     cache_put();
     keep_interior();
-    void *(*threads[])(void *) = { stack_thread, register_thread, tls_thread };
+    void *(*threads[])(void *) = { stack_thread, register_thread, tls_thread, freed_thread };
     for (size_t i = 0; i < sizeof threads / sizeof threads[0]; i++) {
         int started[2];
         if (pipe(started) != 0)
@@ -189,6 +224,7 @@ int main(void)
             fail("pthread_create");
         sem_wait_like(started);
     }
+    lose_in_freed(80);
     scrub_stack();
     out("done\n");
     sleep_forever();

@@ -421,3 +421,41 @@ fn fuzz_reachability_graph() {
         },
     );
 }
+
+/// The walk over glibc's heaps (chunk headers, the tcache key, an arena's heap_info) of a
+/// captured `[heap]` and thread arena: the free ranges it finds lie in the window read, in
+/// order, never overlapping.
+#[test]
+fn fuzz_glibc_heap_walk() {
+    use crate::reachability::{
+        glibc_heap::{self, captured_heaps},
+        roots::Region,
+    };
+    for (region, bytes) in captured_heaps() {
+        let name = format!("glibc_heap_{:?}", region.kind);
+        fuzz(&name, &[Seed::whole("heap", bytes)], |image| {
+            let region = Region {
+                end: region.start + image.len() as u64,
+                ..region
+            };
+            let mut read = |at: u64, buf: &mut [u8]| {
+                let from = at.checked_sub(region.start).map(|o| o as usize);
+                let src = from.and_then(|f| image.get(f..f.checked_add(buf.len())?));
+                src.map(|s| buf.copy_from_slice(s)).is_some()
+            };
+            let key = glibc_heap::tcache_key(region, &mut read);
+            let Some(mut walk) = glibc_heap::walk(region, key, &mut read) else {
+                return;
+            };
+            let mut last_end = region.start;
+            for (i, part) in image.chunks(1000).enumerate() {
+                let at = region.start + (i * 1000) as u64;
+                for (start, end) in walk.free_in(at, part) {
+                    assert!(start >= at.max(last_end) && start < end);
+                    assert!(end <= at + part.len() as u64);
+                    last_end = end;
+                }
+            }
+        });
+    }
+}

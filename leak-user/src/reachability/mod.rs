@@ -10,10 +10,11 @@
 //! `--reachability-max-pause` lets it go at that point and falls back to two passes over the
 //! running target: a block is lost only when both passes found it lost with the same contents
 //! (as kmemleak decides), the registers being those read while the world was stopped.
+pub(crate) mod glibc_heap;
 pub mod graph;
 mod pass;
 mod read;
-mod roots;
+pub(crate) mod roots;
 mod stop;
 mod tracker;
 
@@ -27,6 +28,7 @@ use thiserror::Error;
 
 use crate::collect::{self, CollectError};
 use graph::Block;
+pub use pass::Heaps;
 use read::Reader;
 use roots::RootsError;
 use stop::{StopError, StoppedWorld};
@@ -114,6 +116,7 @@ pub fn scan(
     ebpf: &Ebpf,
     max_pause: Duration,
     min_age_ns: u64,
+    heaps: Heaps,
 ) -> Result<Outcome, ReachError> {
     let began = Instant::now();
     // Whether reading the block map alone, with the world stopped, would outrun the bound (a
@@ -136,7 +139,7 @@ pub fn scan(
         let blocks = outstanding_blocks(ebpf)?;
         let regions = roots::root_regions(pid, &world.threads)?;
         let within = || world.paused() <= max_pause;
-        pass::run(blocks, &registers, &regions, &mut reader, &within)
+        pass::run(blocks, &registers, &regions, heaps, &mut reader, &within)
     } else {
         None
     };
@@ -148,8 +151,8 @@ pub fn scan(
     let (lost, method, blocks) = match stopped_pass {
         Some(pass) => (pass.lost, Method::StoppedWorld, pass.blocks),
         None => {
-            let first = live_pass(pid, ebpf, &registers, &mut reader)?;
-            let second = live_pass(pid, ebpf, &registers, &mut reader)?;
+            let first = live_pass(pid, ebpf, &registers, heaps, &mut reader)?;
+            let second = live_pass(pid, ebpf, &registers, heaps, &mut reader)?;
             let lost = pass::agreed(first.lost, second.lost);
             (lost, Method::TwoLivePasses, second.blocks)
         }
@@ -196,10 +199,11 @@ fn live_pass(
     pid: u32,
     ebpf: &Ebpf,
     registers: &[u64],
+    heaps: Heaps,
     reader: &mut Reader,
 ) -> Result<pass::Pass, ReachError> {
     let blocks = outstanding_blocks(ebpf)?;
     let regions = roots::root_regions(pid, &BTreeMap::new())?;
     // Without a time bound a pass always completes.
-    Ok(pass::run(blocks, registers, &regions, reader, &|| true).unwrap_or_default())
+    Ok(pass::run(blocks, registers, &regions, heaps, reader, &|| true).unwrap_or_default())
 }

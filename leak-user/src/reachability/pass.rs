@@ -7,9 +7,10 @@ use std::{
 };
 
 use super::{
+    glibc_heap,
     graph::{Block, Graph},
     read::{self, Reader},
-    roots::Region,
+    roots::{Region, RegionKind},
 };
 
 /// Bytes of blocks read per system-call batch while marking.
@@ -26,6 +27,15 @@ pub struct LostBlock {
     pub checksum: u64,
 }
 
+/// Which allocator's heaps are among the roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heaps {
+    /// glibc's: their free chunks are no roots.
+    Glibc,
+    /// Another allocator's, scanned whole.
+    Opaque,
+}
+
 /// What a pass found.
 #[derive(Debug, Default)]
 pub struct Pass {
@@ -40,6 +50,7 @@ pub fn run(
     blocks: Vec<Block>,
     registers: &[u64],
     regions: &[Region],
+    heaps: Heaps,
     reader: &mut Reader,
     in_time: &dyn Fn() -> bool,
 ) -> Option<Pass> {
@@ -49,7 +60,7 @@ pub fn run(
             graph.reached[i] = true;
         }
     }
-    mark_from_roots(&mut graph, reader, regions, in_time)?;
+    mark_from_roots(&mut graph, reader, regions, heaps, in_time)?;
     mark_transitively(&mut graph, reader, in_time)?;
     let lost = lost_blocks(&graph, reader);
     in_time().then_some(Pass {
@@ -74,21 +85,41 @@ pub fn agreed(
 }
 
 /// The root regions in large reads (a heap has a gap of a few bytes between blocks: one read
-/// per gap would cost a system call each), the blocks' own bytes skipped in memory.
+/// per gap would cost a system call each), the blocks' own bytes skipped in memory, and
+/// glibc's free chunks too.
 fn mark_from_roots(
     graph: &mut Graph,
     reader: &mut Reader,
     regions: &[Region],
+    heaps: Heaps,
     in_time: &dyn Fn() -> bool,
 ) -> Option<()> {
     let mut buf = Vec::new();
+    let key = match heaps {
+        Heaps::Glibc => regions
+            .iter()
+            .find(|r| r.kind == RegionKind::Brk)
+            .and_then(|&brk| glibc_heap::tcache_key(brk, &mut |at, b| reader.read_exact(at, b))),
+        Heaps::Opaque => None,
+    };
     for region in regions {
         if !in_time() {
             return None;
         }
+        let mut walk = match heaps {
+            Heaps::Glibc => {
+                glibc_heap::walk(*region, key, &mut |at, buf| reader.read_exact(at, buf))
+            }
+            Heaps::Opaque => None,
+        };
         let mut found = Vec::new();
         reader.each_chunk(region.start, region.end, &mut buf, |at, bytes| {
-            for (start, end) in graph.gaps(at, at + bytes.len() as u64) {
+            let window_end = at + bytes.len() as u64;
+            let mut roots = graph.gaps(at, window_end);
+            if let Some(walk) = walk.as_mut() {
+                roots = glibc_heap::subtract(&roots, &walk.free_in(at, bytes));
+            }
+            for (start, end) in roots {
                 let part = &bytes[(start - at) as usize..(end - at) as usize];
                 graph.each_pointer(start, part, |i| found.push(i));
             }

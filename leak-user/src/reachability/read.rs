@@ -49,6 +49,12 @@ impl Reader {
         }
     }
 
+    /// Reads `buf.len()` bytes at `addr`; false unless all of them could be read.
+    pub fn read_exact(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        let len = buf.len();
+        matches!(self.read_ranges(&[(addr, len)], buf), Ok(n) if n == len)
+    }
+
     /// Reads the blocks `(address, size)` into `out` back to back, many per system call; a block
     /// that cannot be read entirely is read alone, and its unreadable part left zero.
     pub fn read_blocks(&mut self, blocks: &[(u64, usize)], out: &mut Vec<u8>) {

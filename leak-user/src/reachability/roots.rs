@@ -5,7 +5,8 @@
 //! own stack: `[stack]`, or the mapping that also holds the thread's TLS block (`fs_base`), as
 //! glibc and musl lay out a thread's stack. A goroutine's stack pointer is in the Go heap,
 //! which is scanned whole. The tracked blocks' own bytes are taken out by the scan, not
-//! here: they are the graph, reached only through a pointer.
+//! here: they are the graph, reached only through a pointer; so are glibc's free chunks
+//! ([`super::glibc_heap`]).
 use std::collections::BTreeMap;
 
 use procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
@@ -31,6 +32,18 @@ pub enum RootsError {
 pub struct Region {
     pub start: u64,
     pub end: u64,
+    pub kind: RegionKind,
+}
+
+/// What a region is, as far as an allocator's heap may be in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    /// `[heap]`: the program break's memory.
+    Brk,
+    /// Anonymous memory.
+    Anonymous,
+    /// A stack, an object's data, or some other mapping.
+    Other,
 }
 
 /// The root regions of `pid`, whose threads are stopped.
@@ -74,11 +87,17 @@ pub fn regions_of(maps: &[MemoryMap], stacks: &[ThreadStack]) -> Vec<Region> {
                 .filter(|t| inside(t.sp) && (is_main_stack || (inside(t.tls) && t.tls > t.sp)))
                 .map(|t| t.sp)
                 .min();
+            let kind = match m.pathname {
+                _ if lowest_sp.is_some() => RegionKind::Other,
+                MMapPath::Heap => RegionKind::Brk,
+                MMapPath::Anonymous => RegionKind::Anonymous,
+                _ => RegionKind::Other,
+            };
             let start = match lowest_sp {
                 Some(sp) => sp.saturating_sub(RED_ZONE).max(start) & !7,
                 None => start,
             };
-            Region { start, end }
+            Region { start, end, kind }
         })
         .collect()
 }
@@ -150,5 +169,8 @@ mod tests {
         ];
         let got: Vec<(u64, u64)> = regions.iter().map(|r| (r.start, r.end)).collect();
         assert_eq!(got, expected);
+        let kinds: Vec<RegionKind> = regions.iter().map(|r| r.kind).collect();
+        use RegionKind::*;
+        assert_eq!(kinds, [Other, Brk, Anonymous, Other, Other, Other]);
     }
 }

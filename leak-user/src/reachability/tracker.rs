@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use aya::Ebpf;
 
-use super::{Method, Outcome, scan};
+use super::{Heaps, Method, Outcome, scan};
 use crate::report::model::{Reachability, Report, SiteReachability};
 
 pub struct Tracker {
     max_pause: Duration,
+    heaps: Heaps,
     /// `--reachability-every N`: a scan every N intervals.
     every: Option<u32>,
     intervals: u32,
@@ -19,9 +20,10 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(max_pause: Duration, every: Option<u32>) -> Self {
+    pub fn new(max_pause: Duration, every: Option<u32>, heaps: Heaps) -> Self {
         Tracker {
             max_pause,
+            heaps,
             every,
             intervals: 0,
             scans: 0,
@@ -47,7 +49,7 @@ impl Tracker {
     /// stays.
     pub fn scan_now(&mut self, pid: u32, ebpf: &Ebpf, min_age: Duration, at_s: f64, quiet: bool) {
         let min_age_ns = min_age.as_nanos().min(u128::from(u64::MAX)) as u64;
-        match scan(pid, ebpf, self.max_pause, min_age_ns) {
+        match scan(pid, ebpf, self.max_pause, min_age_ns, self.heaps) {
             Ok(outcome) => {
                 self.scans += 1;
                 if outcome.method == Method::TwoLivePasses {

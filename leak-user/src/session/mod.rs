@@ -36,7 +36,8 @@ use crate::{
     status::{self, Status},
     symbolize::Symbolizer,
     tracee::{
-        Allocator, TargetProcess, allocator,
+        Allocator, TargetProcess,
+        allocator::{self, Flavour},
         elf::ElfObject,
         lock::{LockError, TargetLock},
         pinned::PinnedProcess,
@@ -197,6 +198,15 @@ impl<'a> Run<'a> {
         status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         status_tick.tick().await;
 
+        let heaps = if allocator
+            .families
+            .iter()
+            .any(|f| f.flavour == Flavour::Glibc)
+        {
+            reachability::Heaps::Glibc
+        } else {
+            reachability::Heaps::Opaque
+        };
         let mut session = Session {
             options,
             language,
@@ -230,6 +240,7 @@ impl<'a> Run<'a> {
                 reachability::Tracker::new(
                     options.reachability_max_pause,
                     options.reachability_every,
+                    heaps,
                 )
             }),
         };

@@ -1,6 +1,7 @@
 //! `--reachability` (targets/reach.c, targets/reach_load.c): blocks no root reaches are lost,
 //! exactly; blocks held only by a global, an interior pointer, another thread's stack, a
-//! blocked thread's register or a TLS variable are never called lost; a target under load is
+//! blocked thread's register or a TLS variable are never called lost, and a pointer left in
+//! memory the program freed does not keep a block; a target under load is
 //! scanned without a false "lost", a change to its output, or being left stopped.
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ fn reach(v: Variant) -> &'static Traced {
 
 per_variant!(
     overwritten_pointers_leave_blocks_lost,
+    pointers_left_in_freed_memory_keep_nothing,
     dropped_parents_lose_children_indirectly,
     held_blocks_are_reachable_from_every_root_kind,
     scan_figures_sum_the_sites,
@@ -45,6 +47,9 @@ fn site_reach(r: &Report, func: &str, allocs: u64, bytes_each: u64) -> SiteReach
         .unwrap_or_else(|| panic!("{func}: no reachability\n{}", r.describe()))
 }
 
+/// All reach.c loses: overwritten, parents, children, left in freed memory (main, thread).
+const LOST_BYTES: u64 = 9 * 1024 + 320 + 1280 + 5 * 80 + 5 * 144;
+
 fn lost(bytes: u64, allocs: u64, indirect_bytes: u64) -> SiteReachability {
     SiteReachability {
         unreachable_bytes: bytes,
@@ -59,6 +64,24 @@ fn overwritten_pointers_leave_blocks_lost(v: Variant) {
     assert_eq!(
         site_reach(r, "lose_overwritten", 10, 1024),
         lost(9 * 1024, 9, 0),
+        "{}",
+        r.describe()
+    );
+}
+
+/// Pointers the program left only in memory it freed (glibc's tcache, its bins, the top
+/// chunk), in the main arena and in a thread's: the blocks are lost.
+fn pointers_left_in_freed_memory_keep_nothing(v: Variant) {
+    let r = &reach(v).report;
+    assert_eq!(
+        site_reach(r, "lose_in_freed", 5, 80),
+        lost(5 * 80, 5, 0),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        site_reach(r, "lose_in_freed", 5, 144),
+        lost(5 * 144, 5, 0),
         "{}",
         r.describe()
     );
@@ -104,8 +127,8 @@ fn scan_figures_sum_the_sites(v: Variant) {
     assert!(scan.consistent, "{scan:?}");
     assert_eq!(scan.method, "stopped_world");
     assert_eq!(scan.scans, 1);
-    assert_eq!(scan.unreachable_bytes, 9 * 1024 + 320 + 1280);
-    assert_eq!(scan.unreachable_allocs, 9 + 5 + 5);
+    assert_eq!(scan.unreachable_bytes, LOST_BYTES);
+    assert_eq!(scan.unreachable_allocs, 9 + 5 + 5 + 5 + 5);
     assert_eq!(scan.indirect_bytes, 1280);
     assert!(scan.scanned_bytes > 0);
     assert!(scan.pause_ms > 0.0 && scan.pause_ms <= 200.0, "{scan:?}");
@@ -203,7 +226,7 @@ fn sigusr1_asks_for_a_scan() {
     assert_eq!(r.reachability.as_ref().map(|s| s.scans), Some(2));
     assert_eq!(
         r.reachability.as_ref().map(|s| s.unreachable_bytes),
-        Some(9 * 1024 + 320 + 1280)
+        Some(LOST_BYTES)
     );
 }
 
@@ -238,12 +261,7 @@ fn a_scan_over_its_pause_bound_falls_back_to_two_live_passes() {
     let scan = r.reachability.as_ref().expect("reachability figures");
     assert!(!scan.consistent, "{scan:?}");
     assert_eq!(scan.method, "two_live_passes");
-    assert_eq!(
-        scan.unreachable_bytes,
-        9 * 1024 + 320 + 1280,
-        "{}",
-        r.describe()
-    );
+    assert_eq!(scan.unreachable_bytes, LOST_BYTES, "{}", r.describe());
     assert_eq!(scan.indirect_bytes, 1280);
     assert_eq!(
         site_reach(&r, "lose_overwritten", 10, 1024),
