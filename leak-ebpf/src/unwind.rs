@@ -41,6 +41,9 @@ pub struct StackWindow {
     len: u64,
     /// See [`opaque`].
     laundry: u64,
+    /// The binary search [`find_rule`] runs: here, not on the stack, its bounds are numbers
+    /// the verifier knows nothing of, and one halving step is verified once.
+    search: Search,
     words: [u64; WINDOW / 8],
 }
 
@@ -116,6 +119,8 @@ struct Walk {
     window_start: u64,
     /// Where the current frame's return address was read (see [`taken_over_return`]).
     ret_slot: u64,
+    /// The current pc was taken back from a return probe: a second miss ends the walk.
+    retaken: u64,
 }
 
 impl Walk {
@@ -230,6 +235,7 @@ pub fn capture(ctx: &ProbeContext) -> Capture {
         go_g: 0,
         window_start: regs.rsp,
         ret_slot: 0,
+        retaken: 0,
     };
     // The frame step is verified again and again until its states repeat. The walk's counters
     // start as numbers the verifier knows nothing of, as they are after a step: starting from
@@ -239,15 +245,17 @@ pub fn capture(ctx: &ProbeContext) -> Capture {
     walk.hash = opaque(walk.hash);
     walk.len = opaque(0);
     walk.ret_slot = opaque(0);
+    walk.retaken = opaque(0);
     if golang::go_target() {
         walk.go_g = opaque(0);
     }
     copy_window(regs.rsp);
     // bpf_loop: the verifier checks one frame step once instead of every unrolled frame.
-    // SAFETY: the callback and its context live for the call; bpf_loop calls it at most MAX_FRAMES times.
+    // Calls: one per frame, and one more per pc taken back from a return probe.
+    // SAFETY: the callback and its context live for the call.
     unsafe {
         bpf_loop(
-            MAX_FRAMES as u32,
+            (MAX_FRAMES + MAX_RETURN_INSTANCES) as u32,
             step as *mut c_void,
             (&raw mut walk).cast(),
             0,
@@ -309,7 +317,7 @@ fn store(walk: &Walk) -> u64 {
 }
 
 /// Records the current frame and moves to its caller. Returns 1 to end the walk.
-unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
+unsafe extern "C" fn step(_: u64, walk: *mut c_void) -> i64 {
     // SAFETY: `walk` is the `Walk` that `capture` handed to bpf_loop, alive for the loop.
     let walk = unsafe { &mut *walk.cast::<Walk>() };
     let (Some(trace), Some(window)) = (SCRATCH.get_ptr_mut(0), STACK_WINDOW.get_ptr_mut(0)) else {
@@ -317,11 +325,14 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     };
     // SAFETY: per-CPU scratch, valid for the program's run.
     let trace = unsafe { &mut *trace };
+    // Frames recorded so far, not the loop's count: a pc taken back from a return probe is
+    // looked up at the next call, so that one rule lookup is verified, not two.
+    let depth = launder(window, walk.len);
     let index = depth as usize;
     if index >= MAX_FRAMES {
         return 1;
     }
-    let mut ip = walk.ip;
+    let ip = walk.ip;
     // The C code of a cgo call returns into asmcgocall, on the thread's g0 stack: the Go frames
     // that made the call come from the capture at `runtime.cgocall`.
     if depth > 0 && golang::go_target() && golang::is_cgo_boundary(ip) {
@@ -330,21 +341,22 @@ unsafe extern "C" fn step(depth: u64, walk: *mut c_void) -> i64 {
     }
     // A return address points past its call; the call's own rule is the one that applies.
     let lookup = if depth == 0 { ip } else { ip - 1 };
-    let mut rule = cached_rule(walk, lookup);
+    let rule = cached_rule(walk, lookup);
     // A caller outside every known executable mapping is a return probe's trampoline (the
     // kernel keeps the real address) or garbage from a broken frame-pointer chain: then stop
     // rather than split one leak over many made-up stacks.
     if rule.cfa_reg == UNMAPPED && depth > 0 {
+        if launder(window, walk.retaken) != 0 {
+            return 1;
+        }
         let Some(original) = taken_over_return(walk.ret_slot) else {
             return 1;
         };
-        ip = original;
-        walk.ip = ip;
-        rule = cached_rule(walk, ip.wrapping_sub(1));
-        if rule.cfa_reg == UNMAPPED {
-            return 1;
-        }
+        walk.ip = original;
+        walk.retaken = 1;
+        return 0;
     }
+    walk.retaken = 0;
     trace.pcs[index] = ip;
     walk.hash = (walk.hash ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
     walk.len = depth + 1;
@@ -484,28 +496,41 @@ fn active_table() -> (u32, u32) {
     (active * MAX_MAPPINGS, len & (MAX_MAPPINGS - 1))
 }
 
-/// A binary search's state, for `bpf_loop`: find the last entry whose start is <= `pc` among
+/// A binary search's state: find the last entry whose start is <= `pc` among
 /// `[base + lo, base + hi)`; `lo` ends one past it.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct Search {
     pc: u64,
     base: u32,
     lo: u32,
     hi: u32,
+    /// Over the mapping table (0) or an object's rows (1).
+    rows: u32,
 }
 
-/// One halving step over the mapping table.
-unsafe extern "C" fn mapping_step(_: u64, search: *mut c_void) -> i64 {
-    // SAFETY: `search` is the `Search` that `find_rule` handed to bpf_loop, alive for the loop.
-    let s = unsafe { &mut *search.cast::<Search>() };
+/// One halving step of the search in `STACK_WINDOW`.
+unsafe extern "C" fn search_step(_: u64, _: *mut c_void) -> i64 {
+    let Some(window) = STACK_WINDOW.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, valid for the program's run.
+    let s = unsafe { &mut (*window).search };
     if s.lo >= s.hi {
         return 1;
     }
     let mid = (s.lo + s.hi) / 2;
-    let Some(mapping) = UNWIND_MAPPINGS.get(s.base + mid) else {
+    let start = if s.rows != 0 {
+        UNWIND_ROWS.get(s.base + mid).map(|row| row.pc)
+    } else {
+        UNWIND_MAPPINGS
+            .get(s.base + mid)
+            .map(|mapping| mapping.start)
+    };
+    let Some(start) = start else {
         return 1;
     };
-    if mapping.start <= s.pc {
+    if start <= s.pc {
         s.lo = mid + 1;
     } else {
         s.hi = mid;
@@ -513,40 +538,34 @@ unsafe extern "C" fn mapping_step(_: u64, search: *mut c_void) -> i64 {
     0
 }
 
-/// One halving step over an object's rows.
-unsafe extern "C" fn row_step(_: u64, search: *mut c_void) -> i64 {
-    // SAFETY: `search` is the `Search` that `find_rule` handed to bpf_loop, alive for the loop.
-    let s = unsafe { &mut *search.cast::<Search>() };
-    if s.lo >= s.hi {
-        return 1;
+/// Runs the search `search` for at most `steps` halvings; returns where `lo` ended.
+fn search(search: Search, steps: u32) -> Option<u32> {
+    let window = STACK_WINDOW.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, valid for the program's run; the callback finds it itself.
+    unsafe {
+        write_volatile(&raw mut (*window).search, search);
+        bpf_loop(steps, search_step as *mut c_void, core::ptr::null_mut(), 0);
+        Some(read_volatile(&raw const (*window).search.lo))
     }
-    let mid = (s.lo + s.hi) / 2;
-    let Some(row) = UNWIND_ROWS.get(s.base + mid) else {
-        return 1;
-    };
-    if row.pc <= s.pc {
-        s.lo = mid + 1;
-    } else {
-        s.hi = mid;
-    }
-    0
 }
 
 /// The unwind rule at `pc`: two binary searches (mapping, then row), each a `bpf_loop` so the
 /// verifier checks one step instead of every path through the search.
 fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
-    let mut search = Search {
+    let mapping_search = Search {
         pc,
         base: table,
         lo: 0,
         hi: table_len,
+        rows: 0,
     };
-    // SAFETY: the callback and its context live for the call.
-    unsafe { bpf_loop(11, mapping_step as *mut c_void, (&raw mut search).cast(), 0) };
-    if search.lo == 0 {
+    let Some(lo) = search(mapping_search, 11) else {
+        return UNKNOWN;
+    };
+    if lo == 0 {
         return NOT_MAPPED;
     }
-    let Some(mapping) = UNWIND_MAPPINGS.get(table + search.lo - 1) else {
+    let Some(mapping) = UNWIND_MAPPINGS.get(table + lo - 1) else {
         return UNKNOWN;
     };
     if pc >= mapping.end {
@@ -555,18 +574,20 @@ fn find_rule(table: u32, table_len: u32, pc: u64) -> Rule {
     if mapping.rows_len == 0 {
         return UNKNOWN;
     }
-    let mut search = Search {
+    let row_search = Search {
         pc: pc.wrapping_sub(mapping.bias),
         base: mapping.rows_start,
         lo: 0,
         hi: mapping.rows_len,
+        rows: 1,
     };
-    // SAFETY: the callback and its context live for the call.
-    unsafe { bpf_loop(24, row_step as *mut c_void, (&raw mut search).cast(), 0) };
-    if search.lo == 0 {
+    let Some(lo) = search(row_search, 24) else {
+        return UNKNOWN;
+    };
+    if lo == 0 {
         return UNKNOWN;
     }
-    match UNWIND_ROWS.get(mapping.rows_start + search.lo - 1) {
+    match UNWIND_ROWS.get(mapping.rows_start + lo - 1) {
         Some(row) => Rule {
             cfa_reg: row.cfa_reg,
             rbp_saved: row.rbp_saved,
