@@ -14,6 +14,51 @@ use object::{Object, ObjectSection, ObjectSymbol};
 const TRACEFS: &str = "/sys/kernel/tracing";
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 
+/// tracefs at [`TRACEFS`], mounted for the test where nobody has (a fresh machine), unmounted
+/// on drop.
+struct Tracefs {
+    mounted_here: bool,
+}
+
+impl Tracefs {
+    fn ensure() -> Tracefs {
+        if Path::new(TRACEFS).join("uprobe_events").exists() {
+            return Tracefs {
+                mounted_here: false,
+            };
+        }
+        let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+        let (source, target) = (c("tracefs"), c(TRACEFS));
+        // SAFETY: valid NUL-terminated strings, no mount data.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                source.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount tracefs on {TRACEFS}: {}",
+            std::io::Error::last_os_error()
+        );
+        Tracefs { mounted_here: true }
+    }
+}
+
+impl Drop for Tracefs {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let target = std::ffi::CString::new(TRACEFS).expect("no NUL");
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
 /// A return probe through tracefs, removed on drop.
 struct ForeignReturnProbe {
     group: String,
@@ -98,6 +143,8 @@ fn stacks_reach_main_under_another_tracers_return_probe() {
     let jemalloc = dir.path().join("libjemalloc.so.2");
     fs::copy(JEMALLOC, &jemalloc).expect("copy libjemalloc");
     let built = build("return_probed", Variant::O2NoFramePointer);
+    // Declared before the probe: dropped after it.
+    let _tracefs = Tracefs::ensure();
     let probe = ForeignReturnProbe::on(&jemalloc, symbol_file_offset(&jemalloc, "malloc"));
     let preload = jemalloc.to_str().expect("utf-8 path");
     for run in 1..=5 {
