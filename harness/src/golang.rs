@@ -45,6 +45,22 @@ impl GoToolchain {
         self.find().unwrap_or_else(|missing| panic!("{missing}"))
     }
 
+    /// `go tool pprof ARGS PROFILE`'s output; panics with its stderr when it fails.
+    pub fn pprof(self, args: &[&str], profile: &Path) -> String {
+        let pprof = Command::new(self.go_binary())
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(profile)
+            .output()
+            .expect("run go tool pprof");
+        assert!(
+            pprof.status.success(),
+            "go tool pprof failed: {}",
+            String::from_utf8_lossy(&pprof.stderr)
+        );
+        String::from_utf8_lossy(&pprof.stdout).into_owned()
+    }
+
     /// The `go` command, or how to install it when it is missing.
     pub fn find(self) -> Result<PathBuf, String> {
         let (var, default, install) = match self {

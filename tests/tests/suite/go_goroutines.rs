@@ -10,8 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use std::process::Command;
-
 use leaktrace_tests::*;
 
 const TARGET: &str = "goroutines";
@@ -224,17 +222,7 @@ fn goroutine_profile_opens_in_pprof(toolchain: GoToolchain) {
         "{}",
         run.finished.stderr
     );
-    let pprof = Command::new(GoToolchain::Recent.go_binary())
-        .args(["tool", "pprof", "-traces"])
-        .arg(&profile)
-        .output()
-        .expect("run go tool pprof");
-    let text = String::from_utf8_lossy(&pprof.stdout);
-    assert!(
-        pprof.status.success(),
-        "go tool pprof failed: {}",
-        String::from_utf8_lossy(&pprof.stderr)
-    );
+    let text = GoToolchain::Recent.pprof(&["-traces"], &profile);
     assert!(text.contains("Type: goroutine"), "{text}");
     // One trace per site: its count, then the blocking frame, the start function, the creator.
     let trace = text

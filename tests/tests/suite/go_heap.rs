@@ -6,7 +6,6 @@
 //! keeps no profile says so.
 use std::io::Read as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use leaktrace_tests::*;
@@ -220,17 +219,7 @@ fn goheap_profile_opens_in_pprof(toolchain: GoToolchain) {
         profile_sites(&decode(&written)),
         profile_sites(&decode(&own))
     );
-    let pprof = Command::new(GoToolchain::Recent.go_binary())
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
-        .arg(&written)
-        .output()
-        .expect("run go tool pprof");
-    let text = String::from_utf8_lossy(&pprof.stdout);
-    assert!(
-        pprof.status.success(),
-        "go tool pprof failed: {}",
-        String::from_utf8_lossy(&pprof.stderr)
-    );
+    let text = GoToolchain::Recent.pprof(&["-top", "-sample_index=inuse_space"], &written);
     assert!(text.contains("Type: inuse_space"), "{text}");
     assert!(text.contains("main.retainBig"), "{text}");
 }
